@@ -1,0 +1,16 @@
+//! Gatehouse configuration: the YAML schema (the public contract of DESIGN.md section 3),
+//! loading with `${VAR}` interpolation, and validation whose every error names
+//! file, line, column and field path. Depends only on gatehouse-core.
+
+pub mod error;
+pub mod interpolate;
+pub mod load;
+pub mod locate;
+pub mod schema;
+pub mod units;
+pub mod validate;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use load::{load_file, load_str};
+pub use schema::*;
+pub use units::{Duration, Size};

@@ -1,0 +1,118 @@
+//! Loading: read, interpolate, parse, validate. The result keeps the field locations so
+//! later compile steps can report errors against the file too.
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::interpolate::interpolate;
+use crate::locate::{Locations, Pos};
+use crate::schema::Config;
+use crate::validate::{Issue, validate};
+
+/// A parsed and validated config together with where each field came from.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The config.
+    pub config: Config,
+    /// Field positions in the (interpolated) text.
+    pub locations: Locations,
+    /// The file name used in error messages.
+    pub file: String,
+}
+
+impl Loaded {
+    /// An error about `path`, located in the file.
+    pub fn error(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        locate_issue(&self.file, &self.locations, path, message.into())
+    }
+
+    /// Errors about several paths, sorted by position.
+    pub fn errors(&self, issues: Vec<Issue>) -> ConfigErrors {
+        let mut v: Vec<ConfigError> = issues
+            .into_iter()
+            .map(|i| self.error(&i.path, i.message))
+            .collect();
+        v.sort_by_key(|e| (e.line, e.column));
+        ConfigErrors(v)
+    }
+}
+
+fn locate_issue(file: &str, loc: &Locations, path: &str, message: String) -> ConfigError {
+    let pos = loc.find(path).unwrap_or(Pos { line: 0, column: 0 });
+    ConfigError {
+        file: file.to_string(),
+        line: pos.line,
+        column: pos.column,
+        path: path.to_string(),
+        message,
+    }
+}
+
+/// Reads and loads the config file at `path`.
+pub fn load_file(path: &str) -> Result<Loaded, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_string(),
+            line: 0,
+            column: 0,
+            path: String::new(),
+            message: format!("cannot read config: {e}"),
+        }])
+    })?;
+    load_str(&text, path)
+}
+
+/// Loads config text; `file` names it in errors.
+pub fn load_str(text: &str, file: &str) -> Result<Loaded, ConfigErrors> {
+    let one = |line, column, path: String, message| {
+        ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            line,
+            column,
+            path,
+            message,
+        }])
+    };
+    let text = interpolate(text, |name| std::env::var(name).ok())
+        .map_err(|e| one(e.line, e.column, String::new(), e.message))?;
+    let locations = Locations::index(&text);
+    // An empty document is an empty mapping: every field takes its default.
+    let body = if text.trim().is_empty() {
+        "{}"
+    } else {
+        text.as_str()
+    };
+    let config: Config = {
+        serde_saphyr::from_str(body).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line() as usize, l.column() as usize))
+                .unwrap_or((0, 0));
+            let path = locations.path_at(Pos { line, column }).unwrap_or_default();
+            one(
+                line,
+                column,
+                path,
+                first_line(&e.without_snippet().to_string()),
+            )
+        })?
+    };
+    let loaded = Loaded {
+        config,
+        locations,
+        file: file.to_string(),
+    };
+    let issues = validate(&loaded.config);
+    if issues.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(loaded.errors(issues))
+    }
+}
+
+/// The deserializer's message without its own location suffix (we print ours in front).
+fn first_line(msg: &str) -> String {
+    let line = msg.lines().next().unwrap_or(msg);
+    match line.find(" at line ") {
+        Some(i) => line[..i].to_string(),
+        None => line.to_string(),
+    }
+}

@@ -1,0 +1,554 @@
+//! The YAML schema: the public config contract (DESIGN.md section 3). Unknown fields are
+//! errors everywhere. Defaults live here, next to the field they belong to, and are
+//! documented in docs/configuration.md.
+
+use crate::units::{Duration, Size};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The whole `gatehouse.yaml` document.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listening sockets for client traffic.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// The admin API listener; absent means no admin listener.
+    #[serde(default)]
+    pub admin: Option<Admin>,
+    /// Named upstreams (groups of targets).
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// Named, reusable policies.
+    #[serde(default)]
+    pub policies: BTreeMap<String, PolicyConfig>,
+    /// Named CIDR groups reusable in `ip_filter` lists and `trusted_proxies`.
+    #[serde(default)]
+    pub ip_groups: BTreeMap<String, Vec<String>>,
+    /// Routes, matched by the precedence rules of docs/routing.md.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Policies applied to every route, before the route's own.
+    #[serde(default)]
+    pub default_policies: Vec<String>,
+    /// Peers whose X-Forwarded-For is believed (CIDRs or ip_groups names).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Where the JSON access log goes: stdout | stderr | off | a file path.
+    #[serde(default = "default_access_log")]
+    pub access_log: String,
+    /// Reload behaviour.
+    #[serde(default)]
+    pub reload: ReloadConfig,
+    /// Shutdown behaviour.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+fn default_access_log() -> String {
+    "stdout".into()
+}
+
+/// One client-facing listener.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Stable name, used in logs and metrics.
+    pub name: String,
+    /// `ip:port`, e.g. `127.0.0.1:8080`, `[::1]:8080`, `0.0.0.0:8080`.
+    pub address: String,
+    /// Protocols served on the socket; default `[http1, h2c]`.
+    #[serde(default = "default_protocols")]
+    pub protocols: Vec<Protocol>,
+    /// Largest request head accepted (431 beyond); default 64KiB.
+    #[serde(default = "default_max_header_size")]
+    pub max_header_size: Size,
+    /// Time a client has to send a complete request head (slow clients); default 10s.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: Duration,
+    /// Keep-alive connections with no request for this long are closed; default 60s.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Concurrent connections accepted by this listener (all workers); default 10000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_protocols() -> Vec<Protocol> {
+    vec![Protocol::Http1, Protocol::H2c]
+}
+fn default_max_header_size() -> Size {
+    Size(64 * 1024)
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+
+/// A protocol a listener speaks.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 (and 1.0).
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge.
+    H2c,
+}
+
+/// The admin API listener.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// `ip:port` of the admin API.
+    pub address: String,
+}
+
+/// A named group of targets and how to balance over them.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// The servers of this upstream.
+    pub targets: Vec<Target>,
+    /// How a target is picked; default round_robin.
+    #[serde(default)]
+    pub balancer: BalancerKind,
+    /// Hash key for consistent_hash (and the fallback key of sticky): `ip`, `header:NAME`,
+    /// `cookie:NAME`, `query:NAME`, `path`.
+    #[serde(default)]
+    pub hash_on: Option<String>,
+    /// Sticky-session cookie settings (balancer: sticky).
+    #[serde(default)]
+    pub sticky: StickyConfig,
+    /// Protocol spoken to the targets: http1 (default) or h2c (gRPC).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Connection pool limits.
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// How often hostnames of targets are resolved again; default 30s.
+    #[serde(default = "default_resolve_interval")]
+    pub resolve_interval: Duration,
+}
+
+fn default_resolve_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// One target of an upstream.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// `host:port` or `http://host:port`.
+    pub address: String,
+    /// Relative share of traffic; default 1.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// The load-balancing algorithm of an upstream.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancerKind {
+    /// Smooth weighted round robin, as nginx.
+    #[default]
+    RoundRobin,
+    /// Fewest in-flight requests (weights honoured).
+    LeastConnections,
+    /// Power of two choices on EWMA latency.
+    LeastLatency,
+    /// Weighted random.
+    Random,
+    /// Hash of the client IP over a consistent ring.
+    IpHash,
+    /// Hash of `hash_on` over a consistent ring.
+    ConsistentHash,
+    /// Cookie set by the gateway pins a client to a target.
+    Sticky,
+}
+
+/// Sticky-session cookie settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StickyConfig {
+    /// Cookie name; default `gh_sticky`.
+    #[serde(default = "default_sticky_cookie")]
+    pub cookie: String,
+    /// Cookie Max-Age; absent = session cookie.
+    #[serde(default)]
+    pub ttl: Option<Duration>,
+}
+
+impl Default for StickyConfig {
+    fn default() -> Self {
+        Self {
+            cookie: default_sticky_cookie(),
+            ttl: None,
+        }
+    }
+}
+
+fn default_sticky_cookie() -> String {
+    "gh_sticky".into()
+}
+
+/// Protocol spoken to an upstream's targets.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive.
+    #[default]
+    Http1,
+    /// HTTP/2 cleartext with prior knowledge (gRPC backends).
+    H2c,
+}
+
+/// Upstream timeouts.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// TCP connect; default 2s.
+    #[serde(default = "default_connect")]
+    pub connect: Duration,
+    /// From sending the request to the response head; default 30s.
+    #[serde(default = "default_request")]
+    pub request: Duration,
+    /// Idle pooled connections are closed after this; default 90s.
+    #[serde(default = "default_idle")]
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: default_connect(),
+            request: default_request(),
+            idle: default_idle(),
+        }
+    }
+}
+
+fn default_connect() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_request() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_idle() -> Duration {
+    Duration::from_secs(90)
+}
+
+/// Upstream connection pool limits (per worker thread and target).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Idle keep-alive connections kept per target and worker; default 512.
+    #[serde(default = "default_max_idle")]
+    pub max_idle_per_target: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_idle_per_target: default_max_idle(),
+        }
+    }
+}
+
+fn default_max_idle() -> usize {
+    512
+}
+
+/// A named policy; `type` selects the kind.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PolicyConfig {
+    /// Set/add/remove headers on the request and the response.
+    Headers(HeadersPolicy),
+    /// Allow or deny clients by CIDR.
+    IpFilter(IpFilterPolicy),
+}
+
+/// `type: headers`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersPolicy {
+    /// Edits applied to the request before it goes upstream.
+    #[serde(default)]
+    pub request: HeaderEdits,
+    /// Edits applied to the response before it goes to the client.
+    #[serde(default)]
+    pub response: HeaderEdits,
+}
+
+/// A set of header edits, applied in the order remove, set, add.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderEdits {
+    /// Replace (or create) these headers.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Append these values, keeping existing ones.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    /// Remove these headers.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// `type: ip_filter`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IpFilterPolicy {
+    /// When non-empty, only these CIDRs (or ip_groups) are admitted.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// These CIDRs (or ip_groups) are rejected; deny wins over allow.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Status of the rejection; default 403.
+    #[serde(default = "default_forbidden")]
+    pub status: u16,
+}
+
+fn default_forbidden() -> u16 {
+    403
+}
+
+/// A route: match conditions, policies, an optional rewrite and exactly one action.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Unique route name.
+    pub name: String,
+    /// Conditions; an absent block matches everything.
+    #[serde(default, rename = "match")]
+    pub matches: RouteMatch,
+    /// Policy names run after default_policies.
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// Path rewrite applied before proxying.
+    #[serde(default)]
+    pub rewrite: Option<Rewrite>,
+    /// Largest request body accepted (413 beyond); absent = unlimited.
+    #[serde(default)]
+    pub max_body_size: Option<Size>,
+    /// Action: proxy to one upstream.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Action: weighted split over upstreams (canary).
+    #[serde(default)]
+    pub split: Option<Vec<SplitEntry>>,
+    /// Action: redirect the client.
+    #[serde(default)]
+    pub redirect: Option<Redirect>,
+    /// Action: answer with a fixed response.
+    #[serde(default)]
+    pub respond: Option<Respond>,
+}
+
+/// Match conditions of a route; all present conditions must hold.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Host names, exact or `*.suffix`; empty = any host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Path condition; absent = prefix `/`.
+    #[serde(default)]
+    pub path: Option<PathMatch>,
+    /// Methods; empty = any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Header conditions.
+    #[serde(default)]
+    pub headers: Vec<ValueMatch>,
+    /// Query-parameter conditions.
+    #[serde(default)]
+    pub query: Vec<ValueMatch>,
+}
+
+/// How a path is matched.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PathKind {
+    /// The whole path equals the value.
+    Exact,
+    /// The path starts with the value on a segment boundary.
+    #[default]
+    Prefix,
+    /// The whole path matches the regex.
+    Regex,
+    /// `/users/{id}` and `/files/{*rest}` with captured parameters.
+    Template,
+}
+
+/// A path condition.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PathMatch {
+    /// Kind of match; default prefix.
+    #[serde(default, rename = "type")]
+    pub kind: PathKind,
+    /// The path, prefix, regex or template.
+    pub value: String,
+}
+
+/// How a header or query value is matched.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueKind {
+    /// Equal to `value`.
+    #[default]
+    Exact,
+    /// Matches the regex `value` (anchored).
+    Regex,
+    /// Present with any value.
+    Present,
+}
+
+/// A header or query condition.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ValueMatch {
+    /// Header (case-insensitive) or query parameter (case-sensitive) name.
+    pub name: String,
+    /// Expected value (not used for `present`).
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Kind of match; default exact.
+    #[serde(default, rename = "type")]
+    pub kind: ValueKind,
+}
+
+/// Path rewrite; exactly one field.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    /// Remove this leading prefix (segment-wise).
+    #[serde(default)]
+    pub strip_prefix: Option<String>,
+    /// Replace the matched path prefix of the route with this value.
+    #[serde(default)]
+    pub replace_prefix: Option<String>,
+    /// Replace the whole path; `{param}` placeholders take template captures.
+    #[serde(default)]
+    pub replace_path: Option<String>,
+}
+
+/// One branch of a weighted split.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SplitEntry {
+    /// Upstream name.
+    pub upstream: String,
+    /// Relative weight (0 disables the branch).
+    pub weight: u32,
+}
+
+/// A redirect action.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    /// New scheme (`http` or `https`).
+    #[serde(default)]
+    pub scheme: Option<String>,
+    /// New host (without port).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// New port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// New path (query is kept).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Full target template with `{scheme}`, `{host}`, `{path}`, `{query}` and template params.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// 301, 302 (default), 303, 307 or 308.
+    #[serde(default = "default_redirect_status")]
+    pub status: u16,
+}
+
+fn default_redirect_status() -> u16 {
+    302
+}
+
+/// A fixed-response action.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Respond {
+    /// Status; default 200.
+    #[serde(default = "default_ok")]
+    pub status: u16,
+    /// Response headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Response body; default empty.
+    #[serde(default)]
+    pub body: String,
+}
+
+fn default_ok() -> u16 {
+    200
+}
+
+/// Hot-reload settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Watch the config file and reload on change; default true.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    /// Wait this long after the last change before reloading; default 300ms.
+    #[serde(default = "default_debounce")]
+    pub debounce: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            debounce: default_debounce(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_debounce() -> Duration {
+    Duration::from_millis(300)
+}
+
+/// Shutdown settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long in-flight requests get to finish after SIGTERM; default 30s.
+    #[serde(default = "default_drain")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout: default_drain(),
+        }
+    }
+}
+
+fn default_drain() -> Duration {
+    Duration::from_secs(30)
+}

@@ -1,0 +1,528 @@
+//! Semantic validation: references, duplicates, syntax of CIDRs, regexes, header names,
+//! and conflicting actions. Returns every issue found, not just the first.
+
+use crate::schema::*;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+/// One semantic problem at a field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// Field path such as `routes[2].upstream`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+struct Issues(Vec<Issue>);
+
+impl Issues {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Issue {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Validates everything that can be checked without building runtime structures.
+pub fn validate(c: &Config) -> Vec<Issue> {
+    let mut out = Issues(Vec::new());
+    listeners(c, &mut out);
+    if let Some(admin) = &c.admin
+        && admin.address.parse::<SocketAddr>().is_err()
+    {
+        out.push(
+            "admin.address",
+            format!("invalid address {:?}: expected ip:port", admin.address),
+        );
+    }
+    for (name, cidrs) in &c.ip_groups {
+        for (i, cidr) in cidrs.iter().enumerate() {
+            if parse_cidr(cidr).is_none() {
+                out.push(
+                    format!("ip_groups.{name}[{i}]"),
+                    format!("invalid CIDR or IP {cidr:?}"),
+                );
+            }
+        }
+    }
+    for (i, entry) in c.trusted_proxies.iter().enumerate() {
+        check_cidr_or_group(c, entry, &format!("trusted_proxies[{i}]"), &mut out);
+    }
+    for (name, up) in &c.upstreams {
+        upstream(name, up, &mut out);
+    }
+    for (name, p) in &c.policies {
+        policy(c, name, p, &mut out);
+    }
+    for (i, name) in c.default_policies.iter().enumerate() {
+        if !c.policies.contains_key(name) {
+            out.push(
+                format!("default_policies[{i}]"),
+                format!("no policy named {name:?}"),
+            );
+        }
+    }
+    let mut route_names = HashSet::new();
+    for (i, r) in c.routes.iter().enumerate() {
+        if !route_names.insert(r.name.as_str()) {
+            out.push(
+                format!("routes[{i}].name"),
+                format!("duplicate route name {:?}", r.name),
+            );
+        }
+        route(c, i, r, &mut out);
+    }
+    if c.access_log.trim().is_empty() {
+        out.push("access_log", "must be stdout, stderr, off or a file path");
+    }
+    out.0
+}
+
+fn listeners(c: &Config, out: &mut Issues) {
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    for (i, l) in c.listeners.iter().enumerate() {
+        if l.name.is_empty() {
+            out.push(format!("listeners[{i}].name"), "must not be empty");
+        } else if !names.insert(l.name.as_str()) {
+            out.push(
+                format!("listeners[{i}].name"),
+                format!("duplicate listener name {:?}", l.name),
+            );
+        }
+        match l.address.parse::<SocketAddr>() {
+            Ok(a) => {
+                if !addrs.insert(a) {
+                    out.push(
+                        format!("listeners[{i}].address"),
+                        format!("address {a} is used by another listener"),
+                    );
+                }
+            }
+            Err(_) => out.push(
+                format!("listeners[{i}].address"),
+                format!(
+                    "invalid address {:?}: expected ip:port such as 127.0.0.1:8080",
+                    l.address
+                ),
+            ),
+        }
+        if l.protocols.is_empty() {
+            out.push(format!("listeners[{i}].protocols"), "must not be empty");
+        }
+        if l.max_header_size.0 < 1024 {
+            out.push(
+                format!("listeners[{i}].max_header_size"),
+                "must be at least 1KiB",
+            );
+        }
+        if l.max_connections == 0 {
+            out.push(
+                format!("listeners[{i}].max_connections"),
+                "must be at least 1",
+            );
+        }
+    }
+}
+
+fn upstream(name: &str, up: &Upstream, out: &mut Issues) {
+    let base = format!("upstreams.{name}");
+    if up.targets.is_empty() {
+        out.push(
+            format!("{base}.targets"),
+            "an upstream needs at least one target",
+        );
+    }
+    for (i, t) in up.targets.iter().enumerate() {
+        if let Err(msg) = parse_target(&t.address) {
+            out.push(format!("{base}.targets[{i}].address"), msg);
+        }
+    }
+    if !up.targets.is_empty() && up.targets.iter().all(|t| t.weight == 0) {
+        out.push(
+            format!("{base}.targets"),
+            "at least one target needs a weight above 0",
+        );
+    }
+    match (&up.balancer, &up.hash_on) {
+        (BalancerKind::ConsistentHash, None) => out.push(
+            format!("{base}.hash_on"),
+            "consistent_hash needs hash_on (ip | header:NAME | cookie:NAME | query:NAME | path)",
+        ),
+        (_, Some(h)) => {
+            if let Err(msg) = parse_hash_on(h) {
+                out.push(format!("{base}.hash_on"), msg);
+            }
+        }
+        _ => {}
+    }
+    if up.balancer == BalancerKind::Sticky && !is_token(&up.sticky.cookie) {
+        out.push(format!("{base}.sticky.cookie"), "invalid cookie name");
+    }
+    if up.timeouts.connect.get().is_zero() || up.timeouts.request.get().is_zero() {
+        out.push(format!("{base}.timeouts"), "timeouts must be above zero");
+    }
+}
+
+/// A target address split into host and port (scheme `http://` accepted and dropped).
+pub fn parse_target(address: &str) -> Result<(String, u16), String> {
+    let rest = if let Some(r) = address.strip_prefix("http://") {
+        r
+    } else if address.starts_with("https://") {
+        return Err(format!(
+            "{address:?}: TLS to upstream targets is not supported yet; use http:// or host:port"
+        ));
+    } else if address.contains("://") {
+        return Err(format!(
+            "{address:?}: unsupported scheme (use http:// or host:port)"
+        ));
+    } else {
+        address
+    };
+    let rest = rest.trim_end_matches('/');
+    if let Ok(sa) = rest.parse::<SocketAddr>() {
+        return Ok((sa.ip().to_string(), sa.port()));
+    }
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{address:?}: expected host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{address:?}: invalid port {port:?}"))?;
+    if host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    {
+        return Err(format!("{address:?}: invalid host name {host:?}"));
+    }
+    Ok((host.to_string(), port))
+}
+
+/// A parsed `hash_on` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    /// Client IP.
+    Ip,
+    /// A request header.
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+    /// A query parameter.
+    Query(String),
+    /// The request path.
+    Path,
+}
+
+/// Parses `ip | header:NAME | cookie:NAME | query:NAME | path`.
+pub fn parse_hash_on(s: &str) -> Result<HashOn, String> {
+    let bad = || {
+        format!(
+            "invalid hash_on {s:?}: expected ip | header:NAME | cookie:NAME | query:NAME | path"
+        )
+    };
+    match s.split_once(':') {
+        None if s == "ip" => Ok(HashOn::Ip),
+        None if s == "path" => Ok(HashOn::Path),
+        Some(("header", n)) if http::HeaderName::from_bytes(n.as_bytes()).is_ok() => {
+            Ok(HashOn::Header(n.to_ascii_lowercase()))
+        }
+        Some(("cookie", n)) if is_token(n) => Ok(HashOn::Cookie(n.to_string())),
+        Some(("query", n)) if !n.is_empty() => Ok(HashOn::Query(n.to_string())),
+        _ => Err(bad()),
+    }
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Parses a CIDR or a bare IP (as a /32 or /128).
+pub fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+fn check_cidr_or_group(c: &Config, entry: &str, path: &str, out: &mut Issues) {
+    if parse_cidr(entry).is_none() && !c.ip_groups.contains_key(entry) {
+        out.push(
+            path,
+            format!("{entry:?} is neither a CIDR, an IP nor an ip_groups name"),
+        );
+    }
+}
+
+fn policy(c: &Config, name: &str, p: &PolicyConfig, out: &mut Issues) {
+    let base = format!("policies.{name}");
+    match p {
+        PolicyConfig::Headers(h) => {
+            for (phase, edits) in [("request", &h.request), ("response", &h.response)] {
+                header_edits(&format!("{base}.{phase}"), edits, out);
+            }
+        }
+        PolicyConfig::IpFilter(f) => {
+            for (list, entries) in [("allow", &f.allow), ("deny", &f.deny)] {
+                for (i, e) in entries.iter().enumerate() {
+                    check_cidr_or_group(c, e, &format!("{base}.{list}[{i}]"), out);
+                }
+            }
+            if f.allow.is_empty() && f.deny.is_empty() {
+                out.push(base.clone(), "ip_filter needs allow or deny entries");
+            }
+            if !(400..=599).contains(&f.status) {
+                out.push(format!("{base}.status"), "must be a 4xx or 5xx status");
+            }
+        }
+    }
+}
+
+fn header_edits(base: &str, e: &HeaderEdits, out: &mut Issues) {
+    for (kind, map) in [("set", &e.set), ("add", &e.add)] {
+        for (k, v) in map {
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                out.push(
+                    format!("{base}.{kind}.{k}"),
+                    format!("invalid header name {k:?}"),
+                );
+            }
+            if http::HeaderValue::from_str(v).is_err() {
+                out.push(
+                    format!("{base}.{kind}.{k}"),
+                    format!("invalid header value {v:?}"),
+                );
+            }
+        }
+    }
+    for (i, k) in e.remove.iter().enumerate() {
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            out.push(
+                format!("{base}.remove[{i}]"),
+                format!("invalid header name {k:?}"),
+            );
+        }
+    }
+}
+
+fn route(c: &Config, i: usize, r: &Route, out: &mut Issues) {
+    let base = format!("routes[{i}]");
+    if r.name.is_empty() {
+        out.push(format!("{base}.name"), "must not be empty");
+    }
+    let actions: Vec<&str> = [
+        ("upstream", r.upstream.is_some()),
+        ("split", r.split.is_some()),
+        ("redirect", r.redirect.is_some()),
+        ("respond", r.respond.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(n, on)| on.then_some(n))
+    .collect();
+    match actions.len() {
+        0 => out.push(
+            base.clone(),
+            "a route needs exactly one action: upstream, split, redirect or respond",
+        ),
+        1 => {}
+        _ => out.push(
+            format!("{base}.{}", actions[1]),
+            format!(
+                "conflicting actions: {} (a route takes exactly one)",
+                actions.join(" and ")
+            ),
+        ),
+    }
+    if let Some(u) = &r.upstream
+        && !c.upstreams.contains_key(u)
+    {
+        out.push(
+            format!("{base}.upstream"),
+            format!("no upstream named {u:?}"),
+        );
+    }
+    if let Some(split) = &r.split {
+        if split.is_empty() || split.iter().all(|s| s.weight == 0) {
+            out.push(
+                format!("{base}.split"),
+                "a split needs at least one entry with weight above 0",
+            );
+        }
+        for (j, s) in split.iter().enumerate() {
+            if !c.upstreams.contains_key(&s.upstream) {
+                out.push(
+                    format!("{base}.split[{j}].upstream"),
+                    format!("no upstream named {:?}", s.upstream),
+                );
+            }
+        }
+    }
+    if let Some(rd) = &r.redirect {
+        if ![301, 302, 303, 307, 308].contains(&rd.status) {
+            out.push(
+                format!("{base}.redirect.status"),
+                "must be 301, 302, 303, 307 or 308",
+            );
+        }
+        if let Some(s) = &rd.scheme
+            && s != "http"
+            && s != "https"
+        {
+            out.push(format!("{base}.redirect.scheme"), "must be http or https");
+        }
+        if rd.to.is_some()
+            && (rd.scheme.is_some() || rd.host.is_some() || rd.path.is_some() || rd.port.is_some())
+        {
+            out.push(
+                format!("{base}.redirect.to"),
+                "`to` replaces the whole target: do not combine it with scheme, host, port or path",
+            );
+        }
+    }
+    if let Some(rs) = &r.respond {
+        if !(100..=599).contains(&rs.status) {
+            out.push(
+                format!("{base}.respond.status"),
+                "must be a status between 100 and 599",
+            );
+        }
+        for (k, v) in &rs.headers {
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || http::HeaderValue::from_str(v).is_err()
+            {
+                out.push(format!("{base}.respond.headers.{k}"), "invalid header");
+            }
+        }
+    }
+    for (j, p) in r.policies.iter().enumerate() {
+        if !c.policies.contains_key(p) {
+            out.push(
+                format!("{base}.policies[{j}]"),
+                format!("no policy named {p:?}"),
+            );
+        }
+    }
+    route_match(&base, &r.matches, out);
+    if let Some(rw) = &r.rewrite {
+        let set = [&rw.strip_prefix, &rw.replace_prefix, &rw.replace_path]
+            .iter()
+            .filter(|o| o.is_some())
+            .count();
+        if set != 1 {
+            out.push(
+                format!("{base}.rewrite"),
+                "give exactly one of strip_prefix, replace_prefix, replace_path",
+            );
+        }
+        if rw.replace_prefix.is_some()
+            && !matches!(
+                r.matches.path.as_ref().map(|p| p.kind),
+                Some(PathKind::Prefix)
+            )
+        {
+            out.push(
+                format!("{base}.rewrite.replace_prefix"),
+                "replace_prefix needs a prefix path match",
+            );
+        }
+        for (field, v) in [
+            ("strip_prefix", &rw.strip_prefix),
+            ("replace_prefix", &rw.replace_prefix),
+            ("replace_path", &rw.replace_path),
+        ] {
+            if let Some(v) = v
+                && !v.starts_with('/')
+            {
+                out.push(format!("{base}.rewrite.{field}"), "must start with /");
+            }
+        }
+    }
+}
+
+fn route_match(base: &str, m: &RouteMatch, out: &mut Issues) {
+    for (j, h) in m.hosts.iter().enumerate() {
+        let name = h.strip_prefix("*.").unwrap_or(h);
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            && !name.starts_with('.')
+            && !name.ends_with('.');
+        if !valid {
+            out.push(
+                format!("{base}.match.hosts[{j}]"),
+                format!(
+                    "invalid host {h:?}: expected a name such as api.example.com or *.example.org"
+                ),
+            );
+        }
+    }
+    if let Some(p) = &m.path {
+        let path = format!("{base}.match.path.value");
+        match p.kind {
+            PathKind::Regex => {
+                if let Err(e) = regex::Regex::new(&p.value) {
+                    out.push(path, format!("invalid regex: {}", one_line(&e.to_string())));
+                }
+            }
+            _ => {
+                if !p.value.starts_with('/') {
+                    out.push(path, "must start with /");
+                }
+            }
+        }
+    }
+    for (j, mth) in m.methods.iter().enumerate() {
+        if http::Method::from_bytes(mth.as_bytes()).is_err()
+            || mth.chars().any(|c| c.is_ascii_lowercase())
+        {
+            out.push(
+                format!("{base}.match.methods[{j}]"),
+                format!("invalid method {mth:?} (methods are upper case, like GET)"),
+            );
+        }
+    }
+    for (kind, list) in [("headers", &m.headers), ("query", &m.query)] {
+        for (j, vm) in list.iter().enumerate() {
+            let p = format!("{base}.match.{kind}[{j}]");
+            if kind == "headers" && http::HeaderName::from_bytes(vm.name.as_bytes()).is_err() {
+                out.push(
+                    format!("{p}.name"),
+                    format!("invalid header name {:?}", vm.name),
+                );
+            }
+            if vm.name.is_empty() {
+                out.push(format!("{p}.name"), "must not be empty");
+            }
+            match (vm.kind, &vm.value) {
+                (ValueKind::Present, Some(_)) => {
+                    out.push(format!("{p}.value"), "type present takes no value")
+                }
+                (ValueKind::Exact | ValueKind::Regex, None) => out.push(
+                    format!("{p}.value"),
+                    "a value is required (or use type: present)",
+                ),
+                (ValueKind::Regex, Some(v)) => {
+                    if let Err(e) = regex::Regex::new(v) {
+                        out.push(
+                            format!("{p}.value"),
+                            format!("invalid regex: {}", one_line(&e.to_string())),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,106 @@
+//! Config errors name file, line, column and field path.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use gatehouse_config::{ConfigError, load_str};
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    match load_str(text, "gw.yaml") {
+        Ok(_) => panic!("config should be rejected"),
+        Err(e) => e.0,
+    }
+}
+
+const BASE: &str = "upstreams:\n  users:\n    targets: [{ address: 127.0.0.1:9001 }]\n";
+
+#[test]
+fn unknown_upstream_is_located() {
+    let text = format!("{BASE}routes:\n  - name: a\n    upstream: user\n");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(
+        e[0].to_string(),
+        "gw.yaml:6:15: routes[0].upstream: no upstream named \"user\""
+    );
+}
+
+#[test]
+fn unknown_field_is_located() {
+    let text = format!("{BASE}routes:\n  - name: a\n    upstrem: users\n");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!((e[0].line, e[0].column), (6, 5), "{}", e[0]);
+    assert!(e[0].message.contains("upstrem"), "{}", e[0]);
+    assert_eq!(e[0].path, "routes[0].upstrem");
+}
+
+#[test]
+fn bad_duration_and_type_errors_are_located() {
+    let text = "upstreams:\n  users:\n    targets: [{ address: 127.0.0.1:9001 }]\n    timeouts: { connect: 2 parsecs }\n";
+    let e = errors(text);
+    assert_eq!(e[0].line, 4, "{}", e[0]);
+    assert!(e[0].message.contains("parsecs"), "{}", e[0]);
+}
+
+#[test]
+fn many_semantic_errors_at_once() {
+    let text = r#"
+listeners:
+  - { name: a, address: "nope" }
+  - { name: a, address: 127.0.0.1:1 }
+upstreams:
+  empty: { targets: [] }
+  hashy: { targets: [{ address: "h:1" }], balancer: consistent_hash }
+policies:
+  f: { type: ip_filter, allow: [10.0.0.0/33] }
+routes:
+  - name: r
+    match: { path: { type: regex, value: "(" } }
+    upstream: empty
+    respond: { status: 200 }
+  - name: r
+    policies: [missing]
+    upstream: empty
+"#;
+    let e = errors(text);
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    for want in [
+        "listeners[0].address",
+        "listeners[1].name",
+        "upstreams.empty.targets",
+        "upstreams.hashy.hash_on",
+        "policies.f.allow[0]",
+        "routes[0].match.path.value",
+        "routes[0].respond",
+        "routes[1].name",
+        "routes[1].policies[0]",
+    ] {
+        assert!(paths.contains(&want), "missing {want} in {paths:?}");
+    }
+    assert!(e.iter().all(|e| e.line > 0), "{e:?}");
+}
+
+#[test]
+fn env_interpolation() {
+    // SAFETY of the test: the variable name is unique to this test.
+    let text =
+        "upstreams:\n  u:\n    targets: [{ address: \"127.0.0.1:${GH_TEST_PORT_X:-9100}\" }]\n";
+    let loaded = load_str(text, "gw.yaml").unwrap();
+    assert_eq!(
+        loaded.config.upstreams["u"].targets[0].address,
+        "127.0.0.1:9100"
+    );
+    let e = errors("a: ${GH_SURELY_UNSET_VAR}\n");
+    assert_eq!((e[0].line, e[0].column), (1, 4));
+}
+
+#[test]
+fn syntax_error_is_located() {
+    let e = errors("routes:\n  - name: a\n   bad: [\n");
+    assert!(e[0].line >= 2, "{}", e[0]);
+}
+
+#[test]
+fn empty_file_is_a_valid_empty_config() {
+    let l = load_str("", "gw.yaml").unwrap();
+    assert!(l.config.routes.is_empty());
+}

@@ -1,0 +1,13 @@
+//! The shared vocabulary of Gatehouse: the per-request context, the policy trait and its
+//! flow, and RFC 9457 problem responses. It performs no I/O and depends on no other crate
+//! of ours, so every layer above can speak it.
+
+pub mod ctx;
+pub mod flow;
+pub mod policy;
+pub mod problem;
+
+pub use ctx::{PhaseTimings, RequestCtx, ShortCircuit};
+pub use flow::{Flow, LocalResponse};
+pub use policy::Policy;
+pub use problem::{Problem, problem_response};
