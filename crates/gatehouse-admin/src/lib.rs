@@ -1,0 +1,132 @@
+//! The admin API (JSON over HTTP/1.1 on its own listener): health, reload, upstream state.
+//! It reads the same live snapshot the workers serve; it never sits on the request path.
+
+use bytes::Bytes;
+use gatehouse_core::{Problem, problem_response};
+use gatehouse_proxy::Gateway;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+/// Serves the admin API on `listener` until shutdown begins.
+pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener) {
+    let mut stop = gw.shutdown_signal();
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let gw = gw.clone();
+                async move { Ok::<_, Infallible>(route(&gw, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn problem(
+    status: StatusCode,
+    detail: String,
+    extra: Option<serde_json::Value>,
+) -> Response<Full<Bytes>> {
+    let p = problem_response(&Problem::new(status, detail), "admin");
+    let (parts, body) = p.into_parts();
+    let body = match extra {
+        Some(extra) => {
+            let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            v["errors"] = extra;
+            Bytes::from(v.to_string())
+        }
+        None => body,
+    };
+    Response::from_parts(parts, Full::new(body))
+}
+
+async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/admin/health") => json(
+            StatusCode::OK,
+            serde_json::json!({"status": "ok", "generation": gw.live.load().generation}),
+        ),
+        (&Method::POST, "/admin/reload") => {
+            let g = gw.clone();
+            match tokio::task::spawn_blocking(move || g.reload()).await {
+                Ok(Ok(generation)) => json(
+                    StatusCode::OK,
+                    serde_json::json!({"status": "reloaded", "generation": generation}),
+                ),
+                Ok(Err(errors)) => {
+                    let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+                    tracing::error!(
+                        count = list.len(),
+                        "config rejected by POST /admin/reload; the previous config keeps serving"
+                    );
+                    problem(
+                        StatusCode::BAD_REQUEST,
+                        "config rejected; the previous config keeps serving".into(),
+                        Some(serde_json::json!(list)),
+                    )
+                }
+                Err(e) => problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("reload task failed: {e}"),
+                    None,
+                ),
+            }
+        }
+        (&Method::GET, "/admin/upstreams") => {
+            let snap = gw.live.load();
+            let mut ups = serde_json::Map::new();
+            for (name, u) in snap.upstreams.iter() {
+                let targets: Vec<_> = u
+                    .targets
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "address": t.address,
+                            "resolved": t.socket_addr().map(|a| a.to_string()),
+                            "in_flight": t.in_flight(),
+                            "ewma_latency_ms": t.ewma_ns() as f64 / 1e6,
+                        })
+                    })
+                    .collect();
+                ups.insert(
+                    name.clone(),
+                    serde_json::json!({"balancer": format!("{:?}", u.config.balancer), "targets": targets}),
+                );
+            }
+            json(StatusCode::OK, serde_json::Value::Object(ups))
+        }
+        (_, path) => problem(
+            StatusCode::NOT_FOUND,
+            format!("no admin endpoint {} {path}", req.method()),
+            None,
+        ),
+    }
+}

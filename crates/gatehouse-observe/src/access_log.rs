@@ -1,0 +1,171 @@
+//! The access log: records are serialized on the worker and handed to a writer thread
+//! through a channel, so a slow disk never stalls a request.
+
+use serde::Serialize;
+use std::io::Write;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::SystemTime;
+
+/// One access-log line. Latencies are milliseconds with microsecond precision.
+#[derive(Debug, Serialize)]
+pub struct AccessRecord<'a> {
+    /// RFC 3339 time the request started.
+    pub time: String,
+    /// Request id.
+    pub request_id: &'a str,
+    /// Client IP after trusted proxies.
+    pub client_ip: String,
+    /// Method.
+    pub method: &'a str,
+    /// Host.
+    pub host: &'a str,
+    /// Path (without query).
+    pub path: &'a str,
+    /// Response status.
+    pub status: u16,
+    /// Request body bytes received.
+    pub bytes_in: u64,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+    /// Matched route.
+    pub route: Option<&'a str>,
+    /// Upstream target address.
+    pub upstream_target: Option<&'a str>,
+    /// Time to the upstream response head.
+    pub upstream_latency_ms: Option<f64>,
+    /// Total time until the response body ended.
+    pub total_latency_ms: f64,
+    /// Per-phase timings.
+    pub phases: Phases,
+    /// Policy that answered locally, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub short_circuit: Option<ShortCircuitRecord<'a>>,
+    /// Error detail when the gateway produced the response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+}
+
+/// Per-phase timings in milliseconds.
+#[derive(Debug, Serialize, Default)]
+pub struct Phases {
+    /// Request and response policies.
+    pub policies_ms: f64,
+    /// Obtaining an upstream connection (0 when pooled).
+    pub upstream_connect_ms: Option<f64>,
+    /// Sending the request until the response head.
+    pub upstream_first_byte_ms: Option<f64>,
+    /// Whole request.
+    pub total_ms: f64,
+}
+
+/// A short circuit, as logged.
+#[derive(Debug, Serialize)]
+pub struct ShortCircuitRecord<'a> {
+    /// Policy name.
+    pub policy: &'a str,
+    /// Reason.
+    pub reason: &'a str,
+}
+
+/// Milliseconds with microsecond precision.
+pub fn ms(d: std::time::Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+/// Formats a system time as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = if month <= 2 { y + 1 } else { y };
+    format!(
+        "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
+        d.subsec_millis()
+    )
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    tx: Option<SyncSender<String>>,
+}
+
+impl AccessLog {
+    /// A log that drops everything (`access_log: off`).
+    pub fn off() -> Self {
+        Self { tx: None }
+    }
+
+    /// Opens the sink named by the config value: stdout, stderr, off or a file path (appended).
+    pub fn open(target: &str) -> std::io::Result<Self> {
+        let sink: Box<dyn Write + Send> = match target {
+            "off" => return Ok(Self::off()),
+            "stdout" => Box::new(std::io::stdout()),
+            "stderr" => Box::new(std::io::stderr()),
+            path => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+        };
+        // Bounded: under a burst that the sink cannot absorb we drop lines, never block requests.
+        let (tx, rx) = sync_channel::<String>(65_536);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_loop(rx, sink))?;
+        Ok(Self { tx: Some(tx) })
+    }
+
+    /// Whether records are wanted at all (saves building them when off).
+    pub fn is_on(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Queues one record.
+    pub fn write(&self, rec: &AccessRecord<'_>) {
+        let Some(tx) = &self.tx else { return };
+        if let Ok(mut line) = serde_json::to_string(rec) {
+            line.push('\n');
+            match tx.try_send(line) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                Err(TrySendError::Full(_)) => tracing::warn!("access log behind; dropped a line"),
+            }
+        }
+    }
+}
+
+fn write_loop(rx: Receiver<String>, sink: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, sink);
+    while let Ok(line) = rx.recv() {
+        let _ = out.write_all(line.as_bytes());
+        // Drain what is queued, then flush once: one syscall per burst, not per line.
+        while let Ok(more) = rx.try_recv() {
+            let _ = out.write_all(more.as_bytes());
+        }
+        let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+}

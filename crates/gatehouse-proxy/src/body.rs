@@ -1,0 +1,208 @@
+//! Body types: what goes upstream (the client's body, counted and capped) and what goes
+//! to the client (an upstream body that returns its connection to the pool at its end, or
+//! a local one). Enums rather than boxed trait objects: no allocation per request.
+
+use crate::finish::Finish;
+use crate::pool::Return;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+
+/// Error type of bodies we stream.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Shared counters of one request body: bytes seen and whether the limit tripped.
+#[derive(Debug, Default)]
+pub struct BodyMeter {
+    /// Bytes received from the client.
+    pub bytes: AtomicU64,
+    /// Set when the body went over the route's limit.
+    pub over_limit: AtomicBool,
+}
+
+/// The request body sent upstream.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    limit: u64,
+    seen: u64,
+    meter: Arc<BodyMeter>,
+}
+
+impl RequestBody {
+    /// Streams `inner`, failing once more than `limit` bytes went through.
+    pub fn new(inner: Incoming, limit: Option<u64>, meter: Arc<BodyMeter>) -> Self {
+        Self {
+            inner: Some(inner),
+            limit: limit.unwrap_or(u64::MAX),
+            seen: 0,
+            meter,
+        }
+    }
+
+    /// No body (upgrades, bodiless requests).
+    pub fn empty() -> Self {
+        Self {
+            inner: None,
+            limit: u64::MAX,
+            seen: 0,
+            meter: Arc::default(),
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(Pin::new(inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(d) = frame.data_ref() {
+                    this.seen += d.len() as u64;
+                    this.meter.bytes.store(this.seen, Ordering::Relaxed);
+                    if this.seen > this.limit {
+                        this.meter.over_limit.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(
+                            "request body over the route's max_body_size".into(),
+                        )));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map(|b| b.size_hint())
+            .unwrap_or_else(|| SizeHint::with_exact(0))
+    }
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Upstream(Incoming, Option<Return>),
+}
+
+/// The response body sent to the client. Dropping it ends the request (access log, finish phase).
+pub struct ProxyBody {
+    kind: Kind,
+    finish: Option<Finish>,
+}
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxyBody")
+    }
+}
+
+impl ProxyBody {
+    /// A body made by the gateway.
+    pub fn full(b: Bytes) -> Self {
+        Self {
+            kind: Kind::Full((!b.is_empty()).then_some(b)),
+            finish: None,
+        }
+    }
+
+    /// An upstream body; `ret` gives the connection back to the pool at the end.
+    pub fn upstream(b: Incoming, ret: Option<Return>) -> Self {
+        let mut s = Self {
+            kind: Kind::Upstream(b, ret),
+            finish: None,
+        };
+        s.release_if_done();
+        s
+    }
+
+    /// Attaches the finish phase, run when the body is done or dropped.
+    pub fn with_finish(mut self, f: Finish) -> Self {
+        self.finish = Some(f);
+        self
+    }
+
+    fn release_if_done(&mut self) {
+        if let Kind::Upstream(b, ret) = &mut self.kind
+            && b.is_end_stream()
+            && let Some(r) = ret.take()
+        {
+            r.give_back();
+        }
+    }
+
+    fn count(&mut self, n: usize) {
+        if let Some(f) = self.finish.as_mut() {
+            f.bytes_out += n as u64;
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = match &mut this.kind {
+            Kind::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
+            Kind::Upstream(b, ret) => match ready!(Pin::new(b).poll_frame(cx)) {
+                None => {
+                    if let Some(r) = ret.take() {
+                        r.give_back();
+                    }
+                    None
+                }
+                Some(Err(e)) => {
+                    // A broken body must not go back to the pool.
+                    ret.take();
+                    Some(Err(e))
+                }
+                Some(Ok(f)) => Some(Ok(f)),
+            },
+        };
+        if let Some(Ok(f)) = &polled
+            && let Some(d) = f.data_ref()
+        {
+            let n = d.len();
+            this.count(n);
+        }
+        this.release_if_done();
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Upstream(b, _) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0)),
+            Kind::Upstream(b, _) => b.size_hint(),
+        }
+    }
+}

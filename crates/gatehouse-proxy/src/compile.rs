@@ -1,0 +1,139 @@
+//! Config to snapshot: builds routers, policy chains, upstream state (carried over from
+//! the previous snapshot by name) and the access-log sink. All parsing happens here.
+
+use crate::route::{Action, CompiledRoute};
+use crate::snapshot::Snapshot;
+use bytes::Bytes;
+use gatehouse_config::load::Loaded;
+use gatehouse_config::validate::Issue;
+use gatehouse_config::{ConfigErrors, PathKind};
+use gatehouse_observe::AccessLog;
+use gatehouse_policies::cidr::CidrSet;
+use gatehouse_router::Router;
+use gatehouse_upstream::Registry;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Compiles a loaded config. `previous` lends upstream state and the access-log sink
+/// when its target did not change.
+pub fn compile(loaded: &Loaded, previous: Option<&Snapshot>) -> Result<Snapshot, ConfigErrors> {
+    let c = &loaded.config;
+    let mut issues = Vec::new();
+    let mut issue = |path: String, message: String| issues.push(Issue { path, message });
+
+    let router = match Router::build(
+        &c.routes
+            .iter()
+            .map(|r| r.matches.clone())
+            .collect::<Vec<_>>(),
+    ) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            issue(format!("routes[{}].{}", e.route, e.field), e.message);
+            None
+        }
+    };
+    let upstreams = Registry::build(&c.upstreams, previous.map(|p| &p.upstreams));
+    let mut policies = HashMap::new();
+    for (name, cfg) in &c.policies {
+        match gatehouse_policies::build(name, cfg, c) {
+            Ok(p) => {
+                policies.insert(name.as_str(), p);
+            }
+            Err(e) => issue(format!("policies.{name}"), e),
+        }
+    }
+    let trusted = CidrSet::build(&c.trusted_proxies, &c.ip_groups).unwrap_or_else(|e| {
+        issue("trusted_proxies".into(), e);
+        CidrSet::default()
+    });
+
+    let mut routes = Vec::with_capacity(c.routes.len());
+    for (i, r) in c.routes.iter().enumerate() {
+        let chain = c
+            .default_policies
+            .iter()
+            .chain(&r.policies)
+            .filter_map(|n| policies.get(n.as_str()).cloned())
+            .collect();
+        let up = |n: &str| upstreams.get(n).cloned();
+        let action = if let Some(u) = r.upstream.as_deref().and_then(up) {
+            Action::Upstream(u)
+        } else if let Some(split) = &r.split {
+            let branches: Vec<_> = split
+                .iter()
+                .filter(|s| s.weight > 0)
+                .filter_map(|s| up(&s.upstream).map(|u| (u, s.weight)))
+                .collect();
+            let total = branches.iter().map(|b| b.1).sum();
+            Action::Split(branches, total)
+        } else if let Some(rd) = &r.redirect {
+            Action::Redirect(rd.clone())
+        } else if let Some(rs) = &r.respond {
+            let mut headers = HeaderMap::new();
+            for (k, v) in &rs.headers {
+                if let (Ok(k), Ok(v)) = (
+                    HeaderName::from_bytes(k.as_bytes()),
+                    HeaderValue::from_str(v),
+                ) {
+                    headers.insert(k, v);
+                }
+            }
+            Action::Respond {
+                status: StatusCode::from_u16(rs.status).unwrap_or(StatusCode::OK),
+                headers,
+                body: Bytes::from(rs.body.clone()),
+            }
+        } else {
+            issue(format!("routes[{i}]"), "route has no usable action".into());
+            continue;
+        };
+        let prefix = r
+            .matches
+            .path
+            .as_ref()
+            .filter(|p| p.kind == PathKind::Prefix)
+            .map(|p| p.value.clone());
+        routes.push(CompiledRoute {
+            name: r.name.clone(),
+            policies: chain,
+            rewrite: r.rewrite.clone(),
+            prefix,
+            max_body_size: r.max_body_size.map(|s| s.0),
+            action,
+        });
+    }
+
+    let access_log = match previous {
+        Some(p) if p.config.access_log == c.access_log => p.access_log.clone(),
+        _ => AccessLog::open(&c.access_log).unwrap_or_else(|e| {
+            issue(
+                "access_log".into(),
+                format!("cannot open {:?}: {e}", c.access_log),
+            );
+            AccessLog::off()
+        }),
+    };
+    if !issues.is_empty() {
+        return Err(loaded.errors(issues));
+    }
+    Ok(Snapshot {
+        config: c.clone(),
+        router: router.unwrap_or_default(),
+        routes,
+        upstreams,
+        trusted_proxies: trusted,
+        access_log,
+        generation: previous.map(|p| p.generation + 1).unwrap_or(1),
+    })
+}
+
+/// Loads and compiles the file at `path`.
+pub fn load_and_compile(
+    path: &str,
+    previous: Option<&Snapshot>,
+) -> Result<Arc<Snapshot>, ConfigErrors> {
+    let loaded = gatehouse_config::load_file(path)?;
+    compile(&loaded, previous).map(Arc::new)
+}

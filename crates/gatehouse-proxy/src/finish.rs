@@ -1,0 +1,82 @@
+//! The finish phase: runs once when the response body is done or dropped, on every exit
+//! path: writes the access-log line and calls each policy's `on_complete`.
+
+use crate::snapshot::Snapshot;
+use gatehouse_core::RequestCtx;
+use gatehouse_observe::access_log::{AccessRecord, Phases, ShortCircuitRecord, ms, rfc3339};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Everything the finish phase needs, carried by the response body.
+pub struct Finish {
+    /// The snapshot the request ran on.
+    pub snapshot: Arc<Snapshot>,
+    /// Matched route index.
+    pub route: Option<usize>,
+    /// The request context.
+    pub ctx: RequestCtx,
+    /// Wall-clock start.
+    pub wall: SystemTime,
+    /// Method.
+    pub method: http::Method,
+    /// Host.
+    pub host: String,
+    /// Path.
+    pub path: String,
+    /// Response status.
+    pub status: u16,
+    /// Request body bytes.
+    pub bytes_in: Arc<crate::body::BodyMeter>,
+    /// Response body bytes.
+    pub bytes_out: u64,
+    /// Error detail when the gateway produced the response.
+    pub error: Option<String>,
+    /// Keeps the target's in-flight count up until the response body ends.
+    pub inflight: Option<gatehouse_upstream::InFlight>,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let snap = &self.snapshot;
+        if let Some(r) = self.route.and_then(|i| snap.routes.get(i)) {
+            for p in &r.policies {
+                p.on_complete(&self.ctx);
+            }
+        }
+        if !snap.access_log.is_on() {
+            return;
+        }
+        let ctx = &self.ctx;
+        let total = ctx.started.elapsed();
+        let rec = AccessRecord {
+            time: rfc3339(self.wall),
+            request_id: &ctx.request_id,
+            client_ip: ctx.client_ip.to_string(),
+            method: self.method.as_str(),
+            host: &self.host,
+            path: &self.path,
+            status: self.status,
+            bytes_in: self
+                .bytes_in
+                .bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            bytes_out: self.bytes_out,
+            route: ctx.route.as_deref(),
+            upstream_target: ctx.upstream_target.as_deref(),
+            upstream_latency_ms: ctx.timings.upstream_first_byte.map(ms),
+            total_latency_ms: ms(total),
+            phases: Phases {
+                policies_ms: ms(ctx.timings.policies),
+                upstream_connect_ms: ctx.timings.upstream_connect.map(ms),
+                upstream_first_byte_ms: ctx.timings.upstream_first_byte.map(ms),
+                total_ms: ms(total),
+            },
+            short_circuit: ctx.short_circuit.as_ref().map(|s| ShortCircuitRecord {
+                policy: &s.policy,
+                reason: s.reason,
+            }),
+            error: self.error.as_deref(),
+        };
+        snap.access_log.write(&rec);
+    }
+}

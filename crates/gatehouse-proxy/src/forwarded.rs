@@ -1,0 +1,153 @@
+//! What the gateway adds to and strips from forwarded messages: hop-by-hop headers,
+//! X-Forwarded-*, the request id, and the client IP behind trusted proxies.
+
+use gatehouse_policies::cidr::CidrSet;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+
+/// The request id header.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes RFC 9110 7.6.1 hop-by-hop headers and every header named in `Connection`.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if let Some(conn) = h.get(header::CONNECTION).cloned()
+        && let Ok(s) = conn.to_str()
+    {
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                h.remove(n);
+            }
+        }
+    }
+    for n in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHENTICATE,
+    ] {
+        h.remove(n);
+    }
+}
+
+/// The request id: the client's when well formed (1-200 visible ASCII chars), else a new one.
+pub fn request_id(h: &HeaderMap) -> String {
+    if let Some(v) = h.get(&X_REQUEST_ID)
+        && let Ok(s) = v.to_str()
+        && (1..=200).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return s.to_string();
+    }
+    new_request_id()
+}
+
+/// A random 128-bit id in hex.
+pub fn new_request_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// The client IP: the peer, or when the peer is a trusted proxy, the right-most
+/// X-Forwarded-For entry that is not itself trusted.
+pub fn client_ip(h: &HeaderMap, peer: IpAddr, trusted: &CidrSet) -> IpAddr {
+    if trusted.is_empty() || !trusted.contains(peer) {
+        return peer;
+    }
+    let mut ip = peer;
+    let entries = h
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for e in entries.iter().rev() {
+        match e.parse::<IpAddr>() {
+            Ok(addr) => {
+                ip = addr;
+                if !trusted.contains(addr) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    ip
+}
+
+/// Sets X-Forwarded-For (appending the peer), -Proto and -Host on a request going upstream.
+/// Incoming -Proto/-Host are kept only from trusted peers.
+pub fn add_forwarded(h: &mut HeaderMap, peer: IpAddr, host: &str, peer_trusted: bool) {
+    let peer_s = peer.to_string();
+    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {peer_s}"),
+        _ => peer_s,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !peer_trusted || !h.contains_key(&X_FORWARDED_PROTO) {
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+    if (!peer_trusted || !h.contains_key(&X_FORWARDED_HOST))
+        && let Ok(v) = HeaderValue::from_str(host)
+    {
+        h.insert(X_FORWARDED_HOST.clone(), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn client_ip_behind_trusted_proxies() {
+        let trusted = CidrSet::build(&["10.0.0.0/8".into()], &BTreeMap::new()).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.1.1.1, 2.2.2.2, 10.0.0.5"),
+        );
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(
+            client_ip(&h, peer, &trusted),
+            "2.2.2.2".parse::<IpAddr>().unwrap()
+        );
+        let untrusted: IpAddr = "3.3.3.3".parse().unwrap();
+        assert_eq!(client_ip(&h, untrusted, &trusted), untrusted);
+    }
+
+    #[test]
+    fn request_id_kept_or_generated() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert("x-request-id", HeaderValue::from_static("has space"));
+        assert_eq!(request_id(&h).len(), 32);
+    }
+}

@@ -1,0 +1,97 @@
+//! The running gateway: the live snapshot, reload, and shutdown state shared by workers,
+//! the admin API and signal handlers.
+
+use crate::compile::load_and_compile;
+use crate::snapshot::Snapshot;
+use arc_swap::ArcSwap;
+use gatehouse_config::ConfigErrors;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Shared handle on a running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    /// The config file reloads read.
+    pub config_path: String,
+    /// The live snapshot; requests load it once at their start.
+    pub live: Arc<ArcSwap<Snapshot>>,
+    /// Open downstream connections, all listeners and workers.
+    pub connections: Arc<AtomicUsize>,
+    shutdown: watch::Sender<bool>,
+    reload_lock: std::sync::Mutex<()>,
+}
+
+impl Gateway {
+    /// A gateway serving `snapshot`, reloading from `config_path`.
+    pub fn new(config_path: String, snapshot: Arc<Snapshot>) -> Arc<Self> {
+        Arc::new(Self {
+            config_path,
+            live: Arc::new(ArcSwap::new(snapshot)),
+            connections: Arc::new(AtomicUsize::new(0)),
+            shutdown: watch::channel(false).0,
+            reload_lock: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// Loads and compiles the config file again and swaps it in; on error the old
+    /// snapshot keeps serving. Returns the new generation.
+    pub fn reload(&self) -> Result<u64, ConfigErrors> {
+        // One reload at a time, so state carry-over always starts from the latest snapshot.
+        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let prev = self.live.load_full();
+        let next = load_and_compile(&self.config_path, Some(&prev))?;
+        if next.config.listeners != prev.config.listeners || next.config.admin != prev.config.admin
+        {
+            tracing::warn!(
+                "listener or admin changes take effect at the next restart; other changes are live"
+            );
+        }
+        let generation = next.generation;
+        self.live.store(next);
+        tracing::info!(generation, "config reloaded");
+        Ok(generation)
+    }
+
+    /// Reloads and logs the outcome (signal and file-watch triggers).
+    pub fn reload_logged(&self, trigger: &str) {
+        if let Err(errors) = self.reload() {
+            for e in &errors.0 {
+                tracing::error!(trigger, "{e}");
+            }
+            tracing::error!(
+                trigger,
+                count = errors.0.len(),
+                "config rejected; the previous config keeps serving"
+            );
+        }
+    }
+
+    /// A receiver that turns true when shutdown begins.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Starts a graceful shutdown: listeners stop accepting, connections finish what they carry.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Waits until every connection closed or `deadline` passed; true when drained.
+    pub async fn drained(&self, deadline: Duration) -> bool {
+        let until = Instant::now() + deadline;
+        while self.connections.load(Ordering::Relaxed) > 0 {
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+}

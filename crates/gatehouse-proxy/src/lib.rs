@@ -1,0 +1,22 @@
+//! The Gatehouse engine. The only crate that knows hyper: it compiles a config into a
+//! [`snapshot::Snapshot`], serves listeners on one current_thread runtime per worker, and
+//! runs each request through [`pipeline`] top to bottom: route, request policies, action,
+//! response policies, finish.
+
+pub mod body;
+pub mod compile;
+pub mod error;
+pub mod finish;
+pub mod forward;
+pub mod forwarded;
+pub mod gateway;
+pub mod listener;
+pub mod pipeline;
+pub mod pool;
+pub mod reload;
+pub mod route;
+pub mod snapshot;
+pub mod upgrade;
+
+pub use gateway::Gateway;
+pub use snapshot::Snapshot;

@@ -1,0 +1,332 @@
+//! Listeners and workers (DESIGN.md section 7): every worker thread runs its own
+//! current_thread runtime with its own SO_REUSEPORT socket per listener, and serves the
+//! connections it accepts to the end. HTTP/1.1 and h2c share a port.
+
+use crate::gateway::Gateway;
+use crate::pipeline::{self, ConnInfo};
+use gatehouse_config::{Listener, Protocol};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use socket2::{Domain, Socket, Type};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// A listener bound for one worker.
+#[derive(Debug)]
+pub struct Bound {
+    /// The socket.
+    pub socket: std::net::TcpListener,
+    /// Its config.
+    pub spec: Listener,
+    /// Open connections on this listener (all workers).
+    pub open: Arc<AtomicUsize>,
+}
+
+fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.set_tcp_nodelay(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+/// Binds every listener once per worker (so bind errors surface before serving).
+pub fn bind(listeners: &[Listener], workers: usize) -> std::io::Result<Vec<Vec<Bound>>> {
+    let mut per_worker: Vec<Vec<Bound>> = (0..workers).map(|_| Vec::new()).collect();
+    for l in listeners {
+        let mut addr: SocketAddr = l.address.parse().map_err(|_| {
+            std::io::Error::other(format!(
+                "listener {}: invalid address {}",
+                l.name, l.address
+            ))
+        })?;
+        let open = Arc::new(AtomicUsize::new(0));
+        for w in per_worker.iter_mut() {
+            let socket = reuseport_socket(addr).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("listener {} on {addr}: {e}", l.name))
+            })?;
+            // Port 0: every worker joins the port the first socket got.
+            addr = socket.local_addr()?;
+            w.push(Bound {
+                socket,
+                spec: l.clone(),
+                open: open.clone(),
+            });
+        }
+    }
+    Ok(per_worker)
+}
+
+/// Starts one thread per worker; each returns once shutdown began and its connections drained.
+pub fn spawn_workers(
+    gw: &Arc<Gateway>,
+    bound: Vec<Vec<Bound>>,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    bound
+        .into_iter()
+        .enumerate()
+        .map(|(i, listeners)| {
+            let gw = gw.clone();
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || run_worker(gw, listeners))
+        })
+        .collect()
+}
+
+fn run_worker(gw: Arc<Gateway>, listeners: Vec<Bound>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "worker runtime failed to start");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        for b in listeners {
+            match tokio::net::TcpListener::from_std(b.socket) {
+                Ok(sock) => {
+                    tokio::spawn(accept_loop(gw.clone(), sock, b.spec, b.open));
+                }
+                Err(e) => tracing::error!(error = %e, "cannot register listener"),
+            }
+        }
+        let mut stop = gw.shutdown_signal();
+        let _ = stop.wait_for(|s| *s).await;
+        let deadline = gw.live.load().config.shutdown.drain_timeout.get();
+        gw.drained(deadline).await;
+    });
+}
+
+async fn accept_loop(
+    gw: Arc<Gateway>,
+    sock: tokio::net::TcpListener,
+    spec: Listener,
+    open: Arc<AtomicUsize>,
+) {
+    let builder = Arc::new(server_builder(&spec));
+    let http1_only = !spec.protocols.contains(&Protocol::H2c);
+    let mut stop = gw.shutdown_signal();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = sock.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(listener = %spec.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        if open.load(Ordering::Relaxed) >= spec.max_connections {
+            tracing::warn!(listener = %spec.name, %peer, "max_connections reached; closing new connection");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let guard = ConnGuard::new(&open, &gw.connections);
+        let info = ConnInfo {
+            peer,
+            max_header_size: spec.max_header_size.0,
+        };
+        tokio::spawn(serve_connection(
+            gw.clone(),
+            builder.clone(),
+            stream,
+            info,
+            guard,
+            spec.idle_timeout.get(),
+            http1_only,
+        ));
+    }
+}
+
+fn server_builder(spec: &Listener) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    // hyper answers a bare 431 beyond its buffer; below it the pipeline answers with a
+    // problem+json body, so the buffer gets twice the configured limit.
+    let buf = usize::try_from(spec.max_header_size.0.saturating_mul(2))
+        .unwrap_or(usize::MAX)
+        .max(8192);
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(spec.header_read_timeout.get())
+        .max_buf_size(buf)
+        .max_headers(1000)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(buf).unwrap_or(u32::MAX));
+    b
+}
+
+async fn serve_connection(
+    gw: Arc<Gateway>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: tokio::net::TcpStream,
+    info: ConnInfo,
+    _guard: ConnGuard,
+    idle: Duration,
+    http1_only: bool,
+) {
+    let live = gw.live.clone();
+    let info = Arc::new(info);
+    let svc = service_fn(move |req| {
+        let live = live.clone();
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(pipeline::handle(&live, &info, req).await) }
+    });
+    let activity = Arc::new(crate::listener::Activity::default());
+    let io = TokioIo::new(ActiveStream {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let builder = if http1_only {
+        builder.as_ref().clone().http1_only()
+    } else {
+        builder.as_ref().clone()
+    };
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    let mut stop = gw.shutdown_signal();
+    let mut tick = tokio::time::interval(idle.max(Duration::from_millis(100)) / 2);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = stop.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tick.tick(), if !draining => {
+                if activity.idle_for() > idle {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Counts a connection on its listener and on the gateway for as long as it lives.
+struct ConnGuard {
+    listener: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+}
+
+impl ConnGuard {
+    fn new(listener: &Arc<AtomicUsize>, total: &Arc<AtomicUsize>) -> Self {
+        listener.fetch_add(1, Ordering::Relaxed);
+        total.fetch_add(1, Ordering::Relaxed);
+        Self {
+            listener: listener.clone(),
+            total: total.clone(),
+        }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.listener.fetch_sub(1, Ordering::Relaxed);
+        self.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Last time bytes moved on a connection, for the idle timeout.
+#[derive(Debug)]
+pub struct Activity {
+    epoch: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            epoch: std::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.epoch.elapsed();
+        now.saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A TCP stream that records activity on every read and write.
+struct ActiveStream {
+    inner: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl tokio::io::AsyncRead for ActiveStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for ActiveStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.activity.touch();
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.activity.touch();
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

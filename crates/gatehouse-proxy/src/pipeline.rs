@@ -1,0 +1,452 @@
+//! The request lifecycle, top to bottom (docs/request-lifecycle.md):
+//! limits -> route -> request policies -> action -> response policies -> finish.
+
+use crate::body::{BodyMeter, ProxyBody, RequestBody};
+use crate::error::ProxyError;
+use crate::finish::Finish;
+use crate::forward;
+use crate::forwarded::{self, X_REQUEST_ID};
+use crate::route::{Action, CompiledRoute, redirect_response};
+use crate::snapshot::Snapshot;
+use crate::upgrade;
+use arc_swap::ArcSwap;
+use gatehouse_core::{Flow, LocalResponse, Problem, RequestCtx, problem_response};
+use gatehouse_router::RequestView;
+use gatehouse_upstream::PickInput;
+use gatehouse_upstream::upstream::cookie;
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// Facts about the downstream connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// Largest request head accepted.
+    pub max_header_size: u64,
+}
+
+/// Serves one request on the snapshot that is live when it starts.
+pub async fn handle(
+    live: &ArcSwap<Snapshot>,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let snap = live.load_full();
+    let (mut parts, body) = req.into_parts();
+    let mut ctx = RequestCtx::new(forwarded::request_id(&parts.headers), conn.peer, started);
+    ctx.client_ip = forwarded::client_ip(&parts.headers, conn.peer.ip(), &snap.trusted_proxies);
+    let (host, port) = host_of(&parts);
+    let mut finish = Finish {
+        snapshot: snap.clone(),
+        route: None,
+        ctx,
+        wall: SystemTime::now(),
+        method: parts.method.clone(),
+        host,
+        path: parts.uri.path().to_string(),
+        status: 0,
+        bytes_in: Arc::new(BodyMeter::default()),
+        bytes_out: 0,
+        error: None,
+        inflight: None,
+    };
+
+    // Limits that apply before routing.
+    if head_size(&parts) > conn.max_header_size {
+        let detail = format!("request head is larger than {} bytes", conn.max_header_size);
+        return local(
+            problem(
+                &mut finish,
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                detail,
+            ),
+            finish,
+        );
+    }
+
+    // Route.
+    let view = RequestView {
+        host: &finish.host,
+        path: parts.uri.path(),
+        method: &parts.method,
+        headers: &parts.headers,
+        query: parts.uri.query(),
+    };
+    let Some(matched) = snap.router.match_route(&view) else {
+        let detail = format!(
+            "no route for {} {}{}",
+            parts.method,
+            finish.host,
+            parts.uri.path()
+        );
+        return local(problem(&mut finish, StatusCode::NOT_FOUND, detail), finish);
+    };
+    let Some(route) = snap.routes.get(matched.route) else {
+        return local(
+            problem(&mut finish, StatusCode::NOT_FOUND, "route vanished".into()),
+            finish,
+        );
+    };
+    finish.route = Some(matched.route);
+    finish.ctx.route = Some(route.name.clone());
+    finish.ctx.params = matched.params;
+
+    if let Some(limit) = route.max_body_size
+        && content_length(&parts).is_some_and(|n| n > limit)
+    {
+        let detail = format!("request body is larger than the limit of {limit} bytes");
+        return local(
+            problem(&mut finish, StatusCode::PAYLOAD_TOO_LARGE, detail),
+            finish,
+        );
+    }
+
+    // Request policies, in config order; the first Respond ends the chain.
+    let t = Instant::now();
+    let mut ran = 0;
+    let mut answered = None;
+    for p in &route.policies {
+        ran += 1;
+        if let Flow::Respond(r) = p.on_request(&mut parts, &mut finish.ctx) {
+            answered = Some(r);
+            break;
+        }
+    }
+    finish.ctx.timings.policies = t.elapsed();
+
+    // The action, unless a policy already answered.
+    let resp = match answered {
+        Some(r) => r.map(ProxyBody::full),
+        None => run_action(route, parts, body, port, &mut finish).await,
+    };
+
+    // Response policies, in reverse, over the policies whose request phase ran.
+    let t = Instant::now();
+    let (mut rparts, rbody) = resp.into_parts();
+    for p in route.policies[..ran].iter().rev() {
+        p.on_response(&mut rparts, &mut finish.ctx);
+    }
+    finish.ctx.timings.policies += t.elapsed();
+    respond(Response::from_parts(rparts, rbody), finish)
+}
+
+async fn run_action(
+    route: &CompiledRoute,
+    parts: http::request::Parts,
+    body: Incoming,
+    port: Option<u16>,
+    finish: &mut Finish,
+) -> Response<ProxyBody> {
+    match &route.action {
+        Action::Respond {
+            status,
+            headers,
+            body,
+        } => {
+            let mut r = Response::new(ProxyBody::full(body.clone()));
+            *r.status_mut() = *status;
+            *r.headers_mut() = headers.clone();
+            r
+        }
+        Action::Redirect(rd) => redirect_response(
+            rd,
+            &finish.host,
+            port,
+            parts.uri.path(),
+            parts.uri.query(),
+            &finish.ctx.params,
+        )
+        .map(ProxyBody::full),
+        Action::Upstream(_) | Action::Split(..) => match proxy(route, parts, body, finish).await {
+            Ok(r) => r,
+            Err(e) => {
+                let p = e.problem();
+                tracing::debug!(request_id = %finish.ctx.request_id, error = %e, "upstream request failed");
+                finish.error = Some(e.to_string());
+                problem_response(&p, &finish.ctx.request_id).map(ProxyBody::full)
+            }
+        },
+    }
+}
+
+/// Forwards to a target of the route's upstream.
+async fn proxy(
+    route: &CompiledRoute,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    finish: &mut Finish,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let Some(up) = route.upstream() else {
+        return Err(ProxyError::NoTarget {
+            upstream: route.name.clone(),
+        });
+    };
+    let ctx = &mut finish.ctx;
+    let input = PickInput {
+        client_ip: ctx.client_ip,
+        hash_key: up.hash_key(&parts, ctx.client_ip),
+        sticky: up.sticky_cookie().and_then(|n| cookie(&parts.headers, n)),
+    };
+    let (pick, target) = up.pick(&input).ok_or_else(|| ProxyError::NoTarget {
+        upstream: up.name.clone(),
+    })?;
+    ctx.upstream_target = Some(target.address.clone());
+    finish.inflight = Some(target.begin());
+    let target = target.clone();
+
+    // The upstream request: rewritten path, hop-by-hop stripped, forwarding headers added.
+    let is_upgrade = upgrade::is_upgrade(&parts);
+    let client_upgrade = is_upgrade
+        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+        .flatten();
+    let path = route
+        .rewritten_path(parts.uri.path(), &ctx.params)
+        .unwrap_or_else(|| parts.uri.path().to_string());
+    let pq = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let upgrade_headers = is_upgrade.then(|| {
+        (
+            parts.headers.get(header::UPGRADE).cloned(),
+            parts.headers.get(header::CONNECTION).cloned(),
+        )
+    });
+    forwarded::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::EXPECT);
+    if let Some((Some(u), _)) = upgrade_headers {
+        parts.headers.insert(header::UPGRADE, u);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let peer_trusted = !finish.snapshot.trusted_proxies.is_empty()
+        && finish.snapshot.trusted_proxies.contains(ctx.peer.ip());
+    forwarded::add_forwarded(
+        &mut parts.headers,
+        ctx.peer.ip(),
+        &finish.host,
+        peer_trusted,
+    );
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        parts.headers.insert(X_REQUEST_ID.clone(), v);
+    }
+    let h2 = up.config.protocol == gatehouse_config::UpstreamProtocol::H2c;
+    if h2 {
+        // gRPC needs `te: trailers` end to end; HTTP/2 carries the host as :authority.
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+        parts.uri = format!("http://{}{pq}", authority(&finish.host, &parts))
+            .parse()
+            .map_err(|_| bad_uri(up))?;
+        parts.headers.remove(header::HOST);
+        parts.version = Version::HTTP_2;
+    } else {
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(a) = parts.uri.authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+        parts.uri = pq.parse().map_err(|_| bad_uri(up))?;
+        parts.version = Version::HTTP_11;
+    }
+    let req_body = if is_upgrade {
+        RequestBody::empty()
+    } else {
+        RequestBody::new(body, route.max_body_size, finish.bytes_in.clone())
+    };
+    let req = Request::from_parts(parts, req_body);
+
+    let sent = if is_upgrade {
+        send_upgrade(up, &target, req).await
+    } else {
+        forward::send(up, &target, req).await
+    };
+    let mut fwd = match sent {
+        Ok(f) => f,
+        Err(e)
+            if finish
+                .bytes_in
+                .over_limit
+                .load(std::sync::atomic::Ordering::Relaxed) =>
+        {
+            tracing::debug!(error = %e, "body over limit");
+            return Err(ProxyError::BodyTooLarge {
+                limit: route.max_body_size.unwrap_or(0),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let ctx = &mut finish.ctx;
+    target.record_latency(fwd.first_byte);
+    ctx.timings.upstream_connect = Some(fwd.connect);
+    ctx.timings.upstream_first_byte = Some(fwd.first_byte);
+
+    let resp = &mut fwd.response;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client) = client_upgrade {
+            upgrade::splice(client, hyper::upgrade::on(&mut *resp));
+        }
+    } else {
+        forwarded::strip_hop_by_hop(resp.headers_mut());
+    }
+    if pick.set_cookie
+        && let Some(name) = up.sticky_cookie()
+    {
+        let id = gatehouse_upstream::balancer::sticky_id(&target.address);
+        let max_age = up
+            .config
+            .sticky
+            .ttl
+            .map(|t| format!("; Max-Age={}", t.get().as_secs()))
+            .unwrap_or_default();
+        if let Ok(v) = HeaderValue::from_str(&format!("{name}={id}; Path=/; HttpOnly{max_age}")) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    Ok(fwd.response)
+}
+
+async fn send_upgrade(
+    up: &gatehouse_upstream::UpstreamState,
+    target: &gatehouse_upstream::TargetState,
+    req: Request<RequestBody>,
+) -> Result<forward::Forwarded, ProxyError> {
+    let addr = target.socket_addr().ok_or_else(|| ProxyError::NoTarget {
+        upstream: up.name.clone(),
+    })?;
+    let started = Instant::now();
+    let mut tx = crate::pool::connect_h1(addr, up.config.timeouts.connect.get(), true)
+        .await
+        .map_err(|e| match e {
+            crate::pool::ConnectError::Timeout => ProxyError::ConnectTimeout {
+                upstream: up.name.clone(),
+                target: target.address.clone(),
+                after: up.config.timeouts.connect.get(),
+            },
+            crate::pool::ConnectError::Io(source) => ProxyError::Connect {
+                upstream: up.name.clone(),
+                target: target.address.clone(),
+                source,
+            },
+        })?;
+    let connect = started.elapsed();
+    let sent = Instant::now();
+    let resp = tokio::time::timeout(up.config.timeouts.request.get(), tx.send_request(req))
+        .await
+        .map_err(|_| ProxyError::Timeout {
+            upstream: up.name.clone(),
+            target: target.address.clone(),
+            after: up.config.timeouts.request.get(),
+        })?
+        .map_err(|source| ProxyError::Exchange {
+            upstream: up.name.clone(),
+            target: target.address.clone(),
+            source,
+        })?;
+    Ok(forward::Forwarded {
+        response: resp.map(|b| ProxyBody::upstream(b, None)),
+        connect,
+        first_byte: sent.elapsed(),
+    })
+}
+
+fn bad_uri(up: &gatehouse_upstream::UpstreamState) -> ProxyError {
+    ProxyError::NoTarget {
+        upstream: up.name.clone(),
+    }
+}
+
+fn authority(host: &str, parts: &http::request::Parts) -> String {
+    parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| host.to_string())
+}
+
+/// Lower-case host without port, and the port if one was given.
+fn host_of(parts: &http::request::Parts) -> (String, Option<u16>) {
+    let raw = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    let (h, p) = match raw.strip_prefix('[') {
+        // IPv6 literal: [::1]:8080
+        Some(rest) => match rest.split_once(']') {
+            Some((h, tail)) => (h, tail.strip_prefix(':')),
+            None => (raw, None),
+        },
+        None => match raw.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (raw, None),
+        },
+    };
+    (h.to_ascii_lowercase(), p.and_then(|p| p.parse().ok()))
+}
+
+/// Approximate size of the request head on the wire.
+fn head_size(parts: &http::request::Parts) -> u64 {
+    let line = parts.method.as_str().len() + parts.uri.to_string().len() + 12;
+    let headers: usize = parts
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    (line + headers) as u64
+}
+
+fn content_length(parts: &http::request::Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Records a gateway-made error and builds its problem response.
+fn problem(finish: &mut Finish, status: StatusCode, detail: String) -> LocalResponse {
+    let resp = problem_response(
+        &Problem::new(status, detail.clone()),
+        &finish.ctx.request_id,
+    );
+    finish.error = Some(detail);
+    resp
+}
+
+/// Sends a local response that bypassed the policy chain.
+fn local(resp: LocalResponse, finish: Finish) -> Response<ProxyBody> {
+    respond(resp.map(ProxyBody::full), finish)
+}
+
+/// Stamps the request id and attaches the finish phase to the body.
+fn respond(mut resp: Response<ProxyBody>, mut finish: Finish) -> Response<ProxyBody> {
+    if let Ok(v) = HeaderValue::from_str(&finish.ctx.request_id) {
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
+    finish.status = resp.status().as_u16();
+    resp.map(|b| b.with_finish(finish))
+}

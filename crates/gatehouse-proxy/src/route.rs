@@ -1,0 +1,209 @@
+//! A compiled route: its policy chain, rewrite, limits and action.
+
+use bytes::Bytes;
+use gatehouse_config::{Redirect, Rewrite};
+use gatehouse_core::{LocalResponse, Policy};
+use gatehouse_upstream::UpstreamState;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use std::sync::Arc;
+
+/// What a route does once its request policies let the request through.
+#[derive(Debug)]
+pub enum Action {
+    /// Proxy to one upstream.
+    Upstream(Arc<UpstreamState>),
+    /// Proxy to one of several upstreams by weight; `total` is the sum of weights.
+    Split(Vec<(Arc<UpstreamState>, u32)>, u32),
+    /// Redirect the client.
+    Redirect(Redirect),
+    /// Answer with a fixed response.
+    Respond {
+        /// Status.
+        status: StatusCode,
+        /// Headers.
+        headers: HeaderMap,
+        /// Body.
+        body: Bytes,
+    },
+}
+
+/// A route as the pipeline uses it.
+#[derive(Debug)]
+pub struct CompiledRoute {
+    /// Route name.
+    pub name: String,
+    /// default_policies then the route's own, in config order.
+    pub policies: Vec<Arc<dyn Policy>>,
+    /// Path rewrite.
+    pub rewrite: Option<Rewrite>,
+    /// The route's matched prefix (for replace_prefix).
+    pub prefix: Option<String>,
+    /// Body limit.
+    pub max_body_size: Option<u64>,
+    /// The action.
+    pub action: Action,
+}
+
+impl CompiledRoute {
+    /// The upstream for this request (picks a split branch by weight).
+    pub fn upstream(&self) -> Option<&Arc<UpstreamState>> {
+        match &self.action {
+            Action::Upstream(u) => Some(u),
+            Action::Split(branches, total) => {
+                let mut r = fastrand::u32(..(*total).max(1));
+                for (u, w) in branches {
+                    if r < *w {
+                        return Some(u);
+                    }
+                    r -= w;
+                }
+                branches.last().map(|(u, _)| u)
+            }
+            _ => None,
+        }
+    }
+
+    /// The path to send upstream after the rewrite.
+    pub fn rewritten_path(&self, path: &str, params: &[(String, String)]) -> Option<String> {
+        let rw = self.rewrite.as_ref()?;
+        if let Some(strip) = &rw.strip_prefix {
+            return Some(replace_prefix(path, strip, "/"));
+        }
+        if let (Some(to), Some(prefix)) = (&rw.replace_prefix, &self.prefix) {
+            return Some(replace_prefix(path, prefix, to));
+        }
+        rw.replace_path.as_ref().map(|t| fill(t, params))
+    }
+}
+
+/// Replaces `prefix` (segment-wise) at the start of `path` with `to`; keeps the path otherwise.
+fn replace_prefix(path: &str, prefix: &str, to: &str) -> String {
+    let prefix = prefix.trim_end_matches('/');
+    let rest = match path.strip_prefix(prefix) {
+        Some(r) if r.is_empty() || r.starts_with('/') => r,
+        _ => return path.to_string(),
+    };
+    let to = to.trim_end_matches('/');
+    let joined = format!("{to}{rest}");
+    if joined.is_empty() {
+        "/".into()
+    } else if joined.starts_with('/') {
+        joined
+    } else {
+        format!("/{joined}")
+    }
+}
+
+/// Substitutes `{name}` with captured parameters.
+pub fn fill(template: &str, params: &[(String, String)]) -> String {
+    let mut out = template.to_string();
+    for (k, v) in params {
+        out = out
+            .replace(&format!("{{{k}}}"), v)
+            .replace(&format!("{{*{k}}}"), v);
+    }
+    out
+}
+
+/// Builds the redirect response for a request.
+pub fn redirect_response(
+    rd: &Redirect,
+    host: &str,
+    port: Option<u16>,
+    path: &str,
+    query: Option<&str>,
+    params: &[(String, String)],
+) -> LocalResponse {
+    let location = match &rd.to {
+        Some(to) => {
+            let mut p = params.to_vec();
+            p.push((
+                "scheme".into(),
+                rd.scheme.clone().unwrap_or_else(|| "http".into()),
+            ));
+            p.push(("host".into(), host.to_string()));
+            p.push(("path".into(), path.to_string()));
+            p.push(("query".into(), query.unwrap_or("").to_string()));
+            let base = fill(to, &p);
+            // `{path}` without `{query}` still keeps the query, like the field form.
+            match query {
+                Some(q) if !to.contains("{query}") && !q.is_empty() => format!("{base}?{q}"),
+                _ => base,
+            }
+        }
+        None => {
+            let scheme = rd.scheme.as_deref().unwrap_or("http");
+            let host = rd.host.as_deref().unwrap_or(host);
+            let port = rd.port.or(if rd.scheme.is_some() || rd.host.is_some() {
+                None
+            } else {
+                port
+            });
+            let port = match (scheme, port) {
+                (_, None) | ("http", Some(80)) | ("https", Some(443)) => String::new(),
+                (_, Some(p)) => format!(":{p}"),
+            };
+            let path = rd
+                .path
+                .as_deref()
+                .map(|p| fill(p, params))
+                .unwrap_or_else(|| path.to_string());
+            match query {
+                Some(q) if !q.is_empty() => format!("{scheme}://{host}{port}{path}?{q}"),
+                _ => format!("{scheme}://{host}{port}{path}"),
+            }
+        }
+    };
+    let mut resp = http::Response::new(Bytes::new());
+    *resp.status_mut() = StatusCode::from_u16(rd.status).unwrap_or(StatusCode::FOUND);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_replacement_is_segment_wise() {
+        assert_eq!(replace_prefix("/v2/users/1", "/v2", "/"), "/users/1");
+        assert_eq!(replace_prefix("/v2", "/v2", "/"), "/");
+        assert_eq!(replace_prefix("/v2x/a", "/v2", "/"), "/v2x/a");
+        assert_eq!(replace_prefix("/old/a", "/old", "/new"), "/new/a");
+        assert_eq!(replace_prefix("/old/a", "/old/", "/new/"), "/new/a");
+    }
+
+    #[test]
+    fn redirects_keep_path_and_query() {
+        let rd = Redirect {
+            scheme: Some("https".into()),
+            status: 308,
+            ..Default::default()
+        };
+        let r = redirect_response(&rd, "api.example.com", Some(8080), "/a/b", Some("x=1"), &[]);
+        assert_eq!(r.status(), 308);
+        assert_eq!(r.headers()["location"], "https://api.example.com/a/b?x=1");
+        let rd = Redirect {
+            to: Some("https://new.example.com/u/{id}".into()),
+            status: 301,
+            ..Default::default()
+        };
+        let r = redirect_response(
+            &rd,
+            "h",
+            None,
+            "/users/7",
+            Some("q=2"),
+            &[("id".into(), "7".into())],
+        );
+        assert_eq!(r.headers()["location"], "https://new.example.com/u/7?q=2");
+        let rd = Redirect {
+            path: Some("/moved".into()),
+            ..Default::default()
+        };
+        let r = redirect_response(&rd, "h", Some(8080), "/x", None, &[]);
+        assert_eq!(r.headers()["location"], "http://h:8080/moved");
+    }
+}

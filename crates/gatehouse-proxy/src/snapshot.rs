@@ -1,0 +1,28 @@
+//! The snapshot: everything compiled from one config. Immutable; a request holds one
+//! for its whole life, so a reload never changes a request mid-flight.
+
+use crate::route::CompiledRoute;
+use gatehouse_config::Config;
+use gatehouse_observe::AccessLog;
+use gatehouse_policies::cidr::CidrSet;
+use gatehouse_router::Router;
+use gatehouse_upstream::Registry;
+
+/// A compiled config.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The config it came from.
+    pub config: Config,
+    /// Route table.
+    pub router: Router,
+    /// Routes, in config order (the router yields indexes into this).
+    pub routes: Vec<CompiledRoute>,
+    /// Upstream state by name.
+    pub upstreams: Registry,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: CidrSet,
+    /// Access-log sink.
+    pub access_log: AccessLog,
+    /// Snapshot generation, bumped by every successful reload.
+    pub generation: u64,
+}

@@ -1,0 +1,140 @@
+//! `run` and `validate`: load, compile, bind, start workers and the control thread.
+
+use gatehouse_proxy::compile::load_and_compile;
+use gatehouse_proxy::{Gateway, listener};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// `gatehouse validate`: prints `FILE:LINE:COL: path: message` per problem.
+pub fn validate(path: &str) -> ExitCode {
+    match gatehouse_config::load_file(path).and_then(|l| {
+        let c = &l.config;
+        // Compile too (templates, policies), but never open sinks or bind sockets.
+        let mut probe = gatehouse_config::load::Loaded {
+            config: c.clone(),
+            locations: l.locations,
+            file: l.file,
+        };
+        probe.config.access_log = "off".into();
+        gatehouse_proxy::compile::compile(&probe, None).map(|_| probe.config)
+    }) {
+        Ok(c) => {
+            println!(
+                "{path}: ok ({} listeners, {} upstreams, {} policies, {} routes)",
+                c.listeners.len(),
+                c.upstreams.len(),
+                c.policies.len(),
+                c.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `gatehouse run`.
+pub fn run(path: &str, threads: Option<usize>) -> ExitCode {
+    let snapshot = match load_and_compile(path, None) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    match serve(path, snapshot, threads) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Binds, starts workers and the control plane, and blocks until shutdown completes.
+pub fn serve(
+    path: &str,
+    snapshot: Arc<gatehouse_proxy::Snapshot>,
+    threads: Option<usize>,
+) -> anyhow::Result<()> {
+    let workers = threads.filter(|n| *n > 0).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    if snapshot.config.listeners.is_empty() {
+        tracing::warn!("no listeners configured: only the admin API (if any) will answer");
+    }
+    let bound = listener::bind(&snapshot.config.listeners, workers)?;
+    for l in &snapshot.config.listeners {
+        tracing::info!(listener = %l.name, address = %l.address, workers, "listening");
+    }
+    let admin = snapshot.config.admin.clone();
+    let reload_cfg = snapshot.config.reload.clone();
+    let gw = Gateway::new(path.to_string(), snapshot);
+    let handles = listener::spawn_workers(&gw, bound)?;
+
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    control.block_on(async {
+        if let Some(a) = admin {
+            let sock = tokio::net::TcpListener::bind(&a.address)
+                .await
+                .map_err(|e| anyhow::anyhow!("admin listener on {}: {e}", a.address))?;
+            tracing::info!(address = %a.address, "admin API listening");
+            tokio::spawn(gatehouse_admin::serve(gw.clone(), sock));
+        }
+        tokio::spawn(gatehouse_proxy::reload::on_sighup(gw.clone()));
+        let _watcher = if reload_cfg.watch {
+            match gatehouse_proxy::reload::watch_file(gw.clone(), reload_cfg.debounce.get()) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or the admin API");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let live = gw.live.clone();
+        tokio::spawn(gatehouse_upstream::resolve::refresh_loop(move || live.load().upstreams.clone()));
+
+        wait_for_stop_signal().await;
+        let deadline = gw.live.load().config.shutdown.drain_timeout.get();
+        tracing::info!(?deadline, "shutting down: draining connections");
+        gw.begin_shutdown();
+        if !gw.drained(deadline).await {
+            tracing::warn!("drain deadline passed with connections still open");
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    for h in handles {
+        let _ = h.join();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {},
+                _ = i.recv() => {},
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
