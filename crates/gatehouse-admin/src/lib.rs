@@ -55,7 +55,11 @@ fn problem(
     detail: String,
     extra: Option<serde_json::Value>,
 ) -> Response<Full<Bytes>> {
-    let p = problem_response(&Problem::new(status, detail), "admin");
+    let request_id = gatehouse_proxy::forwarded::new_request_id();
+    let mut p = problem_response(&Problem::new(status, detail), &request_id);
+    if let Ok(v) = http::HeaderValue::from_str(&request_id) {
+        p.headers_mut().insert("x-request-id", v);
+    }
     let (parts, body) = p.into_parts();
     let body = match extra {
         Some(extra) => {

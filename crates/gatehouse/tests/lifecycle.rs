@@ -1,0 +1,293 @@
+//! Reloads, WebSockets across reloads, graceful shutdown, h2c/gRPC, the validate CLI and examples.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use support::*;
+
+fn routes(a: std::net::SocketAddr, tag: &str) -> String {
+    format!(
+        "upstreams:\n  u: {{ targets: [{{ address: {a} }}] }}\nroutes:\n  - name: r\n    upstream: u\n  - name: tag\n    match: {{ path: {{ type: exact, value: /tag }} }}\n    respond: {{ status: 200, body: \"{tag}\" }}\naccess_log: off\n"
+    )
+}
+
+async fn admin_reload(admin: &str) -> Reply {
+    let c = Client::new();
+    c.send(
+        http::Request::post(format!("{admin}/admin/reload"))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_reloads_under_load_fail_no_request() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (port, admin_port) = (free_port(), free_port());
+    let g = GatewayProcess::start(BIN, &config(port, admin_port, &routes(a.addr, "v0")), port);
+    let url = format!("http://127.0.0.1:{port}");
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let failures = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let (url, failures, done, stop) =
+            (url.clone(), failures.clone(), done.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let c = Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                match c
+                    .send(
+                        http::Request::get(format!("{url}/x"))
+                            .body(Default::default())
+                            .unwrap(),
+                    )
+                    .await
+                {
+                    Ok(r) if r.status == 200 => {}
+                    _ => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for i in 1..=10 {
+        g.write_config(&config(port, admin_port, &routes(a.addr, &format!("v{i}"))));
+        let r = admin_reload(&admin).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(
+            Client::new().get(&format!("{url}/tag")).await.body,
+            format!("v{i}")
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    assert!(
+        done.load(Ordering::Relaxed) > 100,
+        "load ran: {}",
+        done.load(Ordering::Relaxed)
+    );
+    assert_eq!(failures.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_reload_keeps_the_old_config() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (port, admin_port) = (free_port(), free_port());
+    let g = GatewayProcess::start(
+        BIN,
+        &config(port, admin_port, &routes(a.addr, "good")),
+        port,
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    g.write_config(&config(
+        port,
+        admin_port,
+        "routes:\n  - name: r\n    upstream: missing\n",
+    ));
+    let r = admin_reload(&format!("http://127.0.0.1:{admin_port}")).await;
+    assert_problem(&r, 400);
+    let errors = r.json()["errors"].to_string();
+    assert!(
+        errors.contains("routes[0].upstream: no upstream named \\\"missing\\\""),
+        "{errors}"
+    );
+    // SIGHUP with the same bad file: logged, still serving the old snapshot.
+    g.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        g.stderr_text().contains("config rejected"),
+        "{}",
+        g.stderr_text()
+    );
+    assert_eq!(Client::new().get(&format!("{url}/tag")).await.body, "good");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_file_watch_reload() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (port, admin_port) = (free_port(), free_port());
+    let cfg = |tag: &str| {
+        config(port, admin_port, &routes(a.addr, tag)).replace(
+            "reload: { watch: false }",
+            "reload: { watch: true, debounce: 100ms }",
+        )
+    };
+    let g = GatewayProcess::start(BIN, &cfg("one"), port);
+    let url = format!("http://127.0.0.1:{port}");
+    let c = Client::new();
+    g.write_config(&cfg("two"));
+    let mut seen = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = String::from_utf8_lossy(&c.get(&format!("{url}/tag")).await.body).into_owned();
+        if seen == "two" {
+            break;
+        }
+    }
+    assert_eq!(seen, "two", "file watch reload");
+    std::fs::write(&g.config, cfg("three")).unwrap();
+    g.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(c.get(&format!("{url}/tag")).await.body, "three");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_survives_five_reloads() {
+    let ws_backend = Backend::start("ws", Kind::WebSocket).await;
+    let (port, admin_port) = (free_port(), free_port());
+    let g = GatewayProcess::start(
+        BIN,
+        &config(port, admin_port, &routes(ws_backend.addr, "t")),
+        port,
+    );
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/chat"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..5 {
+        g.write_config(&config(
+            port,
+            admin_port,
+            &routes(ws_backend.addr, &format!("t{i}")),
+        ));
+        assert_eq!(
+            admin_reload(&format!("http://127.0.0.1:{admin_port}"))
+                .await
+                .status,
+            200
+        );
+        let msg = format!("hello {i}");
+        ws.send(tokio_tungstenite::tungstenite::Message::text(msg.clone()))
+            .await
+            .unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.into_text().unwrap().as_str(), msg);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_in_flight_request_finish() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (mut g, url, _) = gateway(&routes(a.addr, "t"));
+    let c = Client::new();
+    let slow = tokio::spawn({
+        let url = url.clone();
+        async move { c.get(&format!("{url}/delay/700")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    g.signal("TERM");
+    let r = slow.await.unwrap();
+    assert_eq!(
+        r.status, 200,
+        "in-flight request completes during the drain"
+    );
+    let code = tokio::task::spawn_blocking(move || {
+        let c = g.wait_exit(Duration::from_secs(10));
+        (c, g)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code.0, Some(0), "{}", code.1.stderr_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_h2c_keeps_trailers() {
+    use http_body_util::BodyExt;
+    let h2 = Backend::start("h2", Kind::H2c).await;
+    let (_g, url, _) = gateway(&format!(
+        "upstreams:\n  g: {{ targets: [{{ address: {} }}], protocol: h2c }}\nroutes:\n  - name: grpc\n    upstream: g\naccess_log: off\n",
+        h2.addr
+    ));
+    let addr = url.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake::<_, http_body_util::Full<bytes::Bytes>>(hyper_util::rt::TokioIo::new(
+                stream,
+            ))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("http://{addr}/pkg.Service/Method"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"\0\0\0\0\x03abc",
+        )))
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("trailers pass through");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x03abc");
+}
+
+#[test]
+fn validate_cli_prints_located_errors_and_exits_1() {
+    let dir = std::env::temp_dir().join(format!("gh-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "upstreams:\n  users: { targets: [{ address: 127.0.0.1:1 }] }\nroutes:\n  - name: a\n    upstream: user\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "-c", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "{}:5:15: routes[0].upstream: no upstream named \"user\"",
+            bad.display()
+        )
+    );
+    let out = std::process::Command::new(BIN)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("gatehouse "));
+}
+
+#[test]
+fn every_example_validates() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let out = std::process::Command::new(BIN)
+                .args(["validate", "-c", path.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+}

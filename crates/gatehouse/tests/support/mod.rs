@@ -1,0 +1,44 @@
+//! Shared test helpers: start backends and the real gateway binary on free ports.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub use gatehouse_testkit::backend::Kind;
+pub use gatehouse_testkit::{Backend, Client, GatewayProcess, Reply, free_port};
+
+/// Path of the built binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+
+/// A gateway with a listener on `port` (and admin on `admin`) plus the given YAML body.
+pub fn config(port: u16, admin: u16, rest: &str) -> String {
+    format!(
+        "listeners:\n  - name: public\n    address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin}\nreload: {{ watch: false }}\nshutdown: {{ drain_timeout: 5s }}\n{rest}"
+    )
+}
+
+/// Starts a gateway for `rest` and returns it with its base URL and admin URL.
+pub fn gateway(rest: &str) -> (GatewayProcess, String, String) {
+    let (port, admin) = (free_port(), free_port());
+    let g = GatewayProcess::start(BIN, &config(port, admin, rest), port);
+    (
+        g,
+        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{admin}"),
+    )
+}
+
+/// Asserts a problem+json response with this status.
+pub fn assert_problem(r: &Reply, status: u16) {
+    assert_eq!(r.status, status, "body: {:?}", r.body);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/problem+json")
+    );
+    let v = r.json();
+    assert_eq!(v["status"], status);
+    for k in ["type", "title", "detail", "request_id"] {
+        assert!(v.get(k).is_some(), "problem lacks {k}: {v}");
+    }
+    assert_eq!(
+        v["request_id"].as_str(),
+        r.header("x-request-id").as_deref()
+    );
+}
