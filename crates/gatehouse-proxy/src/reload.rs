@@ -5,12 +5,9 @@ use notify::{RecursiveMode, Watcher};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Reloads on every SIGHUP, forever.
-pub async fn on_sighup(gw: Arc<Gateway>) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("cannot install the SIGHUP handler; reload with POST /admin/reload");
-        return;
-    };
+/// Reloads on every SIGHUP received by `hup`, forever. The caller installs the handler
+/// before anything else starts, so an early SIGHUP can never kill the process.
+pub async fn on_sighup(gw: Arc<Gateway>, mut hup: tokio::signal::unix::Signal) {
     while hup.recv().await.is_some() {
         let gw = gw.clone();
         // Compiling may resolve names and open files: keep it off the async thread.

@@ -19,8 +19,8 @@ pub struct GatewayProcess {
 
 impl GatewayProcess {
     /// Writes `yaml` to a temp dir and runs `bin run -c FILE --threads 2`, waiting until
-    /// `ready_port` on 127.0.0.1 accepts connections.
-    pub fn start(bin: &str, yaml: &str, ready_port: u16) -> Self {
+    /// every port of `ready_ports` on 127.0.0.1 accepts connections.
+    pub fn start(bin: &str, yaml: &str, ready_ports: &[u16]) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "gatehouse-test-{}-{}",
             std::process::id(),
@@ -45,7 +45,10 @@ impl GatewayProcess {
             dir,
         };
         let until = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", ready_port)).is_err() {
+        while ready_ports
+            .iter()
+            .any(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err())
+        {
             if let Ok(Some(status)) = g.child.try_wait() {
                 panic!("gateway exited early with {status}: {}", g.stderr_text());
             }

@@ -84,6 +84,11 @@ pub fn serve(
         .enable_all()
         .build()?;
     control.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Handlers first: SIGHUP's default action would end the process.
+        let hup = signal(SignalKind::hangup())?;
+        let term = signal(SignalKind::terminate())?;
+        let int = signal(SignalKind::interrupt())?;
         if let Some(a) = admin {
             let sock = tokio::net::TcpListener::bind(&a.address)
                 .await
@@ -91,7 +96,7 @@ pub fn serve(
             tracing::info!(address = %a.address, "admin API listening");
             tokio::spawn(gatehouse_admin::serve(gw.clone(), sock));
         }
-        tokio::spawn(gatehouse_proxy::reload::on_sighup(gw.clone()));
+        tokio::spawn(gatehouse_proxy::reload::on_sighup(gw.clone(), hup));
         let _watcher = if reload_cfg.watch {
             match gatehouse_proxy::reload::watch_file(gw.clone(), reload_cfg.debounce.get()) {
                 Ok(w) => Some(w),
@@ -106,7 +111,7 @@ pub fn serve(
         let live = gw.live.clone();
         tokio::spawn(gatehouse_upstream::resolve::refresh_loop(move || live.load().upstreams.clone()));
 
-        wait_for_stop_signal().await;
+        wait_for_stop_signal(term, int).await;
         let deadline = gw.live.load().config.shutdown.drain_timeout.get();
         tracing::info!(?deadline, "shutting down: draining connections");
         gw.begin_shutdown();
@@ -122,19 +127,12 @@ pub fn serve(
     Ok(())
 }
 
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => {},
-                _ = i.recv() => {},
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+async fn wait_for_stop_signal(
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+) {
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
     }
 }

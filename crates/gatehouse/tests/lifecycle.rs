@@ -30,7 +30,11 @@ async fn admin_reload(admin: &str) -> Reply {
 async fn ten_reloads_under_load_fail_no_request() {
     let a = Backend::start("a", Kind::Echo).await;
     let (port, admin_port) = (free_port(), free_port());
-    let g = GatewayProcess::start(BIN, &config(port, admin_port, &routes(a.addr, "v0")), port);
+    let g = GatewayProcess::start(
+        BIN,
+        &config(port, admin_port, &routes(a.addr, "v0")),
+        &[port, admin_port],
+    );
     let url = format!("http://127.0.0.1:{port}");
     let admin = format!("http://127.0.0.1:{admin_port}");
     let failures = Arc::new(AtomicUsize::new(0));
@@ -89,7 +93,7 @@ async fn invalid_reload_keeps_the_old_config() {
     let g = GatewayProcess::start(
         BIN,
         &config(port, admin_port, &routes(a.addr, "good")),
-        port,
+        &[port, admin_port],
     );
     let url = format!("http://127.0.0.1:{port}");
     g.write_config(&config(
@@ -125,7 +129,7 @@ async fn sighup_and_file_watch_reload() {
             "reload: { watch: true, debounce: 100ms }",
         )
     };
-    let g = GatewayProcess::start(BIN, &cfg("one"), port);
+    let g = GatewayProcess::start(BIN, &cfg("one"), &[port, admin_port]);
     let url = format!("http://127.0.0.1:{port}");
     let c = Client::new();
     g.write_config(&cfg("two"));
@@ -151,7 +155,7 @@ async fn websocket_survives_five_reloads() {
     let g = GatewayProcess::start(
         BIN,
         &config(port, admin_port, &routes(ws_backend.addr, "t")),
-        port,
+        &[port, admin_port],
     );
     let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/chat"))
         .await

@@ -17,7 +17,7 @@ pub fn config(port: u16, admin: u16, rest: &str) -> String {
 /// Starts a gateway for `rest` and returns it with its base URL and admin URL.
 pub fn gateway(rest: &str) -> (GatewayProcess, String, String) {
     let (port, admin) = (free_port(), free_port());
-    let g = GatewayProcess::start(BIN, &config(port, admin, rest), port);
+    let g = GatewayProcess::start(BIN, &config(port, admin, rest), &[port, admin]);
     (
         g,
         format!("http://127.0.0.1:{port}"),
