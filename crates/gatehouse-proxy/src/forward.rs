@@ -101,3 +101,38 @@ pub async fn send(
         }
     }
 }
+
+/// Sends an upgrade handshake on a fresh, unpooled connection that stays usable after a 101.
+pub async fn send_upgrade(
+    up: &UpstreamState,
+    target: &TargetState,
+    req: Request<RequestBody>,
+) -> Result<Forwarded, ProxyError> {
+    let addr = target.socket_addr().ok_or_else(|| ProxyError::NoTarget {
+        upstream: up.name.clone(),
+    })?;
+    let timeouts = &up.config.timeouts;
+    let started = Instant::now();
+    let mut tx = pool::connect_h1(addr, timeouts.connect.get(), true)
+        .await
+        .map_err(|e| connect_error(up, target, e))?;
+    let connect = started.elapsed();
+    let sent = Instant::now();
+    let resp = tokio::time::timeout(timeouts.request.get(), tx.send_request(req))
+        .await
+        .map_err(|_| ProxyError::Timeout {
+            upstream: up.name.clone(),
+            target: target.address.clone(),
+            after: timeouts.request.get(),
+        })?
+        .map_err(|source| ProxyError::Exchange {
+            upstream: up.name.clone(),
+            target: target.address.clone(),
+            source,
+        })?;
+    Ok(Forwarded {
+        response: resp.map(|b| ProxyBody::upstream(b, None)),
+        connect,
+        first_byte: sent.elapsed(),
+    })
+}

@@ -265,7 +265,7 @@ async fn proxy(
     let req = Request::from_parts(parts, req_body);
 
     let sent = if is_upgrade {
-        send_upgrade(up, &target, req).await
+        forward::send_upgrade(up, &target, req).await
     } else {
         forward::send(up, &target, req).await
     };
@@ -312,50 +312,6 @@ async fn proxy(
         }
     }
     Ok(fwd.response)
-}
-
-async fn send_upgrade(
-    up: &gatehouse_upstream::UpstreamState,
-    target: &gatehouse_upstream::TargetState,
-    req: Request<RequestBody>,
-) -> Result<forward::Forwarded, ProxyError> {
-    let addr = target.socket_addr().ok_or_else(|| ProxyError::NoTarget {
-        upstream: up.name.clone(),
-    })?;
-    let started = Instant::now();
-    let mut tx = crate::pool::connect_h1(addr, up.config.timeouts.connect.get(), true)
-        .await
-        .map_err(|e| match e {
-            crate::pool::ConnectError::Timeout => ProxyError::ConnectTimeout {
-                upstream: up.name.clone(),
-                target: target.address.clone(),
-                after: up.config.timeouts.connect.get(),
-            },
-            crate::pool::ConnectError::Io(source) => ProxyError::Connect {
-                upstream: up.name.clone(),
-                target: target.address.clone(),
-                source,
-            },
-        })?;
-    let connect = started.elapsed();
-    let sent = Instant::now();
-    let resp = tokio::time::timeout(up.config.timeouts.request.get(), tx.send_request(req))
-        .await
-        .map_err(|_| ProxyError::Timeout {
-            upstream: up.name.clone(),
-            target: target.address.clone(),
-            after: up.config.timeouts.request.get(),
-        })?
-        .map_err(|source| ProxyError::Exchange {
-            upstream: up.name.clone(),
-            target: target.address.clone(),
-            source,
-        })?;
-    Ok(forward::Forwarded {
-        response: resp.map(|b| ProxyBody::upstream(b, None)),
-        connect,
-        first_byte: sent.elapsed(),
-    })
 }
 
 fn bad_uri(up: &gatehouse_upstream::UpstreamState) -> ProxyError {
