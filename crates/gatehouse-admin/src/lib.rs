@@ -113,7 +113,7 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
                     .iter()
                     .map(|t| {
                         serde_json::json!({
-                            "address": t.address,
+                            "address": &*t.address,
                             "resolved": t.socket_addr().map(|a| a.to_string()),
                             "in_flight": t.in_flight(),
                             "ewma_latency_ms": t.ewma_ns() as f64 / 1e6,

@@ -1,6 +1,7 @@
 //! Per-request context: what every phase of the pipeline may read or record.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Why a policy answered a request itself; reaches the access log.
@@ -37,13 +38,13 @@ pub struct RequestCtx {
     /// When the request head was received.
     pub started: Instant,
     /// Name of the matched route, if any.
-    pub route: Option<String>,
+    pub route: Option<Arc<str>>,
     /// Path parameters captured by a template match.
     pub params: Vec<(String, String)>,
     /// Set when a policy or the gateway answered locally.
     pub short_circuit: Option<ShortCircuit>,
     /// Upstream target address that served the request.
-    pub upstream_target: Option<String>,
+    pub upstream_target: Option<Arc<str>>,
     /// Per-phase timings.
     pub timings: PhaseTimings,
 }

@@ -96,7 +96,7 @@ pub fn compile(loaded: &Loaded, previous: Option<&Snapshot>) -> Result<Snapshot,
             .filter(|p| p.kind == PathKind::Prefix)
             .map(|p| p.value.clone());
         routes.push(CompiledRoute {
-            name: r.name.clone(),
+            name: r.name.as_str().into(),
             policies: chain,
             rewrite: r.rewrite.clone(),
             prefix,

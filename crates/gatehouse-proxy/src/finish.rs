@@ -5,7 +5,7 @@ use crate::snapshot::Snapshot;
 use gatehouse_core::RequestCtx;
 use gatehouse_observe::access_log::{AccessRecord, Phases, ShortCircuitRecord, ms, rfc3339};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Everything the finish phase needs, carried by the response body.
 pub struct Finish {
@@ -15,14 +15,12 @@ pub struct Finish {
     pub route: Option<usize>,
     /// The request context.
     pub ctx: RequestCtx,
-    /// Wall-clock start.
-    pub wall: SystemTime,
     /// Method.
     pub method: http::Method,
     /// Host.
     pub host: String,
-    /// Path.
-    pub path: String,
+    /// Request target as received (cheap to clone; the path is read when logging).
+    pub uri: http::Uri,
     /// Response status.
     pub status: u16,
     /// Request body bytes.
@@ -49,12 +47,12 @@ impl Drop for Finish {
         let ctx = &self.ctx;
         let total = ctx.started.elapsed();
         let rec = AccessRecord {
-            time: rfc3339(self.wall),
+            time: rfc3339(SystemTime::now().checked_sub(total).unwrap_or(UNIX_EPOCH)),
             request_id: &ctx.request_id,
             client_ip: ctx.client_ip.to_string(),
             method: self.method.as_str(),
             host: &self.host,
-            path: &self.path,
+            path: self.uri.path(),
             status: self.status,
             bytes_in: self
                 .bytes_in

@@ -23,12 +23,12 @@ fn connect_error(up: &UpstreamState, t: &TargetState, e: ConnectError) -> ProxyE
     match e {
         ConnectError::Timeout => ProxyError::ConnectTimeout {
             upstream: up.name.clone(),
-            target: t.address.clone(),
+            target: t.address.to_string(),
             after: up.config.timeouts.connect.get(),
         },
         ConnectError::Io(source) => ProxyError::Connect {
             upstream: up.name.clone(),
-            target: t.address.clone(),
+            target: t.address.to_string(),
             source,
         },
     }
@@ -47,12 +47,12 @@ pub async fn send(
     let started = Instant::now();
     let exchange = |source| ProxyError::Exchange {
         upstream: up.name.clone(),
-        target: target.address.clone(),
+        target: target.address.to_string(),
         source,
     };
     let timeout = || ProxyError::Timeout {
         upstream: up.name.clone(),
-        target: target.address.clone(),
+        target: target.address.to_string(),
         after: timeouts.request.get(),
     };
     match up.config.protocol {
@@ -63,8 +63,8 @@ pub async fn send(
                     .await
                     .map_err(|e| connect_error(up, target, e))?,
             };
-            let connect = started.elapsed();
             let sent = Instant::now();
+            let connect = sent - started;
             let resp = tokio::time::timeout(timeouts.request.get(), tx.send_request(req))
                 .await
                 .map_err(|_| timeout())?
@@ -122,12 +122,12 @@ pub async fn send_upgrade(
         .await
         .map_err(|_| ProxyError::Timeout {
             upstream: up.name.clone(),
-            target: target.address.clone(),
+            target: target.address.to_string(),
             after: timeouts.request.get(),
         })?
         .map_err(|source| ProxyError::Exchange {
             upstream: up.name.clone(),
-            target: target.address.clone(),
+            target: target.address.to_string(),
             source,
         })?;
     Ok(Forwarded {

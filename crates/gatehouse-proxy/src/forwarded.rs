@@ -15,28 +15,49 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// Removes RFC 9110 7.6.1 hop-by-hop headers and every header named in `Connection`.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if let Some(conn) = h.get(header::CONNECTION).cloned()
+    // One scan over the names finds which hop-by-hop headers are present, so only those
+    // pay a hashed removal; most messages carry none or only `Connection`.
+    let mut present = 0u16;
+    for name in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hb| *hb == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0
+        && let Some(conn) = h.get(header::CONNECTION).cloned()
         && let Ok(s) = conn.to_str()
     {
-        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+        for token in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            // `close` and `keep-alive` are connection options, not header names to drop
+            // (a `Keep-Alive` header is removed below anyway).
+            if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
+                continue;
+            }
+            if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
                 h.remove(n);
             }
         }
     }
-    for n in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &header::PROXY_AUTHENTICATE,
-    ] {
-        h.remove(n);
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(*n);
+        }
     }
 }
+
+static HOP_BY_HOP: [&HeaderName; 8] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+    &header::PROXY_AUTHENTICATE,
+];
 
 /// The request id: the client's when well formed (1-200 visible ASCII chars), else a new one.
 pub fn request_id(h: &HeaderMap) -> String {
@@ -52,7 +73,14 @@ pub fn request_id(h: &HeaderMap) -> String {
 
 /// A random 128-bit id in hex.
 pub fn new_request_id() -> String {
-    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = fastrand::u128(..);
+    let mut out = String::with_capacity(32);
+    for _ in 0..32 {
+        out.push(char::from(HEX[(n & 0xf) as usize]));
+        n >>= 4;
+    }
+    out
 }
 
 /// The client IP: the peer, or when the peer is a trusted proxy, the right-most
@@ -86,12 +114,13 @@ pub fn client_ip(h: &HeaderMap, peer: IpAddr, trusted: &CidrSet) -> IpAddr {
 /// Sets X-Forwarded-For (appending the peer), -Proto and -Host on a request going upstream.
 /// Incoming -Proto/-Host are kept only from trusted peers.
 pub fn add_forwarded(h: &mut HeaderMap, peer: IpAddr, host: &str, peer_trusted: bool) {
-    let peer_s = peer.to_string();
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {peer_s}"),
-        _ => peer_s,
+    let mut xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, "),
+        _ => String::with_capacity(15),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    push_ip(&mut xff, peer);
+    // The string is already valid header text; this hands its buffer over without a copy.
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
     if !peer_trusted || !h.contains_key(&X_FORWARDED_PROTO) {
@@ -101,6 +130,31 @@ pub fn add_forwarded(h: &mut HeaderMap, peer: IpAddr, host: &str, peer_trusted: 
         && let Ok(v) = HeaderValue::from_str(host)
     {
         h.insert(X_FORWARDED_HOST.clone(), v);
+    }
+}
+
+/// Appends `ip` in its canonical text form; IPv4 is written by hand because `Display`
+/// goes through the formatting machinery and showed up in per-request profiles.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(_) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{ip}");
+        }
     }
 }
 
@@ -149,5 +203,38 @@ mod tests {
         assert_eq!(request_id(&h), "abc-123");
         h.insert("x-request-id", HeaderValue::from_static("has space"));
         assert_eq!(request_id(&h).len(), 32);
+    }
+
+    #[test]
+    fn messages_without_hop_by_hop_headers_are_untouched() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("a"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+        h.insert("connection", HeaderValue::from_static("close, X-Kept"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["host"]);
+    }
+
+    #[test]
+    fn ip_text_matches_display() {
+        let mut ips: Vec<IpAddr> = [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.100.9",
+            "1.20.3.199",
+            "::1",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        ips.extend((0..2000).map(|_| IpAddr::from(fastrand::u32(..).to_be_bytes())));
+        for ip in ips {
+            let mut s = String::new();
+            push_ip(&mut s, ip);
+            assert_eq!(s, ip.to_string());
+        }
     }
 }

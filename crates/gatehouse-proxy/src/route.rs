@@ -31,7 +31,7 @@ pub enum Action {
 #[derive(Debug)]
 pub struct CompiledRoute {
     /// Route name.
-    pub name: String,
+    pub name: Arc<str>,
     /// default_policies then the route's own, in config order.
     pub policies: Vec<Arc<dyn Policy>>,
     /// Path rewrite.

@@ -20,7 +20,7 @@ fn bench(c: &mut Criterion) {
         })
         .collect();
     let weights = vec![1u32; 8];
-    let pairs: Vec<(String, u32)> = ts.iter().map(|t| (t.address.clone(), 1)).collect();
+    let pairs: Vec<(String, u32)> = ts.iter().map(|t| (t.address.to_string(), 1)).collect();
     let input = PickInput {
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         hash_key: Some(42),

@@ -10,7 +10,7 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct TargetState {
     /// The address as configured (`host:port`), the target's identity.
-    pub address: String,
+    pub address: Arc<str>,
     /// Host part (name or IP).
     pub host: String,
     /// Port.
@@ -40,7 +40,7 @@ impl TargetState {
             Err(_) => Vec::new(),
         };
         Self {
-            address,
+            address: address.into(),
             host,
             port,
             resolved: ArcSwap::from_pointee(resolved),

@@ -30,7 +30,7 @@ impl UpstreamState {
             .iter()
             .map(|t| {
                 let reuse = previous
-                    .and_then(|p| p.targets.iter().find(|old| old.address == t.address))
+                    .and_then(|p| p.targets.iter().find(|old| *old.address == *t.address))
                     .cloned();
                 reuse.unwrap_or_else(|| {
                     let (host, port) = gatehouse_config::validate::parse_target(&t.address)

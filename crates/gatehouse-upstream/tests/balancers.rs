@@ -32,7 +32,7 @@ fn input() -> PickInput<'static> {
 fn pairs(ts: &[Arc<TargetState>], w: &[u32]) -> Vec<(String, u32)> {
     ts.iter()
         .zip(w)
-        .map(|(t, w)| (t.address.clone(), *w))
+        .map(|(t, w)| (t.address.to_string(), *w))
         .collect()
 }
 
