@@ -186,7 +186,7 @@ async fn serve_connection(
     let svc = service_fn(move |req| {
         let live = live.clone();
         let info = info.clone();
-        async move { Ok::<_, Infallible>(pipeline::handle(&live, &info, req).await) }
+        async move { Ok::<_, Infallible>(pipeline::handle_contained(&live, &info, req).await) }
     });
     let activity = Arc::new(crate::listener::Activity::default());
     let io = TokioIo::new(ActiveStream {

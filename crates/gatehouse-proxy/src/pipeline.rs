@@ -29,6 +29,38 @@ pub struct ConnInfo {
     pub max_header_size: u64,
 }
 
+/// Serves one request; a panic anywhere in its pipeline is contained to it (a 500
+/// problem, logged) instead of tearing down the connection and its other streams.
+pub async fn handle_contained(
+    live: &ArcSwap<Snapshot>,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    contain(handle(live, conn, req)).await
+}
+
+/// Runs `fut`, turning a panic into a 500 problem response.
+async fn contain<F: Future<Output = Response<ProxyBody>>>(fut: F) -> Response<ProxyBody> {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            let id = forwarded::new_request_id();
+            tracing::error!(request_id = %id, panic = %what, "request handler panicked; answered 500");
+            let p = Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the gateway failed while handling this request",
+            );
+            problem_response(&p, &id).map(ProxyBody::full)
+        }
+    }
+}
+
 /// Serves one request on the snapshot that is live when it starts.
 pub async fn handle(
     live: &ArcSwap<Snapshot>,
@@ -426,4 +458,26 @@ fn respond(mut resp: Response<ProxyBody>, mut finish: Finish) -> Response<ProxyB
     }
     finish.status = resp.status().as_u16();
     resp.map(|b| b.with_finish(finish))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_a_500_problem() {
+        fn explode() -> Response<ProxyBody> {
+            panic!("boom")
+        }
+        let resp = contain(async { explode() }).await;
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            resp.headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            Some("application/problem+json")
+        );
+        let ok = contain(async { Response::new(ProxyBody::full(bytes::Bytes::new())) }).await;
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
 }

@@ -44,6 +44,11 @@ impl Drop for Backend {
 }
 
 impl Backend {
+    /// Requests served so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Starts a backend named `name` (echoed in `x-backend`) on an ephemeral port.
     pub async fn start(name: &str, kind: Kind) -> Backend {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

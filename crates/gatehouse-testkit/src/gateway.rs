@@ -21,6 +21,11 @@ impl GatewayProcess {
     /// Writes `yaml` to a temp dir and runs `bin run -c FILE --threads 2`, waiting until
     /// every port of `ready_ports` on 127.0.0.1 accepts connections.
     pub fn start(bin: &str, yaml: &str, ready_ports: &[u16]) -> Self {
+        Self::start_with_threads(bin, yaml, ready_ports, 2)
+    }
+
+    /// As [`GatewayProcess::start`], with `threads` workers.
+    pub fn start_with_threads(bin: &str, yaml: &str, ready_ports: &[u16], threads: u16) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "gatehouse-test-{}-{}",
             std::process::id(),
@@ -32,7 +37,8 @@ impl GatewayProcess {
         let stdout = dir.join("stdout.log");
         let stderr = dir.join("stderr.log");
         let child = Command::new(bin)
-            .args(["run", "-c", config.to_str().unwrap(), "--threads", "2"])
+            .args(["run", "-c", config.to_str().unwrap(), "--threads"])
+            .arg(threads.to_string())
             .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()))
             .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
             .spawn()

@@ -1,0 +1,315 @@
+//! Route actions, client protocols and listener limits through real sockets: split,
+//! redirect and respond; HTTP/2 clients; Expect: 100-continue; IPv6; max_connections;
+//! idle timeout; a 1 GiB upload in bounded memory.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::time::{Duration, Instant};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_redirect_and_respond_actions() {
+    let stable = Backend::start("stable", Kind::Echo).await;
+    let canary = Backend::start("canary", Kind::Echo).await;
+    let (_g, url, _) = gateway(&format!(
+        r#"upstreams:
+  stable: {{ targets: [{{ address: "{}" }}] }}
+  canary: {{ targets: [{{ address: "{}" }}] }}
+routes:
+  - name: canary
+    match: {{ path: {{ type: prefix, value: /api }} }}
+    split: [{{ upstream: stable, weight: 90 }}, {{ upstream: canary, weight: 10 }}]
+  - name: moved
+    match: {{ path: {{ type: prefix, value: /old }} }}
+    redirect: {{ scheme: https, host: example.com, status: 301 }}
+  - name: teapot
+    match: {{ path: {{ type: exact, value: /tea }} }}
+    respond: {{ status: 418, headers: {{ x-brew: earl-grey }}, body: "short and stout" }}
+"#,
+        stable.addr, canary.addr
+    ));
+    let c = Client::new();
+
+    for _ in 0..1000 {
+        assert_eq!(c.get(&format!("{url}/api/x")).await.status, 200);
+    }
+    let (s, k) = (stable.hits(), canary.hits());
+    assert_eq!(s + k, 1000);
+    // 10% canary: a binomial with sd ~9.5, so 40..160 is far outside chance.
+    assert!((40..=160).contains(&k), "canary got {k} of 1000");
+
+    let r = c.get(&format!("{url}/old/page?q=1")).await;
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("https://example.com/old/page?q=1")
+    );
+
+    let r = c.get(&format!("{url}/tea")).await;
+    assert_eq!(r.status, 418);
+    assert_eq!(r.header("x-brew").as_deref(), Some("earl-grey"));
+    assert_eq!(&r.body[..], b"short and stout");
+    assert!(r.header("x-request-id").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_reach_http1_upstreams() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (_g, url, _) = gateway(&format!(
+        "upstreams:\n  u: {{ targets: [{{ address: \"{}\" }}] }}\nroutes:\n  - name: r\n    upstream: u\n",
+        a.addr
+    ));
+    let addr = url.trim_start_matches("http://").to_string();
+    let tcp = TcpStream::connect(&addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // Several concurrent streams on the one connection.
+    let mut pending = Vec::new();
+    for i in 0..8 {
+        let req = http::Request::post(format!("http://{addr}/h2/{i}"))
+            .body(Full::new(Bytes::from(vec![b'x'; 1000 * i])))
+            .unwrap();
+        pending.push(tx.send_request(req));
+    }
+    for (i, f) in pending.into_iter().enumerate() {
+        let resp = f.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["uri"], format!("/h2/{i}"));
+        assert_eq!(v["body_len"], 1000 * i);
+        assert_eq!(v["version"], "HTTP/1.1", "the upstream leg is HTTP/1.1");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_is_answered_before_the_body() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (_g, url, _) = gateway(&format!(
+        "upstreams:\n  u: {{ targets: [{{ address: \"{}\" }}] }}\nroutes:\n  - name: small\n    match: {{ path: {{ type: prefix, value: /small }} }}\n    upstream: u\n    max_body_size: 10\n  - name: r\n    upstream: u\n",
+        a.addr
+    ));
+    let addr = url.trim_start_matches("http://").to_string();
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(
+        b"POST /up HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let interim = read_until(&mut s, b"\r\n\r\n").await;
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue"),
+        "got {interim:?}"
+    );
+    s.write_all(b"hello").await.unwrap();
+    let resp = read_until(&mut s, b"}").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "got {resp:?}");
+    assert!(resp.contains("\"body_len\":5"), "got {resp:?}");
+    assert!(
+        !resp.to_ascii_lowercase().contains("\"expect\""),
+        "expect is not forwarded"
+    );
+
+    // Over the route's limit: 413 straight away, without a 100 and without the body.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(
+        b"POST /small HTTP/1.1\r\nhost: t\r\ncontent-length: 5000\r\nexpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let resp = read_until(&mut s, b"\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 413"), "got {resp:?}");
+}
+
+/// Reads from `s` until `end` has been seen (or 5 s pass).
+async fn read_until(s: &mut TcpStream, end: &[u8]) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !out.windows(end.len()).any(|w| w == end) && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_listener_serves_and_reports_the_v6_peer() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: this machine has no IPv6 loopback");
+        return;
+    }
+    let a = Backend::start("a", Kind::Echo).await;
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "listeners:\n  - {{ name: v6, address: \"[::1]:{port}\" }}\nadmin: {{ address: \"127.0.0.1:{admin}\" }}\nreload: {{ watch: false }}\nupstreams:\n  u: {{ targets: [{{ address: \"{}\" }}] }}\nroutes:\n  - name: r\n    upstream: u\n",
+        a.addr
+    );
+    let _g = GatewayProcess::start(BIN, &yaml, &[admin]);
+    let mut reply = None;
+    for _ in 0..50 {
+        if let Ok(r) = Client::new()
+            .send(
+                http::Request::get(format!("http://[::1]:{port}/six"))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await
+        {
+            reply = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = reply.expect("the IPv6 listener answers");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["headers"]["x-forwarded-for"], "::1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_closes_the_excess() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "listeners:\n  - {{ name: small, address: \"127.0.0.1:{port}\", max_connections: 2 }}\nadmin: {{ address: \"127.0.0.1:{admin}\" }}\nreload: {{ watch: false }}\nupstreams:\n  u: {{ targets: [{{ address: \"{}\" }}] }}\nroutes:\n  - name: r\n    upstream: u\n",
+        a.addr
+    );
+    let _g = GatewayProcess::start(BIN, &yaml, &[port, admin]);
+    let addr = format!("127.0.0.1:{port}");
+    let get = b"GET / HTTP/1.1\r\nhost: t\r\n\r\n";
+    // The readiness probe's connection may still be counted for a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(get).await.unwrap();
+        assert!(read_until(&mut s, b"}").await.starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    let mut third = TcpStream::connect(&addr).await.unwrap();
+    let _ = third.write_all(get).await;
+    let got = read_until(&mut third, b"}").await;
+    assert!(got.is_empty(), "third connection is closed, got {got:?}");
+
+    // Closing one makes room again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(get).await.unwrap();
+    assert!(read_until(&mut s, b"}").await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_idle_timeout() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "listeners:\n  - {{ name: p, address: \"127.0.0.1:{port}\", idle_timeout: 400ms }}\nadmin: {{ address: \"127.0.0.1:{admin}\" }}\nreload: {{ watch: false }}\nupstreams:\n  u: {{ targets: [{{ address: \"{}\" }}] }}\nroutes:\n  - name: r\n    upstream: u\n",
+        a.addr
+    );
+    let _g = GatewayProcess::start(BIN, &yaml, &[port, admin]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_until(&mut s, b"}").await.starts_with("HTTP/1.1 200"));
+    let t = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the gateway closes the idle connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without further bytes");
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300),
+        "closed too early: {waited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_upload_streams_in_bounded_memory() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (port, admin) = (free_port(), free_port());
+    let rest = format!(
+        "upstreams:\n  u: {{ targets: [{{ address: \"{}\" }}] }}\nroutes:\n  - name: r\n    upstream: u\naccess_log: \"off\"\n",
+        a.addr
+    );
+    // One worker, so both uploads share one allocator heap and one set of buffers.
+    let g = GatewayProcess::start_with_threads(BIN, &config(port, admin, &rest), &[port, admin], 1);
+    let url = format!("http://127.0.0.1:{port}");
+    let pid = g.child.id();
+    let c = Client::new();
+    assert_eq!(c.get(&format!("{url}/warm")).await.status, 200);
+    let idle = vm_hwm_kib(pid);
+    // A 64 MiB upload sets up the streaming working set (socket and body buffers,
+    // allocator pages); a 1 GiB upload after it must not grow the peak any further.
+    upload(&url, 64 << 20).await;
+    let warmed = vm_hwm_kib(pid);
+    upload(&url, 1 << 30).await;
+    let after = vm_hwm_kib(pid);
+    eprintln!("peak RSS {idle} KiB idle, {warmed} KiB after 64 MiB, {after} KiB after 1 GiB");
+    assert!(
+        warmed - idle < 16 * 1024,
+        "streaming working set is {} KiB",
+        warmed - idle
+    );
+    // Transparent huge pages make RSS move in 2 MiB steps, so allow a few of them.
+    assert!(
+        after - warmed <= 6 * 1024,
+        "peak RSS grew by {} KiB during the 1 GiB upload",
+        after - warmed
+    );
+}
+
+/// Streams `total` bytes in 1 MiB frames through the gateway and checks the echo count.
+async fn upload(url: &str, total: usize) {
+    const CHUNK: usize = 1 << 20;
+    let chunk = Bytes::from(vec![b'z'; CHUNK]);
+    let frames =
+        futures_util::stream::iter((0..total / CHUNK).map(move |_| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))
+        }));
+    let tcp = TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("{url}/upload"))
+        .header("host", "t")
+        .header("content-length", total.to_string())
+        .body(StreamBody::new(frames))
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["body_len"], total);
+}
+
+/// Peak resident set size of `pid` in KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
