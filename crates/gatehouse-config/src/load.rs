@@ -6,22 +6,31 @@ use crate::interpolate::interpolate;
 use crate::locate::{Locations, Pos};
 use crate::schema::Config;
 use crate::validate::{Issue, validate};
+use std::sync::OnceLock;
 
 /// A parsed and validated config together with where each field came from.
 #[derive(Debug)]
 pub struct Loaded {
     /// The config.
     pub config: Config,
-    /// Field positions in the (interpolated) text.
-    pub locations: Locations,
     /// The file name used in error messages.
     pub file: String,
+    /// The interpolated text, kept to locate errors found after parsing.
+    text: String,
+    /// Field positions, indexed on the first error: a second parse of the text costs as
+    /// much as the first, and a valid config never needs it.
+    locations: OnceLock<Locations>,
 }
 
 impl Loaded {
+    /// Field positions in the (interpolated) text.
+    pub fn locations(&self) -> &Locations {
+        self.locations.get_or_init(|| Locations::index(&self.text))
+    }
+
     /// An error about `path`, located in the file.
     pub fn error(&self, path: &str, message: impl Into<String>) -> ConfigError {
-        locate_issue(&self.file, &self.locations, path, message.into())
+        locate_issue(&self.file, self.locations(), path, message.into())
     }
 
     /// Errors about several paths, sorted by position.
@@ -73,7 +82,6 @@ pub fn load_str(text: &str, file: &str) -> Result<Loaded, ConfigErrors> {
     };
     let text = interpolate(text, |name| std::env::var(name).ok())
         .map_err(|e| one(e.line, e.column, String::new(), e.message))?;
-    let locations = Locations::index(&text);
     // An empty document is an empty mapping: every field takes its default.
     let body = if text.trim().is_empty() {
         "{}"
@@ -86,7 +94,9 @@ pub fn load_str(text: &str, file: &str) -> Result<Loaded, ConfigErrors> {
                 .location()
                 .map(|l| (l.line() as usize, l.column() as usize))
                 .unwrap_or((0, 0));
-            let path = locations.path_at(Pos { line, column }).unwrap_or_default();
+            let path = Locations::index(&text)
+                .path_at(Pos { line, column })
+                .unwrap_or_default();
             one(
                 line,
                 column,
@@ -97,8 +107,9 @@ pub fn load_str(text: &str, file: &str) -> Result<Loaded, ConfigErrors> {
     };
     let loaded = Loaded {
         config,
-        locations,
         file: file.to_string(),
+        text,
+        locations: OnceLock::new(),
     };
     let issues = validate(&loaded.config);
     if issues.is_empty() {

@@ -7,16 +7,10 @@ use std::sync::Arc;
 
 /// `gatehouse validate`: prints `FILE:LINE:COL: path: message` per problem.
 pub fn validate(path: &str) -> ExitCode {
-    match gatehouse_config::load_file(path).and_then(|l| {
-        let c = &l.config;
+    match gatehouse_config::load_file(path).and_then(|mut l| {
         // Compile too (templates, policies), but never open sinks or bind sockets.
-        let mut probe = gatehouse_config::load::Loaded {
-            config: c.clone(),
-            locations: l.locations,
-            file: l.file,
-        };
-        probe.config.access_log = "off".into();
-        gatehouse_proxy::compile::compile(&probe, None).map(|_| probe.config)
+        l.config.access_log = "off".into();
+        gatehouse_proxy::compile::compile(&l, None).map(|_| l.config)
     }) {
         Ok(c) => {
             println!(
