@@ -6,11 +6,16 @@ pub mod error;
 pub mod interpolate;
 pub mod load;
 pub mod locate;
+pub mod resilience;
 pub mod schema;
 pub mod units;
 pub mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load_file, load_str};
+pub use resilience::{
+    ActiveCheck, Backoff, CheckKind, CircuitBreaker, HealthCheck, PassiveCheck, Retries,
+    RetryBudget, RetryMethods, RetryOn,
+};
 pub use schema::*;
 pub use units::{Duration, Size};

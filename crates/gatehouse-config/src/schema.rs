@@ -2,6 +2,7 @@
 //! errors everywhere. Defaults live here, next to the field they belong to, and are
 //! documented in docs/configuration.md.
 
+use crate::resilience::{CircuitBreaker, HealthCheck, Retries};
 use crate::units::{Duration, Size};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -136,6 +137,18 @@ pub struct Upstream {
     /// How often hostnames of targets are resolved again; default 30s.
     #[serde(default = "default_resolve_interval")]
     pub resolve_interval: Duration,
+    /// Active probes and passive ejection (docs/resilience.md).
+    #[serde(default)]
+    pub health_check: HealthCheck,
+    /// Ramp a (re)admitted target's share of traffic up over this window; default off.
+    #[serde(default)]
+    pub slow_start: Option<Duration>,
+    /// Retry policy; absent = a failed connect moves on to another target once.
+    #[serde(default)]
+    pub retries: Option<Retries>,
+    /// Circuit breaker and in-flight cap; absent = none.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreaker>,
 }
 
 fn default_resolve_interval() -> Duration {

@@ -164,6 +164,14 @@ fn upstream(name: &str, up: &Upstream, out: &mut Issues) {
     if up.timeouts.connect.get().is_zero() || up.timeouts.request.get().is_zero() {
         out.push(format!("{base}.timeouts"), "timeouts must be above zero");
     }
+    for (path, message) in crate::resilience::check(
+        &base,
+        &up.health_check,
+        up.retries.as_ref(),
+        up.circuit_breaker.as_ref(),
+    ) {
+        out.push(path, message);
+    }
 }
 
 /// A target address split into host and port (scheme `http://` accepted and dropped).

@@ -45,6 +45,8 @@ pub struct RequestCtx {
     pub short_circuit: Option<ShortCircuit>,
     /// Upstream target address that served the request.
     pub upstream_target: Option<Arc<str>>,
+    /// Tries sent upstream, retries included.
+    pub attempts: u32,
     /// Per-phase timings.
     pub timings: PhaseTimings,
 }
@@ -61,6 +63,7 @@ impl RequestCtx {
             params: Vec::new(),
             short_circuit: None,
             upstream_target: None,
+            attempts: 0,
             timings: PhaseTimings::default(),
         }
     }

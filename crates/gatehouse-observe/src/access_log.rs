@@ -31,6 +31,8 @@ pub struct AccessRecord<'a> {
     pub route: Option<&'a str>,
     /// Upstream target address.
     pub upstream_target: Option<&'a str>,
+    /// Tries sent upstream (1 without retries; 0 when none was sent).
+    pub attempts: u32,
     /// Time to the upstream response head.
     pub upstream_latency_ms: Option<f64>,
     /// Total time until the response body ended.

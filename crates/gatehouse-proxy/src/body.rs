@@ -24,10 +24,12 @@ pub struct BodyMeter {
     pub over_limit: AtomicBool,
 }
 
-/// The request body sent upstream.
+/// The request body sent upstream: the client's, streamed, or a buffered copy of it that
+/// can be sent again by a retry.
 #[derive(Debug)]
 pub struct RequestBody {
     inner: Option<Incoming>,
+    replay: Option<Bytes>,
     limit: u64,
     seen: u64,
     meter: Arc<BodyMeter>,
@@ -38,6 +40,7 @@ impl RequestBody {
     pub fn new(inner: Incoming, limit: Option<u64>, meter: Arc<BodyMeter>) -> Self {
         Self {
             inner: Some(inner),
+            replay: None,
             limit: limit.unwrap_or(u64::MAX),
             seen: 0,
             meter,
@@ -46,13 +49,27 @@ impl RequestBody {
 
     /// No body (upgrades, bodiless requests).
     pub fn empty() -> Self {
+        Self::buffered(Bytes::new())
+    }
+
+    /// A body already read into memory; cheap to clone for another try.
+    pub fn buffered(b: Bytes) -> Self {
         Self {
             inner: None,
+            replay: (!b.is_empty()).then_some(b),
             limit: u64::MAX,
             seen: 0,
             meter: Arc::default(),
         }
     }
+}
+
+/// Reads the whole client body (known to be small) so retries can send it again.
+pub async fn read_for_replay(body: Incoming, meter: &BodyMeter) -> Result<Bytes, hyper::Error> {
+    use http_body_util::BodyExt;
+    let b = body.collect().await?.to_bytes();
+    meter.bytes.store(b.len() as u64, Ordering::Relaxed);
+    Ok(b)
 }
 
 impl Body for RequestBody {
@@ -64,6 +81,9 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(b) = this.replay.take() {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -87,14 +107,15 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        self.replay.is_none() && self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map(|b| b.size_hint())
-            .unwrap_or_else(|| SizeHint::with_exact(0))
+        match (&self.replay, &self.inner) {
+            (Some(b), _) => SizeHint::with_exact(b.len() as u64),
+            (None, Some(b)) => b.size_hint(),
+            (None, None) => SizeHint::with_exact(0),
+        }
     }
 }
 

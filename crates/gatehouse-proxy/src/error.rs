@@ -52,6 +52,23 @@ pub enum ProxyError {
         /// Cause.
         source: hyper::Error,
     },
+    /// No target is healthy, the breaker is open, or the in-flight cap is reached: the
+    /// client should come back after `retry_after` seconds.
+    #[error("upstream {upstream}: {reason}")]
+    Unavailable {
+        /// Upstream name.
+        upstream: String,
+        /// What holds requests back.
+        reason: &'static str,
+        /// Seconds for the Retry-After header.
+        retry_after: u64,
+    },
+    /// Reading the client's body failed (it closed or sent malformed chunks).
+    #[error("reading the request body failed: {source}")]
+    ClientBody {
+        /// Cause.
+        source: hyper::Error,
+    },
     /// The client's body went over the route's limit while streaming.
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge {
@@ -64,11 +81,52 @@ impl ProxyError {
     /// The problem sent to the client for this error.
     pub fn problem(&self) -> Problem {
         let status = match self {
-            Self::NoTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoTarget { .. } | Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. } | Self::Exchange { .. } => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout { .. } | Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ClientBody { .. } => StatusCode::BAD_REQUEST,
         };
         Problem::new(status, self.to_string())
     }
+
+    /// Seconds the client should wait before trying again, when the error says so.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Unavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// How this failure reads against `retries.on`.
+    pub fn retry_class(&self) -> RetryClass {
+        match self {
+            Self::Connect { .. } | Self::ConnectTimeout { .. } | Self::NoTarget { .. } => {
+                RetryClass::ConnectFailure
+            }
+            Self::Timeout { .. } => RetryClass::Timeout,
+            Self::Exchange { .. } => RetryClass::Reset,
+            Self::Unavailable { .. } | Self::BodyTooLarge { .. } | Self::ClientBody { .. } => {
+                RetryClass::Never
+            }
+        }
+    }
+}
+
+/// A failed try, in the vocabulary of `retries.on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryClass {
+    /// Nothing reached the target.
+    ConnectFailure,
+    /// The connection broke before a response head.
+    Reset,
+    /// The try ran out of time.
+    Timeout,
+    /// Not retryable.
+    Never,
+}
+
+/// Rounds milliseconds up to whole seconds, at least 1, for Retry-After.
+pub fn retry_after_secs(ms: u64) -> u64 {
+    ms.div_ceil(1000).max(1)
 }

@@ -31,6 +31,8 @@ pub struct Finish {
     pub error: Option<String>,
     /// Keeps the target's in-flight count up until the response body ends.
     pub inflight: Option<gatehouse_upstream::InFlight>,
+    /// Holds the upstream's `max_concurrent_requests` slot until the response body ends.
+    pub slot: Option<gatehouse_upstream::Slot>,
 }
 
 impl Drop for Finish {
@@ -61,6 +63,7 @@ impl Drop for Finish {
             bytes_out: self.bytes_out,
             route: ctx.route.as_deref(),
             upstream_target: ctx.upstream_target.as_deref(),
+            attempts: ctx.attempts,
             upstream_latency_ms: ctx.timings.upstream_first_byte.map(ms),
             total_latency_ms: ms(total),
             phases: Phases {

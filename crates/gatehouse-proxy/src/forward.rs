@@ -1,5 +1,7 @@
-//! Sending one request to one target: take or open a connection, send, wait for the
-//! response head within the request timeout.
+//! One try against one target, in two steps: get a connection (pooled or new), then send
+//! the request and wait for the response head within the try's time limit. Split so a
+//! failed connect can move on to another target before the request (and its body) is
+//! spent.
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::error::ProxyError;
@@ -7,6 +9,8 @@ use crate::pool::{self, ConnectError};
 use gatehouse_config::UpstreamProtocol;
 use gatehouse_upstream::{TargetState, UpstreamState};
 use http::{Request, Response};
+use hyper::client::conn::{http1, http2};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// A response head from upstream, its body wired to return the connection, and timings.
@@ -17,6 +21,21 @@ pub struct Forwarded {
     pub connect: Duration,
     /// Time from sending to the response head.
     pub first_byte: Duration,
+}
+
+/// A connection ready to carry one request.
+pub struct Conn {
+    addr: SocketAddr,
+    sender: Sender,
+    /// Whether it goes back to the pool after the response (not for upgrades).
+    pooled: bool,
+    /// Time it took to get it.
+    pub connect: Duration,
+}
+
+enum Sender {
+    H1(http1::SendRequest<RequestBody>),
+    H2(http2::SendRequest<RequestBody>),
 }
 
 fn connect_error(up: &UpstreamState, t: &TargetState, e: ConnectError) -> ProxyError {
@@ -34,17 +53,49 @@ fn connect_error(up: &UpstreamState, t: &TargetState, e: ConnectError) -> ProxyE
     }
 }
 
-/// Sends `req` to `target` of `up`.
-pub async fn send(
-    up: &UpstreamState,
-    target: &TargetState,
-    req: Request<RequestBody>,
-) -> Result<Forwarded, ProxyError> {
-    let addr = target.socket_addr().ok_or_else(|| ProxyError::NoTarget {
+fn address(up: &UpstreamState, target: &TargetState) -> Result<SocketAddr, ProxyError> {
+    target.socket_addr().ok_or_else(|| ProxyError::NoTarget {
         upstream: up.name.clone(),
-    })?;
+    })
+}
+
+/// Takes a pooled connection to `target` or opens one.
+pub async fn connect(up: &UpstreamState, target: &TargetState) -> Result<Conn, ProxyError> {
+    let addr = address(up, target)?;
     let timeouts = &up.config.timeouts;
     let started = Instant::now();
+    let sender = match up.config.protocol {
+        UpstreamProtocol::Http1 => match pool::checkout(addr, timeouts.idle.get()).await {
+            Some(tx) => Sender::H1(tx),
+            None => Sender::H1(
+                pool::connect_h1(addr, timeouts.connect.get(), false)
+                    .await
+                    .map_err(|e| connect_error(up, target, e))?,
+            ),
+        },
+        UpstreamProtocol::H2c => Sender::H2(
+            pool::h2(addr, timeouts.connect.get())
+                .await
+                .map_err(|e| connect_error(up, target, e))?,
+        ),
+    };
+    Ok(Conn {
+        addr,
+        sender,
+        pooled: true,
+        connect: started.elapsed(),
+    })
+}
+
+/// Sends `req` on `conn` and waits at most `limit` for the response head.
+pub async fn exchange(
+    up: &UpstreamState,
+    target: &TargetState,
+    conn: Conn,
+    req: Request<RequestBody>,
+    limit: Duration,
+) -> Result<Forwarded, ProxyError> {
+    let sent = Instant::now();
     let exchange = |source| ProxyError::Exchange {
         upstream: up.name.clone(),
         target: target.address.to_string(),
@@ -53,53 +104,38 @@ pub async fn send(
     let timeout = || ProxyError::Timeout {
         upstream: up.name.clone(),
         target: target.address.to_string(),
-        after: timeouts.request.get(),
+        after: limit,
     };
-    match up.config.protocol {
-        UpstreamProtocol::Http1 => {
-            let mut tx = match pool::checkout(addr, timeouts.idle.get()).await {
-                Some(tx) => tx,
-                None => pool::connect_h1(addr, timeouts.connect.get(), false)
-                    .await
-                    .map_err(|e| connect_error(up, target, e))?,
-            };
-            let sent = Instant::now();
-            let connect = sent - started;
-            let resp = tokio::time::timeout(timeouts.request.get(), tx.send_request(req))
+    let response = match conn.sender {
+        Sender::H1(mut tx) => {
+            let resp = tokio::time::timeout(limit, tx.send_request(req))
                 .await
                 .map_err(|_| timeout())?
                 .map_err(exchange)?;
-            let first_byte = sent.elapsed();
-            let reusable = !resp
-                .headers()
-                .get(http::header::CONNECTION)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-            let ret = reusable.then(|| pool::lease(addr, tx, up.config.pool.max_idle_per_target));
-            Ok(Forwarded {
-                response: resp.map(|b| ProxyBody::upstream(b, ret)),
-                connect,
-                first_byte,
-            })
+            let reusable = conn.pooled
+                && !resp
+                    .headers()
+                    .get(http::header::CONNECTION)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+            let ret =
+                reusable.then(|| pool::lease(conn.addr, tx, up.config.pool.max_idle_per_target));
+            resp.map(|b| ProxyBody::upstream(b, ret))
         }
-        UpstreamProtocol::H2c => {
-            let mut tx = pool::h2(addr, timeouts.connect.get())
-                .await
-                .map_err(|e| connect_error(up, target, e))?;
-            let connect = started.elapsed();
-            let sent = Instant::now();
+        Sender::H2(mut tx) => {
             tx.ready().await.map_err(exchange)?;
-            let resp = tokio::time::timeout(timeouts.request.get(), tx.send_request(req))
+            tokio::time::timeout(limit, tx.send_request(req))
                 .await
                 .map_err(|_| timeout())?
-                .map_err(exchange)?;
-            Ok(Forwarded {
-                response: resp.map(|b| ProxyBody::upstream(b, None)),
-                connect,
-                first_byte: sent.elapsed(),
-            })
+                .map_err(exchange)?
+                .map(|b| ProxyBody::upstream(b, None))
         }
-    }
+    };
+    Ok(Forwarded {
+        response,
+        connect: conn.connect,
+        first_byte: sent.elapsed(),
+    })
 }
 
 /// Sends an upgrade handshake on a fresh, unpooled connection that stays usable after a 101.
@@ -108,31 +144,18 @@ pub async fn send_upgrade(
     target: &TargetState,
     req: Request<RequestBody>,
 ) -> Result<Forwarded, ProxyError> {
-    let addr = target.socket_addr().ok_or_else(|| ProxyError::NoTarget {
-        upstream: up.name.clone(),
-    })?;
+    let addr = address(up, target)?;
     let timeouts = &up.config.timeouts;
     let started = Instant::now();
-    let mut tx = pool::connect_h1(addr, timeouts.connect.get(), true)
+    let tx = pool::connect_h1(addr, timeouts.connect.get(), true)
         .await
         .map_err(|e| connect_error(up, target, e))?;
-    let connect = started.elapsed();
-    let sent = Instant::now();
-    let resp = tokio::time::timeout(timeouts.request.get(), tx.send_request(req))
-        .await
-        .map_err(|_| ProxyError::Timeout {
-            upstream: up.name.clone(),
-            target: target.address.to_string(),
-            after: timeouts.request.get(),
-        })?
-        .map_err(|source| ProxyError::Exchange {
-            upstream: up.name.clone(),
-            target: target.address.to_string(),
-            source,
-        })?;
-    Ok(Forwarded {
-        response: resp.map(|b| ProxyBody::upstream(b, None)),
-        connect,
-        first_byte: sent.elapsed(),
-    })
+    let conn = Conn {
+        addr,
+        sender: Sender::H1(tx),
+        // After a 101 the connection belongs to the upgrade.
+        pooled: false,
+        connect: started.elapsed(),
+    };
+    exchange(up, target, conn, req, timeouts.request.get()).await
 }

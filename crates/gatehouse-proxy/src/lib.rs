@@ -3,6 +3,7 @@
 //! runs each request through [`pipeline`] top to bottom: route, request policies, action,
 //! response policies, finish.
 
+pub mod attempts;
 pub mod body;
 pub mod compile;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod finish;
 pub mod forward;
 pub mod forwarded;
 pub mod gateway;
+pub mod health_check;
 pub mod listener;
 pub mod pipeline;
 pub mod pool;

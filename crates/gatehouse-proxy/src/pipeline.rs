@@ -1,6 +1,7 @@
 //! The request lifecycle, top to bottom (docs/request-lifecycle.md):
 //! limits -> route -> request policies -> action -> response policies -> finish.
 
+use crate::attempts;
 use crate::body::{BodyMeter, ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::finish::Finish;
@@ -85,6 +86,7 @@ pub async fn handle(
         bytes_out: 0,
         error: None,
         inflight: None,
+        slot: None,
     };
 
     // Limits that apply before routing.
@@ -206,13 +208,18 @@ async fn run_action(
                 let p = e.problem();
                 tracing::debug!(request_id = %finish.ctx.request_id, error = %e, "upstream request failed");
                 finish.error = Some(e.to_string());
-                problem_response(&p, &finish.ctx.request_id).map(ProxyBody::full)
+                let mut r = problem_response(&p, &finish.ctx.request_id);
+                if let Some(secs) = e.retry_after() {
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                r.map(ProxyBody::full)
             }
         },
     }
 }
 
-/// Forwards to a target of the route's upstream.
+/// Forwards to a target of the route's upstream (with retries, see attempts.rs).
 async fn proxy(
     route: &CompiledRoute,
     mut parts: http::request::Parts,
@@ -224,18 +231,22 @@ async fn proxy(
             upstream: route.name.to_string(),
         });
     };
+    finish.slot = Some(up.begin_request().ok_or_else(|| ProxyError::Unavailable {
+        upstream: up.name.clone(),
+        reason: "max_concurrent_requests reached",
+        retry_after: 1,
+    })?);
     let ctx = &mut finish.ctx;
+    // Owned: the headers are rewritten before the target is picked.
+    let sticky = up
+        .sticky_cookie()
+        .and_then(|n| cookie(&parts.headers, n))
+        .map(str::to_owned);
     let input = PickInput {
         client_ip: ctx.client_ip,
         hash_key: up.hash_key(&parts, ctx.client_ip),
-        sticky: up.sticky_cookie().and_then(|n| cookie(&parts.headers, n)),
+        sticky: sticky.as_deref(),
     };
-    let (pick, target) = up.pick(&input).ok_or_else(|| ProxyError::NoTarget {
-        upstream: up.name.clone(),
-    })?;
-    ctx.upstream_target = Some(Arc::clone(&target.address));
-    finish.inflight = Some(target.begin());
-    let target = target.clone();
 
     // The upstream request: rewritten path, hop-by-hop stripped, forwarding headers added.
     let is_upgrade = upgrade::is_upgrade(&parts);
@@ -292,33 +303,38 @@ async fn proxy(
             .into();
         parts.version = Version::HTTP_11;
     }
-    let req_body = if is_upgrade {
-        RequestBody::empty()
-    } else {
-        RequestBody::new(body, route.max_body_size, finish.bytes_in.clone())
-    };
-    let req = Request::from_parts(parts, req_body);
 
-    let sent = if is_upgrade {
-        forward::send_upgrade(up, &target, req).await
+    let served = if is_upgrade {
+        upgrade_try(up, &input, parts, finish).await?
     } else {
-        forward::send(up, &target, req).await
-    };
-    let mut fwd = match sent {
-        Ok(f) => f,
-        Err(e)
-            if finish
-                .bytes_in
-                .over_limit
-                .load(std::sync::atomic::Ordering::Relaxed) =>
-        {
-            tracing::debug!(error = %e, "body over limit");
-            return Err(ProxyError::BodyTooLarge {
-                limit: route.max_body_size.unwrap_or(0),
-            });
+        let payload = payload(up, &parts.method, body, route.max_body_size, finish).await?;
+        let head = attempts::Head {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+        };
+        match attempts::run(up, &input, head, payload, finish).await {
+            Ok(s) => s,
+            Err(e)
+                if finish
+                    .bytes_in
+                    .over_limit
+                    .load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                tracing::debug!(error = %e, "body over limit");
+                return Err(ProxyError::BodyTooLarge {
+                    limit: route.max_body_size.unwrap_or(0),
+                });
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) => return Err(e),
     };
+    let attempts::Served {
+        forwarded: mut fwd,
+        target,
+        pick,
+    } = served;
     let ctx = &mut finish.ctx;
     target.record_latency(fwd.first_byte);
     ctx.timings.upstream_connect = Some(fwd.connect);
@@ -332,6 +348,10 @@ async fn proxy(
     } else {
         forwarded::strip_hop_by_hop(resp.headers_mut());
     }
+    resp.headers_mut().insert(
+        X_GATEHOUSE_ATTEMPTS.clone(),
+        HeaderValue::from(ctx.attempts),
+    );
     if pick.set_cookie
         && let Some(name) = up.sticky_cookie()
     {
@@ -347,6 +367,69 @@ async fn proxy(
         }
     }
     Ok(fwd.response)
+}
+
+/// Tries counted on every proxied response, retries included.
+static X_GATEHOUSE_ATTEMPTS: http::HeaderName =
+    http::HeaderName::from_static("x-gatehouse-attempts");
+
+/// Decides how the client's body travels: bodiless requests and small bodies of
+/// retryable requests are buffered so a retry can resend them; the rest streams.
+async fn payload(
+    up: &gatehouse_upstream::UpstreamState,
+    method: &http::Method,
+    body: Incoming,
+    max_body_size: Option<u64>,
+    finish: &Finish,
+) -> Result<attempts::Payload, ProxyError> {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        return Ok(attempts::Payload::Replay(bytes::Bytes::new()));
+    }
+    let retries = &up.retries;
+    let resendable = retries.attempts > 1 && retries.methods.allows(method.as_str());
+    let small = body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= retries.replay_buffer.0);
+    if resendable && small {
+        // Content-Length is known and was checked against max_body_size already.
+        return crate::body::read_for_replay(body, &finish.bytes_in)
+            .await
+            .map(attempts::Payload::Replay)
+            .map_err(|source| ProxyError::ClientBody { source });
+    }
+    Ok(attempts::Payload::Stream(RequestBody::new(
+        body,
+        max_body_size,
+        finish.bytes_in.clone(),
+    )))
+}
+
+/// An upgrade handshake: one try on a fresh connection (the client's upgrade cannot be
+/// replayed once the target agreed to it).
+async fn upgrade_try(
+    up: &gatehouse_upstream::UpstreamState,
+    input: &PickInput<'_>,
+    parts: http::request::Parts,
+    finish: &mut Finish,
+) -> Result<attempts::Served, ProxyError> {
+    let (pick, target) = up.pick(input, &[]).ok_or_else(|| ProxyError::Unavailable {
+        upstream: up.name.clone(),
+        reason: "no healthy target",
+        retry_after: crate::error::retry_after_secs(up.retry_after_ms()),
+    })?;
+    let target = target.clone();
+    finish.ctx.attempts = 1;
+    finish.ctx.upstream_target = Some(Arc::clone(&target.address));
+    finish.inflight = Some(target.begin());
+    let req = Request::from_parts(parts, RequestBody::empty());
+    let forwarded = forward::send_upgrade(up, &target, req).await?;
+    Ok(attempts::Served {
+        forwarded,
+        target,
+        pick,
+    })
 }
 
 /// The origin-form target sent upstream: the rewritten path with the original query, or

@@ -35,7 +35,7 @@ fn bench(c: &mut Criterion) {
     ] {
         let b = Balancer::new(kind, &pairs);
         c.bench_function(&format!("pick {kind:?} x8"), |bn| {
-            bn.iter(|| b.pick(black_box(&ts), &weights, black_box(&input)))
+            bn.iter(|| b.pick(black_box(&ts), &weights, black_box(&input), &|_| true))
         });
     }
 }

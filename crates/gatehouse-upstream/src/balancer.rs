@@ -127,12 +127,16 @@ impl Balancer {
         }
     }
 
-    /// Picks a target among `targets` (with their `weights`), or `None` when there is none.
+    /// Picks a target among `targets` (with their `weights`) that `usable` accepts, or
+    /// `None` when the algorithm found none. Each algorithm skips rejected targets in
+    /// its own way, so the traffic of an ejected target spreads the way the algorithm
+    /// spreads load (the ring moves on to the next target, round robin to the next turn).
     pub fn pick(
         &self,
         targets: &[Arc<TargetState>],
         weights: &[u32],
         input: &PickInput<'_>,
+        usable: &dyn Fn(usize) -> bool,
     ) -> Option<Pick> {
         let plain = |index| Pick {
             index,
@@ -142,14 +146,19 @@ impl Balancer {
         if n == 0 {
             return None;
         }
+        // Sampling algorithms give up after this many rejected draws.
+        let draws = 2 * n + 2;
         match self {
-            Self::RoundRobin(seq) => seq.next().map(plain),
+            Self::RoundRobin(seq) => (0..draws)
+                .filter_map(|_| seq.next())
+                .find(|&i| usable(i))
+                .map(plain),
             Self::LeastConnections => {
                 // Scan from a random start so ties spread instead of piling on target 0.
                 let start = fastrand::usize(..n);
                 (0..n)
                     .map(|k| (start + k) % n)
-                    .filter(|&i| weights[i] > 0)
+                    .filter(|&i| weights[i] > 0 && usable(i))
                     .min_by(|&a, &b| {
                         // in_flight / weight, compared without division.
                         let la = u128::from(targets[a].in_flight()) * u128::from(weights[b]);
@@ -159,11 +168,20 @@ impl Balancer {
                     .map(plain)
             }
             Self::LeastLatency => {
-                if n == 1 {
-                    return Some(plain(0));
-                }
-                let a = fastrand::usize(..n);
-                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                let a = (0..draws)
+                    .map(|_| fastrand::usize(..n))
+                    .find(|&i| usable(i))?;
+                // The second choice is always another target than the first.
+                let other = (n > 1)
+                    .then(|| {
+                        (0..draws)
+                            .map(|_| (a + 1 + fastrand::usize(..n - 1)) % n)
+                            .find(|&i| usable(i))
+                    })
+                    .flatten();
+                let Some(b) = other else {
+                    return Some(plain(a));
+                };
                 let score = |i: usize| {
                     let t = &targets[i];
                     // Unsampled targets look fast so they get tried; load multiplies latency.
@@ -177,23 +195,32 @@ impl Balancer {
                 if total == 0 {
                     return None;
                 }
-                let r = fastrand::u64(..total);
-                Some(plain(cumulative.partition_point(|c| *c <= r)))
+                (0..draws)
+                    .map(|_| {
+                        let r = fastrand::u64(..total);
+                        cumulative.partition_point(|c| *c <= r)
+                    })
+                    .find(|&i| usable(i))
+                    .map(plain)
             }
             Self::Hash(ring) => {
                 let key = input.hash_key.unwrap_or_else(|| ip_hash(input.client_ip));
-                ring.lookup(key).map(plain)
+                ring.lookup_usable(key, usable).map(plain)
             }
             Self::Sticky(seq) => {
                 if let Some(id) = input.sticky
                     && let Some(i) = targets.iter().position(|t| sticky_id(&t.address) == id)
+                    && usable(i)
                 {
                     return Some(plain(i));
                 }
-                seq.next().map(|index| Pick {
-                    index,
-                    set_cookie: true,
-                })
+                (0..draws)
+                    .filter_map(|_| seq.next())
+                    .find(|&i| usable(i))
+                    .map(|index| Pick {
+                        index,
+                        set_cookie: true,
+                    })
             }
         }
     }

@@ -20,6 +20,8 @@ pub struct TargetState {
     in_flight: AtomicU64,
     /// EWMA of response-head latency in nanoseconds (0 = no sample yet).
     ewma_ns: AtomicU64,
+    /// Active and passive health, slow-start ramp.
+    pub health: crate::health::Health,
 }
 
 /// Decrements the in-flight count when dropped, so every exit path counts.
@@ -46,6 +48,7 @@ impl TargetState {
             resolved: ArcSwap::from_pointee(resolved),
             in_flight: AtomicU64::new(0),
             ewma_ns: AtomicU64::new(0),
+            health: crate::health::Health::default(),
         }
     }
 

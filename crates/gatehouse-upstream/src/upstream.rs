@@ -1,12 +1,16 @@
 //! One upstream's live state: its targets, balancer and settings.
 
 use crate::balancer::{Balancer, Pick, PickInput};
+use crate::breaker::Breaker;
+use crate::budget::Budget;
+use crate::clock::now_ms;
 use crate::hash::hash64;
 use crate::target::TargetState;
 use gatehouse_config::validate::{HashOn, parse_hash_on};
-use gatehouse_config::{BalancerKind, Upstream};
+use gatehouse_config::{BalancerKind, Retries, RetryOn, Upstream};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// An upstream as the data plane sees it; shared by workers, rebuilt only when its config changes.
 #[derive(Debug)]
@@ -20,6 +24,27 @@ pub struct UpstreamState {
     weights: Vec<u32>,
     balancer: Balancer,
     hash_on: Option<HashOn>,
+    /// The retry policy in force (the implicit one when the config has none).
+    pub retries: Retries,
+    /// `retries.on`, parsed.
+    pub retry_on: RetryOn,
+    /// Caps the extra load of retries.
+    pub budget: Budget,
+    /// The circuit breaker, when configured.
+    pub breaker: Option<Breaker>,
+    in_flight: Arc<AtomicU64>,
+}
+
+/// Holds one slot of the upstream's `max_concurrent_requests` until dropped.
+#[derive(Debug)]
+pub struct Slot(Option<Arc<AtomicU64>>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl UpstreamState {
@@ -50,6 +75,7 @@ impl UpstreamState {
             (_, Some(h)) => parse_hash_on(h).ok(),
             _ => None,
         };
+        let retries = config.retries.clone().unwrap_or_else(Retries::implicit);
         Self {
             name: name.to_string(),
             config: config.clone(),
@@ -57,7 +83,79 @@ impl UpstreamState {
             weights,
             balancer: Balancer::new(config.balancer, &pairs),
             hash_on,
+            retry_on: RetryOn::parse(&retries.on).unwrap_or_default(),
+            budget: Budget::new(retries.budget),
+            retries,
+            breaker: config.circuit_breaker.map(|c| Breaker::new(name, c)),
+            in_flight: Arc::default(),
         }
+    }
+
+    /// Takes a slot under `circuit_breaker.max_concurrent_requests`; `None` when full.
+    pub fn begin_request(&self) -> Option<Slot> {
+        let Some(cap) = self
+            .config
+            .circuit_breaker
+            .and_then(|c| c.max_concurrent_requests)
+        else {
+            return Some(Slot(None));
+        };
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= cap {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Slot(Some(self.in_flight.clone())))
+    }
+
+    /// Requests in flight on this upstream (counted only when it has a cap).
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Records the outcome of one try on target `index` for the passive health check.
+    pub fn record_outcome(&self, index: usize, failed: bool) {
+        let Some(p) = &self.config.health_check.passive else {
+            return;
+        };
+        let Some(t) = self.targets.get(index) else {
+            return;
+        };
+        let now = now_ms();
+        let ejected = if failed {
+            self.targets
+                .iter()
+                .filter(|t| t.health.ejected_until(now).is_some())
+                .count()
+        } else {
+            0
+        };
+        if let Some(until) = t.health.record(failed, p, ejected, self.targets.len()) {
+            tracing::warn!(
+                upstream = %self.name,
+                target = %t.address,
+                ejected_for_ms = until.saturating_sub(now),
+                "target ejected after consecutive failures"
+            );
+        }
+    }
+
+    /// Milliseconds until some target might take traffic again, for Retry-After when
+    /// none can now: the earliest ejection end, else the active check interval.
+    pub fn retry_after_ms(&self) -> u64 {
+        let now = now_ms();
+        let ejection = self
+            .targets
+            .iter()
+            .filter_map(|t| t.health.ejected_until(now))
+            .min()
+            .map(|until| until - now);
+        let probe = self
+            .config
+            .health_check
+            .active
+            .as_ref()
+            .map(|a| a.interval.get().as_millis() as u64);
+        ejection.or(probe).unwrap_or(1000)
     }
 
     /// Hash of the request's `hash_on` value; `None` falls back to the client IP.
@@ -81,9 +179,44 @@ impl UpstreamState {
         Some(hash64(&key))
     }
 
-    /// Picks a target for a request.
-    pub fn pick(&self, input: &PickInput<'_>) -> Option<(Pick, &Arc<TargetState>)> {
-        let p = self.balancer.pick(&self.targets, &self.weights, input)?;
+    /// Picks a healthy target for a request, avoiding the targets in `tried` (earlier
+    /// tries of the same request) when another one is healthy. Targets in slow start are
+    /// passed over with the probability of their ramp. `None` when no target is healthy.
+    pub fn pick(
+        &self,
+        input: &PickInput<'_>,
+        tried: &[usize],
+    ) -> Option<(Pick, &Arc<TargetState>)> {
+        // The clock is read only when some target was ever ejected or admitted late.
+        let now = std::cell::OnceCell::new();
+        let now = || *now.get_or_init(now_ms);
+        let healthy = |i: usize| {
+            self.targets
+                .get(i)
+                .is_some_and(|t| t.health.usable_with(now))
+        };
+        let slow_start = self.config.slow_start.map(|d| d.get());
+        let preferred = |i: usize| {
+            healthy(i)
+                && !tried.contains(&i)
+                && (slow_start.is_none() || {
+                    let ramp = self.targets[i].health.ramp(slow_start, now());
+                    ramp >= 1.0 || fastrand::f64() < ramp
+                })
+        };
+        let p = self
+            .balancer
+            .pick(&self.targets, &self.weights, input, &preferred)
+            .or_else(|| {
+                self.balancer
+                    .pick(&self.targets, &self.weights, input, &|i| {
+                        healthy(i) && !tried.contains(&i)
+                    })
+            })
+            .or_else(|| {
+                self.balancer
+                    .pick(&self.targets, &self.weights, input, &healthy)
+            })?;
         self.targets.get(p.index).map(|t| (p, t))
     }
 

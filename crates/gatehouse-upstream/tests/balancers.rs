@@ -45,7 +45,7 @@ proptest! {
         let total: u32 = weights.iter().sum();
         let mut counts = vec![0u32; weights.len()];
         for _ in 0..total * 10 {
-            counts[b.pick(&ts, &weights, &input()).unwrap().index] += 1;
+            counts[b.pick(&ts, &weights, &input(), &|_| true).unwrap().index] += 1;
         }
         for (c, w) in counts.iter().zip(&weights) {
             prop_assert_eq!(*c, w * 10);
@@ -60,7 +60,7 @@ proptest! {
         let n = 20_000u32;
         let mut counts = vec![0u32; weights.len()];
         for _ in 0..n {
-            counts[b.pick(&ts, &weights, &input()).unwrap().index] += 1;
+            counts[b.pick(&ts, &weights, &input(), &|_| true).unwrap().index] += 1;
         }
         for (c, w) in counts.iter().zip(&weights) {
             let expect = f64::from(n) * f64::from(*w) / f64::from(total);
@@ -77,7 +77,7 @@ fn least_connections_prefers_the_idle_target() {
     let _g0 = (ts[0].begin(), ts[0].begin());
     let _g2 = ts[2].begin();
     for _ in 0..50 {
-        assert_eq!(b.pick(&ts, &w, &input()).unwrap().index, 1);
+        assert_eq!(b.pick(&ts, &w, &input(), &|_| true).unwrap().index, 1);
     }
 }
 
@@ -89,7 +89,7 @@ fn least_latency_avoids_the_slow_target() {
     ts[1].record_latency(std::time::Duration::from_millis(1));
     let b = Balancer::new(BalancerKind::LeastLatency, &pairs(&ts, &w));
     for _ in 0..50 {
-        assert_eq!(b.pick(&ts, &w, &input()).unwrap().index, 1);
+        assert_eq!(b.pick(&ts, &w, &input(), &|_| true).unwrap().index, 1);
     }
 }
 
@@ -141,6 +141,10 @@ fn hash_on_header_is_stable() {
         timeouts: Default::default(),
         pool: Default::default(),
         resolve_interval: gatehouse_config::Duration::from_secs(30),
+        health_check: Default::default(),
+        slow_start: None,
+        retries: None,
+        circuit_breaker: None,
     };
     let s = UpstreamState::build("u", &up, None);
     let req = |id: &str| {
@@ -153,11 +157,14 @@ fn hash_on_header_is_stable() {
     };
     let pick = |id: &str| {
         let key = s.hash_key(&req(id), IpAddr::V4(Ipv4Addr::LOCALHOST));
-        s.pick(&PickInput {
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            hash_key: key,
-            sticky: None,
-        })
+        s.pick(
+            &PickInput {
+                client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                hash_key: key,
+                sticky: None,
+            },
+            &[],
+        )
         .unwrap()
         .0
         .index
@@ -186,6 +193,7 @@ fn sticky_honours_cookie_and_issues_one_otherwise() {
                     sticky: Some(&id),
                     ..input()
                 },
+                &|_| true,
             )
             .unwrap();
         assert_eq!((p.index, p.set_cookie), (2, false));
@@ -198,6 +206,7 @@ fn sticky_honours_cookie_and_issues_one_otherwise() {
                 sticky: Some("stale"),
                 ..input()
             },
+            &|_| true,
         )
         .unwrap();
     assert!(p.set_cookie);

@@ -104,6 +104,7 @@ pub fn serve(
         };
         let live = gw.live.clone();
         tokio::spawn(gatehouse_upstream::resolve::refresh_loop(move || live.load().upstreams.clone()));
+        tokio::spawn(gatehouse_proxy::health_check::supervise(gw.clone()));
 
         wait_for_stop_signal(term, int).await;
         let deadline = gw.live.load().config.shutdown.drain_timeout.get();

@@ -1,0 +1,271 @@
+//! The tries of one request against its upstream (docs/resilience.md): each try picks a
+//! healthy target other than the ones already tried, a failed connect moves on at once,
+//! and a failure after sending is retried only for retryable methods, replayable bodies
+//! and outcomes listed in `retries.on`, after a jittered backoff, within the retry budget
+//! and the request deadline. Every outcome feeds passive health and the breaker.
+
+use crate::body::RequestBody;
+use crate::error::{ProxyError, RetryClass, retry_after_secs};
+use crate::finish::Finish;
+use crate::forward::{self, Forwarded};
+use bytes::Bytes;
+use gatehouse_upstream::balancer::Pick;
+use gatehouse_upstream::breaker::Admission;
+use gatehouse_upstream::clock::now_ms;
+use gatehouse_upstream::{PickInput, TargetState, UpstreamState};
+use http::{HeaderMap, Method, Request, Uri, Version};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The request head sent upstream, kept apart from its body so a retry can rebuild it.
+pub struct Head {
+    /// Method.
+    pub method: Method,
+    /// Origin-form (HTTP/1) or absolute (HTTP/2) target.
+    pub uri: Uri,
+    /// Version spoken upstream.
+    pub version: Version,
+    /// Headers, already rewritten for upstream.
+    pub headers: HeaderMap,
+}
+
+impl Head {
+    fn request(&mut self, body: RequestBody, keep: bool) -> Request<RequestBody> {
+        let mut r = Request::new(body);
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.version_mut() = self.version;
+        // Only a try that may be followed by another needs its own copy of the headers.
+        *r.headers_mut() = if keep {
+            self.headers.clone()
+        } else {
+            std::mem::take(&mut self.headers)
+        };
+        r
+    }
+}
+
+/// The body to send: a buffered copy any try can resend, or the client's stream, which
+/// only the first try that reaches a target can use.
+pub enum Payload {
+    /// Fully read (or empty); replayable.
+    Replay(Bytes),
+    /// Streamed; after it was sent no retry is possible.
+    Stream(RequestBody),
+}
+
+/// A response that made it back, with the target that sent it.
+pub struct Served {
+    /// The response and its timings.
+    pub forwarded: Forwarded,
+    /// The target that answered.
+    pub target: Arc<TargetState>,
+    /// The balancer's pick (for the sticky cookie).
+    pub pick: Pick,
+}
+
+/// The most recent failure: an error, or a response whose status asked for a retry.
+enum Last {
+    Error(ProxyError),
+    Response(Box<Served>),
+}
+
+/// Runs the tries for one request, after asking the breaker whether it may go at all.
+pub async fn run(
+    up: &UpstreamState,
+    input: &PickInput<'_>,
+    head: Head,
+    payload: Payload,
+    finish: &mut Finish,
+) -> Result<Served, ProxyError> {
+    let admission = match up.breaker.as_ref().map(|b| b.admit(now_ms())) {
+        None => None,
+        Some(Ok(a)) => Some(a),
+        Some(Err(wait_ms)) => {
+            return Err(ProxyError::Unavailable {
+                upstream: up.name.clone(),
+                reason: "circuit breaker open",
+                retry_after: retry_after_secs(wait_ms),
+            });
+        }
+    };
+    let mut first_recorded = false;
+    let result = tries(
+        up,
+        input,
+        head,
+        payload,
+        admission,
+        &mut first_recorded,
+        finish,
+    )
+    .await;
+    // A half-open trial that never reached a target must still hand its permit back.
+    if !first_recorded && let (Some(b), Some(a)) = (&up.breaker, admission) {
+        b.record(a, true, now_ms());
+    }
+    result
+}
+
+async fn tries(
+    up: &UpstreamState,
+    input: &PickInput<'_>,
+    mut head: Head,
+    payload: Payload,
+    admission: Option<Admission>,
+    first_recorded: &mut bool,
+    finish: &mut Finish,
+) -> Result<Served, ProxyError> {
+    let policy = &up.retries;
+    let on = &up.retry_on;
+    let max = policy.attempts.clamp(1, 10) as usize;
+    let resend_allowed = policy.methods.allows(head.method.as_str())
+        && (on.reset || on.timeout || !on.statuses.is_empty());
+    let (mut replay, mut stream) = match payload {
+        Payload::Replay(b) => (Some(b), None),
+        Payload::Stream(s) => (None, Some(s)),
+    };
+    let deadline = Instant::now() + up.config.timeouts.request.get();
+    let per_try = policy
+        .per_try_timeout
+        .map_or(up.config.timeouts.request.get(), |d| d.get());
+    let mut tried = [usize::MAX; 10];
+    let mut last: Option<Last> = None;
+    up.budget.request(now_ms());
+
+    for k in 0..max {
+        if k > 0 {
+            let open = up
+                .breaker
+                .as_ref()
+                .is_some_and(|b| b.state(now_ms()) == gatehouse_upstream::breaker::State::Open);
+            if open || !up.budget.try_retry(now_ms()) {
+                break;
+            }
+            tokio::time::sleep(backoff(policy, k)).await;
+        }
+        let Some((pick, target)) = up.pick(input, &tried[..k]) else {
+            break;
+        };
+        tried[k] = pick.index;
+        let target = target.clone();
+        finish.ctx.attempts = k as u32 + 1;
+        finish.ctx.upstream_target = Some(Arc::clone(&target.address));
+        finish.inflight = Some(target.begin());
+        let how = if k == 0 {
+            admission
+        } else {
+            admission.map(|_| Admission::Normal)
+        };
+        let more = k + 1 < max;
+
+        *first_recorded = true;
+        let conn = match forward::connect(up, &target).await {
+            Ok(c) => c,
+            Err(e) => {
+                outcome(up, pick.index, how, true);
+                let retry = on.connect_failure;
+                last = Some(Last::Error(e));
+                if retry {
+                    continue;
+                }
+                break;
+            }
+        };
+        // With a stream body this try is the only one that can send it.
+        let resend = resend_allowed && more && replay.is_some();
+        let body = match (&replay, stream.take()) {
+            (Some(b), _) => RequestBody::buffered(b.clone()),
+            (None, Some(s)) => s,
+            (None, None) => RequestBody::empty(),
+        };
+        if !resend {
+            replay = None;
+        }
+        let limit = per_try.min(deadline.saturating_duration_since(Instant::now()));
+        let limit = limit.max(Duration::from_millis(1));
+        match forward::exchange(up, &target, conn, head.request(body, resend), limit).await {
+            Err(e) => {
+                outcome(up, pick.index, how, true);
+                let class = e.retry_class();
+                let listed = match class {
+                    RetryClass::Reset => on.reset,
+                    RetryClass::Timeout => on.timeout,
+                    RetryClass::ConnectFailure => on.connect_failure,
+                    RetryClass::Never => false,
+                };
+                if resend && listed {
+                    last = Some(Last::Error(e));
+                    continue;
+                }
+                return Err(e);
+            }
+            Ok(forwarded) => {
+                let status = forwarded.response.status().as_u16();
+                outcome(up, pick.index, how, is_failure_status(up, status));
+                let served = Served {
+                    forwarded,
+                    target,
+                    pick,
+                };
+                if resend && on.statuses.contains(&status) {
+                    last = Some(Last::Response(Box::new(served)));
+                    continue;
+                }
+                return Ok(served);
+            }
+        }
+    }
+    match last {
+        Some(Last::Response(served)) => Ok(*served),
+        Some(Last::Error(e)) => Err(e),
+        None => Err(ProxyError::Unavailable {
+            upstream: up.name.clone(),
+            reason: "no healthy target",
+            retry_after: retry_after_secs(up.retry_after_ms()),
+        }),
+    }
+}
+
+/// Statuses that count as failures for passive health and the breaker.
+fn is_failure_status(up: &UpstreamState, status: u16) -> bool {
+    match &up.config.health_check.passive {
+        Some(p) => p.failure_statuses.contains(&status),
+        None => matches!(status, 502..=504),
+    }
+}
+
+fn outcome(up: &UpstreamState, index: usize, how: Option<Admission>, failed: bool) {
+    up.record_outcome(index, failed);
+    if let (Some(b), Some(how)) = (&up.breaker, how) {
+        b.record(how, failed, now_ms());
+    }
+}
+
+/// Exponential backoff with full jitter before retry `k` (1-based): a uniform wait in
+/// `[0, min(max, base * 2^(k-1))]`.
+fn backoff(policy: &gatehouse_config::Retries, k: usize) -> Duration {
+    let base = policy.backoff.base.get().as_micros() as u64;
+    let max = policy.backoff.max.get().as_micros() as u64;
+    let cap = base.saturating_mul(1u64 << (k - 1).min(20)).min(max);
+    Duration::from_micros(fastrand::u64(..=cap))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let mut p = gatehouse_config::Retries::default();
+        p.backoff.base = gatehouse_config::Duration::from_millis(10);
+        p.backoff.max = gatehouse_config::Duration::from_millis(35);
+        for _ in 0..200 {
+            assert!(backoff(&p, 1) <= Duration::from_millis(10));
+            assert!(backoff(&p, 2) <= Duration::from_millis(20));
+            assert!(backoff(&p, 5) <= Duration::from_millis(35));
+        }
+        let spread: std::collections::HashSet<_> = (0..50).map(|_| backoff(&p, 3)).collect();
+        assert!(spread.len() > 10, "full jitter spreads the waits");
+    }
+}
