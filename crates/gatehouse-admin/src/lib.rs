@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use gatehouse_core::{Problem, problem_response};
 use gatehouse_proxy::Gateway;
+use gatehouse_upstream::health::Verdict;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -106,23 +107,50 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
         }
         (&Method::GET, "/admin/upstreams") => {
             let snap = gw.live.load();
+            let now = gatehouse_upstream::clock::now_ms();
             let mut ups = serde_json::Map::new();
             for (name, u) in snap.upstreams.iter() {
                 let targets: Vec<_> = u
                     .targets
                     .iter()
                     .map(|t| {
+                        let (health, ejected_for_ms) = match t.health.verdict(now) {
+                            Verdict::Healthy => ("healthy", None),
+                            Verdict::ActiveDown => ("unhealthy", None),
+                            Verdict::Ejected(until) => ("ejected", Some(until - now)),
+                        };
                         serde_json::json!({
                             "address": &*t.address,
                             "resolved": t.socket_addr().map(|a| a.to_string()),
+                            "health": health,
+                            "ejected_for_ms": ejected_for_ms,
+                            "slow_start_share": t.health.ramp(u.config.slow_start.map(|d| d.get()), now),
+                            "health_transitions": t.health.transitions(),
                             "in_flight": t.in_flight(),
                             "ewma_latency_ms": t.ewma_ns() as f64 / 1e6,
                         })
                     })
                     .collect();
+                let breaker = u.breaker.as_ref().map(|b| {
+                    serde_json::json!({
+                        "state": b.state(now).as_str(),
+                        "times_opened": b.times_opened(),
+                    })
+                });
+                let retries = serde_json::json!({
+                    "attempts": u.retries.attempts,
+                    "sent": u.budget.retries(),
+                    "denied_by_budget": u.budget.denied(),
+                });
                 ups.insert(
                     name.clone(),
-                    serde_json::json!({"balancer": format!("{:?}", u.config.balancer), "targets": targets}),
+                    serde_json::json!({
+                        "balancer": format!("{:?}", u.config.balancer),
+                        "targets": targets,
+                        "circuit_breaker": breaker,
+                        "retries": retries,
+                        "in_flight": u.in_flight(),
+                    }),
                 );
             }
             json(StatusCode::OK, serde_json::Value::Object(ups))

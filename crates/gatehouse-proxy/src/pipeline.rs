@@ -213,6 +213,12 @@ async fn run_action(
                     r.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
                 }
+                if finish.ctx.attempts > 0 {
+                    r.headers_mut().insert(
+                        X_GATEHOUSE_ATTEMPTS.clone(),
+                        HeaderValue::from(finish.ctx.attempts),
+                    );
+                }
                 r.map(ProxyBody::full)
             }
         },

@@ -9,7 +9,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// What kind of backend to run.
@@ -26,6 +26,8 @@ pub enum Kind {
     WebSocket,
     /// HTTP/2 cleartext echo with a `grpc-status: 0` trailer.
     H2c,
+    /// Echo that answers every other request with 503 (a flapping backend).
+    Flap,
 }
 
 /// A running backend; stops when dropped.
@@ -34,9 +36,12 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// Requests served.
     pub hits: Arc<AtomicUsize>,
+    /// When non-zero, echo backends answer every request with this status.
+    pub forced_status: Arc<AtomicU16>,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Dropping a backend kills it: the listener and every open connection close.
 impl Drop for Backend {
     fn drop(&mut self) {
         self.task.abort();
@@ -49,30 +54,48 @@ impl Backend {
         self.hits.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Makes an echo backend answer every request with `status` (0 restores echo).
+    pub fn force_status(&self, status: u16) {
+        self.forced_status.store(status, Ordering::SeqCst);
+    }
+
     /// Starts a backend named `name` (echoed in `x-backend`) on an ephemeral port.
     pub async fn start(name: &str, kind: Kind) -> Backend {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         Self::serve(name, kind, l)
     }
 
-    /// Starts a backend on a given address (to restart one on the same port).
+    /// Starts a backend on a given address (to restart one on the same port). A
+    /// just-dropped backend on that address may take a moment to release it.
     pub async fn start_on(name: &str, kind: Kind, addr: SocketAddr) -> Backend {
-        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
-        Self::serve(name, kind, l)
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => return Self::serve(name, kind, l),
+                Err(_) if std::time::Instant::now() < until => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot bind {addr}: {e}"),
+            }
+        }
     }
 
     fn serve(name: &str, kind: Kind, l: tokio::net::TcpListener) -> Backend {
         let addr = l.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
+        let forced_status = Arc::new(AtomicU16::new(0));
         let name: Arc<str> = name.into();
-        let h = hits.clone();
+        let (h, f) = (hits.clone(), forced_status.clone());
         let task = tokio::spawn(async move {
+            // Connections live in this set, so aborting the backend closes them all.
+            let mut conns = tokio::task::JoinSet::new();
             loop {
+                while conns.try_join_next().is_some() {}
                 let Ok((s, _)) = l.accept().await else {
                     continue;
                 };
-                let (name, hits) = (name.clone(), h.clone());
-                tokio::spawn(async move {
+                let (name, hits, forced) = (name.clone(), h.clone(), f.clone());
+                conns.spawn(async move {
                     match kind {
                         Kind::Reset => {
                             let _ = s.set_zero_linger();
@@ -82,8 +105,17 @@ impl Backend {
                             tokio::time::sleep(Duration::from_secs(3600)).await;
                             drop(s);
                         }
-                        Kind::Echo => {
-                            let svc = service_fn(move |req| echo(name.clone(), hits.clone(), req));
+                        Kind::Echo | Kind::Flap => {
+                            let flap = matches!(kind, Kind::Flap);
+                            let svc = service_fn(move |req| {
+                                let n = hits.load(Ordering::SeqCst);
+                                if flap && n % 2 == 0 {
+                                    forced.store(503, Ordering::SeqCst);
+                                } else if flap {
+                                    forced.store(0, Ordering::SeqCst);
+                                }
+                                echo(name.clone(), hits.clone(), forced.clone(), req)
+                            });
                             let _ = hyper::server::conn::http1::Builder::new()
                                 .serve_connection(TokioIo::new(s), svc)
                                 .await;
@@ -111,7 +143,12 @@ impl Backend {
                 });
             }
         });
-        Backend { addr, hits, task }
+        Backend {
+            addr,
+            hits,
+            forced_status,
+            task,
+        }
     }
 }
 
@@ -120,11 +157,21 @@ type EchoBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 async fn echo(
     name: Arc<str>,
     hits: Arc<AtomicUsize>,
+    forced: Arc<AtomicU16>,
     req: http::Request<Incoming>,
 ) -> Result<http::Response<EchoBody>, Infallible> {
     hits.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_string();
     let mut status = 200u16;
+    let forced = forced.load(Ordering::SeqCst);
+    if forced != 0 {
+        let mut r = http::Response::new(BodyExt::boxed(Full::new(Bytes::from_static(
+            b"forced status",
+        ))));
+        *r.status_mut() = http::StatusCode::from_u16(forced).unwrap();
+        r.headers_mut().insert("x-backend", name.parse().unwrap());
+        return Ok(r);
+    }
     if let Some(ms) = path
         .strip_prefix("/delay/")
         .and_then(|s| s.parse::<u64>().ok())
