@@ -89,22 +89,35 @@ pub async fn run(
             });
         }
     };
-    let mut first_recorded = false;
-    let result = tries(
-        up,
-        input,
-        head,
-        payload,
+    let mut admission = Pending {
+        breaker: up.breaker.as_ref(),
         admission,
-        &mut first_recorded,
-        finish,
-    )
-    .await;
-    // A half-open trial that never reached a target must still hand its permit back.
-    if !first_recorded && let (Some(b), Some(a)) = (&up.breaker, admission) {
-        b.record(a, true, now_ms());
+    };
+    tries(up, input, head, payload, &mut admission, finish).await
+}
+
+/// The breaker's admission of this request until its first try has an outcome; dropped
+/// unrecorded (cancelled request, no target), it hands a half-open permit back.
+struct Pending<'a> {
+    breaker: Option<&'a gatehouse_upstream::breaker::Breaker>,
+    admission: Option<Admission>,
+}
+
+impl Pending<'_> {
+    /// The admission to record a try's outcome under: the original for the first try,
+    /// plain window counting for the others.
+    fn take(&mut self) -> Option<Admission> {
+        self.breaker?;
+        Some(self.admission.take().unwrap_or(Admission::Normal))
     }
-    result
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let (Some(b), Some(a)) = (self.breaker, self.admission.take()) {
+            b.release(a);
+        }
+    }
 }
 
 async fn tries(
@@ -112,8 +125,7 @@ async fn tries(
     input: &PickInput<'_>,
     mut head: Head,
     payload: Payload,
-    admission: Option<Admission>,
-    first_recorded: &mut bool,
+    admission: &mut Pending<'_>,
     finish: &mut Finish,
 ) -> Result<Served, ProxyError> {
     let policy = &up.retries;
@@ -152,18 +164,12 @@ async fn tries(
         finish.ctx.attempts = k as u32 + 1;
         finish.ctx.upstream_target = Some(Arc::clone(&target.address));
         finish.inflight = Some(target.begin());
-        let how = if k == 0 {
-            admission
-        } else {
-            admission.map(|_| Admission::Normal)
-        };
         let more = k + 1 < max;
 
-        *first_recorded = true;
         let conn = match forward::connect(up, &target).await {
             Ok(c) => c,
             Err(e) => {
-                outcome(up, pick.index, how, true);
+                outcome(up, pick.index, admission.take(), true);
                 let retry = on.connect_failure;
                 last = Some(Last::Error(e));
                 if retry {
@@ -186,7 +192,7 @@ async fn tries(
         let limit = limit.max(Duration::from_millis(1));
         match forward::exchange(up, &target, conn, head.request(body, resend), limit).await {
             Err(e) => {
-                outcome(up, pick.index, how, true);
+                outcome(up, pick.index, admission.take(), true);
                 let class = e.retry_class();
                 let listed = match class {
                     RetryClass::Reset => on.reset,
@@ -202,7 +208,12 @@ async fn tries(
             }
             Ok(forwarded) => {
                 let status = forwarded.response.status().as_u16();
-                outcome(up, pick.index, how, is_failure_status(up, status));
+                outcome(
+                    up,
+                    pick.index,
+                    admission.take(),
+                    is_failure_status(up, status),
+                );
                 let served = Served {
                     forwarded,
                     target,

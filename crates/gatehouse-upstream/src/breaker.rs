@@ -122,6 +122,14 @@ impl Breaker {
         }
     }
 
+    /// Hands back a trial permit whose request ended without an outcome (the client went
+    /// away, or no target could be tried), so half-open never runs out of permits.
+    pub fn release(&self, how: Admission) {
+        if how == Admission::Trial {
+            self.trials_in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     /// Records the outcome of a request admitted as `how`.
     pub fn record(&self, how: Admission, failed: bool, now: u64) {
         match how {
@@ -223,5 +231,24 @@ mod tests {
         assert_eq!(b.state(t3), State::Closed);
         assert_eq!(b.admit(t3), Ok(Admission::Normal));
         assert_eq!(b.times_opened(), 2);
+    }
+
+    #[test]
+    fn released_trials_free_their_permits() {
+        let b = Breaker::new("u", config());
+        let t = 100_000;
+        for _ in 0..4 {
+            let a = b.admit(t).unwrap();
+            b.record(a, true, t);
+        }
+        let t2 = t + 5000;
+        let a1 = b.admit(t2).unwrap();
+        let a2 = b.admit(t2).unwrap();
+        assert!(b.admit(t2).is_err());
+        // Both requests were cancelled before an outcome.
+        b.release(a1);
+        b.release(a2);
+        assert_eq!(b.admit(t2), Ok(Admission::Trial));
+        assert_eq!(b.state(t2), State::HalfOpen);
     }
 }
