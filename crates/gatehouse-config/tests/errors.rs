@@ -104,3 +104,35 @@ fn empty_file_is_a_valid_empty_config() {
     let l = load_str("", "gw.yaml").unwrap();
     assert!(l.config.routes.is_empty());
 }
+
+#[test]
+fn resilience_blocks_are_checked_and_located() {
+    let text = "upstreams:\n  users:\n    targets: [{ address: 127.0.0.1:9001 }]\n    health_check:\n      active: { path: healthz, interval: 0s, expect_status: [\"200-abc\"] }\n      passive: { max_ejected_percent: 150 }\n    retries:\n      attempts: 0\n      on: [connect_failure, bogus]\n      methods: [get, post]\n      budget: { ratio: 1.5 }\n    circuit_breaker: { failure_ratio: 0, half_open_requests: 0 }\n";
+    let e = errors(text);
+    let got: Vec<(usize, &str)> = e.iter().map(|e| (e.line, e.path.as_str())).collect();
+    for (line, path) in [
+        (5, "upstreams.users.health_check.active.path"),
+        (5, "upstreams.users.health_check.active.interval"),
+        (5, "upstreams.users.health_check.active.expect_status[0]"),
+        (6, "upstreams.users.health_check.passive.max_ejected_percent"),
+        (8, "upstreams.users.retries.attempts"),
+        (9, "upstreams.users.retries.on"),
+        (11, "upstreams.users.retries.budget.ratio"),
+        (12, "upstreams.users.circuit_breaker.failure_ratio"),
+        (12, "upstreams.users.circuit_breaker.half_open_requests"),
+    ] {
+        assert!(got.contains(&(line, path)), "missing {line}:{path} in {e:?}");
+    }
+    assert!(
+        e.iter().any(|e| e.message.contains("bogus")),
+        "the bad retries.on entry is named: {e:?}"
+    );
+}
+
+#[test]
+fn retry_methods_word_must_be_known() {
+    let text = "upstreams:\n  users:\n    targets: [{ address: 127.0.0.1:9001 }]\n    retries: { methods: sometimes }\n";
+    let e = errors(text);
+    assert_eq!(e[0].line, 4, "{}", e[0]);
+    assert!(e[0].message.contains("idempotent"), "{}", e[0]);
+}
