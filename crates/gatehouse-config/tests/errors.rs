@@ -114,14 +114,20 @@ fn resilience_blocks_are_checked_and_located() {
         (5, "upstreams.users.health_check.active.path"),
         (5, "upstreams.users.health_check.active.interval"),
         (5, "upstreams.users.health_check.active.expect_status[0]"),
-        (6, "upstreams.users.health_check.passive.max_ejected_percent"),
+        (
+            6,
+            "upstreams.users.health_check.passive.max_ejected_percent",
+        ),
         (8, "upstreams.users.retries.attempts"),
         (9, "upstreams.users.retries.on"),
         (11, "upstreams.users.retries.budget.ratio"),
         (12, "upstreams.users.circuit_breaker.failure_ratio"),
         (12, "upstreams.users.circuit_breaker.half_open_requests"),
     ] {
-        assert!(got.contains(&(line, path)), "missing {line}:{path} in {e:?}");
+        assert!(
+            got.contains(&(line, path)),
+            "missing {line}:{path} in {e:?}"
+        );
     }
     assert!(
         e.iter().any(|e| e.message.contains("bogus")),

@@ -127,7 +127,9 @@ enum Kind {
 /// The response body sent to the client. Dropping it ends the request (access log, finish phase).
 pub struct ProxyBody {
     kind: Kind,
-    finish: Option<Finish>,
+    // Boxed: responses are moved several times between here and hyper, and the finish
+    // record is large.
+    finish: Option<Box<Finish>>,
 }
 
 impl std::fmt::Debug for ProxyBody {
@@ -157,7 +159,7 @@ impl ProxyBody {
 
     /// Attaches the finish phase, run when the body is done or dropped.
     pub fn with_finish(mut self, f: Finish) -> Self {
-        self.finish = Some(f);
+        self.finish = Some(Box::new(f));
         self
     }
 

@@ -67,14 +67,16 @@ pub async fn connect(up: &UpstreamState, target: &TargetState) -> Result<Conn, P
     let sender = match up.config.protocol {
         UpstreamProtocol::Http1 => match pool::checkout(addr, timeouts.idle.get()).await {
             Some(tx) => Sender::H1(tx),
+            // New connections are rare under steady load; boxing keeps their large
+            // futures out of every request's state.
             None => Sender::H1(
-                pool::connect_h1(addr, timeouts.connect.get(), false)
+                Box::pin(pool::connect_h1(addr, timeouts.connect.get(), false))
                     .await
                     .map_err(|e| connect_error(up, target, e))?,
             ),
         },
         UpstreamProtocol::H2c => Sender::H2(
-            pool::h2(addr, timeouts.connect.get())
+            Box::pin(pool::h2(addr, timeouts.connect.get()))
                 .await
                 .map_err(|e| connect_error(up, target, e))?,
         ),

@@ -40,26 +40,30 @@ pub async fn handle_contained(
     contain(handle(live, conn, req)).await
 }
 
-/// Runs `fut`, turning a panic into a 500 problem response.
-async fn contain<F: Future<Output = Response<ProxyBody>>>(fut: F) -> Response<ProxyBody> {
+/// Runs `fut`, turning a panic into a 500 problem response. A plain combinator rather
+/// than an `async fn`, which would hold `fut` twice in its state.
+fn contain<F: Future<Output = Response<ProxyBody>>>(
+    fut: F,
+) -> impl Future<Output = Response<ProxyBody>> {
     use futures_util::FutureExt;
-    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
-        Ok(resp) => resp,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".into());
-            let id = forwarded::new_request_id();
-            tracing::error!(request_id = %id, panic = %what, "request handler panicked; answered 500");
-            let p = Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the gateway failed while handling this request",
-            );
-            problem_response(&p, &id).map(ProxyBody::full)
-        }
-    }
+    std::panic::AssertUnwindSafe(fut)
+        .catch_unwind()
+        .map(|r| r.unwrap_or_else(panic_response))
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send>) -> Response<ProxyBody> {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into());
+    let id = forwarded::new_request_id();
+    tracing::error!(request_id = %id, panic = %what, "request handler panicked; answered 500");
+    let p = Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the gateway failed while handling this request",
+    );
+    problem_response(&p, &id).map(ProxyBody::full)
 }
 
 /// Serves one request on the snapshot that is live when it starts.
@@ -311,7 +315,8 @@ async fn proxy(
     }
 
     let served = if is_upgrade {
-        upgrade_try(up, &input, parts, finish).await?
+        // Rare and large: kept out of the request future's size.
+        Box::pin(upgrade_try(up, &input, parts, finish)).await?
     } else {
         let payload = payload(up, &parts.method, body, route.max_body_size, finish).await?;
         let head = attempts::Head {
