@@ -201,12 +201,17 @@ async fn serve_connection(
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let mut stop = gw.shutdown_signal();
+    // A connection accepted just as shutdown began has missed the change: close it after
+    // the request it may carry, like every other connection.
+    if *stop.borrow_and_update() {
+        conn.as_mut().graceful_shutdown();
+    }
     // Idle when no byte moved for `idle`: checked on ticks of a quarter of it, so the
     // connection closes between `idle` and 1.25 x `idle` after its last activity.
     let mut tick = tokio::time::interval(idle.max(Duration::from_millis(100)) / 4);
     let mut seen = activity.events();
     let mut quiet_since = tokio::time::Instant::now();
-    let mut draining = false;
+    let mut draining = *stop.borrow();
     loop {
         tokio::select! {
             _ = conn.as_mut() => break,

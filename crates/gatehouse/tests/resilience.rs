@@ -442,3 +442,33 @@ async fn an_ejection_survives_reloads() {
         assert_eq!(bad.hits(), before, "no traffic to the ejected target");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connect_moves_any_request_to_another_target() {
+    // No retries block: the implicit policy moves a failed connect on once, for every
+    // method, because nothing reached the target; the streamed body is still unread.
+    let ok = Backend::start("ok", Kind::Echo).await;
+    let dead = free_port();
+    let (_g, url, _) = gateway(&format!(
+        "upstreams:\n  u: {{ targets: [{{ address: \"127.0.0.1:{dead}\" }}, {{ address: \"{}\" }}] }}\nroutes:\n  - name: r\n    upstream: u\n",
+        ok.addr
+    ));
+    let c = Client::new();
+    let body = bytes::Bytes::from(vec![b'p'; 200 * 1024]);
+    let mut moved = 0;
+    for _ in 0..6 {
+        let req = http::Request::post(format!("{url}/orders"))
+            .body(http_body_util::Full::new(body.clone()))
+            .unwrap();
+        let r = c.send(req).await.unwrap();
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.json()["body_len"], 200 * 1024);
+        if r.header("x-gatehouse-attempts").as_deref() == Some("2") {
+            moved += 1;
+        }
+    }
+    assert!(
+        moved >= 2,
+        "round robin met the dead target first in some requests"
+    );
+}
