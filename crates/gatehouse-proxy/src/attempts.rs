@@ -70,14 +70,9 @@ enum Last {
     Response(Box<Served>),
 }
 
-/// Runs the tries for one request, after asking the breaker whether it may go at all.
-pub async fn run(
-    up: &UpstreamState,
-    input: &PickInput<'_>,
-    head: Head,
-    payload: Payload,
-    finish: &mut Finish,
-) -> Result<Served, ProxyError> {
+/// Asks the upstream's breaker whether this request may go at all; an open breaker
+/// fails it fast, before its body is read.
+pub fn admit(up: &UpstreamState) -> Result<Pending<'_>, ProxyError> {
     let admission = match up.breaker.as_ref().map(|b| b.admit(now_ms())) {
         None => None,
         Some(Ok(a)) => Some(a),
@@ -89,16 +84,15 @@ pub async fn run(
             });
         }
     };
-    let mut admission = Pending {
+    Ok(Pending {
         breaker: up.breaker.as_ref(),
         admission,
-    };
-    tries(up, input, head, payload, &mut admission, finish).await
+    })
 }
 
 /// The breaker's admission of this request until its first try has an outcome; dropped
 /// unrecorded (cancelled request, no target), it hands a half-open permit back.
-struct Pending<'a> {
+pub struct Pending<'a> {
     breaker: Option<&'a gatehouse_upstream::breaker::Breaker>,
     admission: Option<Admission>,
 }
@@ -120,12 +114,13 @@ impl Drop for Pending<'_> {
     }
 }
 
-async fn tries(
+/// Runs the tries for one request admitted by [`admit`].
+pub async fn run(
     up: &UpstreamState,
     input: &PickInput<'_>,
     mut head: Head,
     payload: Payload,
-    admission: &mut Pending<'_>,
+    mut admission: Pending<'_>,
     finish: &mut Finish,
 ) -> Result<Served, ProxyError> {
     let policy = &up.retries;

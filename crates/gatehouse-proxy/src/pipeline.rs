@@ -318,6 +318,7 @@ async fn proxy(
         // Rare and large: kept out of the request future's size.
         Box::pin(upgrade_try(up, &input, parts, finish)).await?
     } else {
+        let admission = attempts::admit(up)?;
         let payload = payload(up, &parts.method, body, route.max_body_size, finish).await?;
         let head = attempts::Head {
             method: parts.method,
@@ -325,7 +326,7 @@ async fn proxy(
             version: parts.version,
             headers: parts.headers,
         };
-        match attempts::run(up, &input, head, payload, finish).await {
+        match attempts::run(up, &input, head, payload, admission, finish).await {
             Ok(s) => s,
             Err(e)
                 if finish
