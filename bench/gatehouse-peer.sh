@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Started by the peer harness with PORT, WORKERS, UP1, UP2 set: writes the benchmark
-# config and runs the release gateway in the foreground.
+# config and runs the release gateway in the foreground (GATEHOUSE_BIN picks another
+# build, for A/B runs).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CFG="$(mktemp -t gatehouse-bench-XXXX.yaml)"
@@ -17,4 +18,4 @@ routes:
 access_log: "off"
 reload: { watch: false }
 YAML
-exec "$ROOT/target/release/gatehouse" run -c "$CFG" --threads "${WORKERS}" --log-format text
+exec "${GATEHOUSE_BIN:-$ROOT/target/release/gatehouse}" run -c "$CFG" --threads "${WORKERS}" --log-format text
