@@ -225,11 +225,7 @@ pub async fn run(
     match last {
         Some(Last::Response(served)) => Ok(*served),
         Some(Last::Error(e)) => Err(e),
-        None => Err(ProxyError::Unavailable {
-            upstream: up.name.clone(),
-            reason: "no healthy target",
-            retry_after: retry_after_secs(up.retry_after_ms()),
-        }),
+        None => Err(crate::error::no_healthy_target(up)),
     }
 }
 

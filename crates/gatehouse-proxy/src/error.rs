@@ -126,6 +126,15 @@ pub enum RetryClass {
     Never,
 }
 
+/// Every target of `up` is unhealthy: come back when the first might be again.
+pub fn no_healthy_target(up: &gatehouse_upstream::UpstreamState) -> ProxyError {
+    ProxyError::Unavailable {
+        upstream: up.name.clone(),
+        reason: "no healthy target",
+        retry_after: retry_after_secs(up.retry_after_ms()),
+    }
+}
+
 /// Rounds milliseconds up to whole seconds, at least 1, for Retry-After.
 pub fn retry_after_secs(ms: u64) -> u64 {
     ms.div_ceil(1000).max(1)

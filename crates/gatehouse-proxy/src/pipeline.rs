@@ -319,6 +319,10 @@ async fn proxy(
         Box::pin(upgrade_try(up, &input, parts, finish)).await?
     } else {
         let admission = attempts::admit(up)?;
+        // Nothing healthy: answer before reading a body that could only be thrown away.
+        if !up.any_healthy() {
+            return Err(crate::error::no_healthy_target(up));
+        }
         let payload = payload(up, &parts.method, body, route.max_body_size, finish).await?;
         let head = attempts::Head {
             method: parts.method,
@@ -426,11 +430,9 @@ async fn upgrade_try(
     parts: http::request::Parts,
     finish: &mut Finish,
 ) -> Result<attempts::Served, ProxyError> {
-    let (pick, target) = up.pick(input, &[]).ok_or_else(|| ProxyError::Unavailable {
-        upstream: up.name.clone(),
-        reason: "no healthy target",
-        retry_after: crate::error::retry_after_secs(up.retry_after_ms()),
-    })?;
+    let (pick, target) = up
+        .pick(input, &[])
+        .ok_or_else(|| crate::error::no_healthy_target(up))?;
     let target = target.clone();
     finish.ctx.attempts = 1;
     finish.ctx.upstream_target = Some(Arc::clone(&target.address));

@@ -139,6 +139,14 @@ impl UpstreamState {
         }
     }
 
+    /// Whether any target may take a request now.
+    pub fn any_healthy(&self) -> bool {
+        let now = std::cell::OnceCell::new();
+        self.targets
+            .iter()
+            .any(|t| t.health.usable_with(|| *now.get_or_init(now_ms)))
+    }
+
     /// Milliseconds until some target might take traffic again, for Retry-After when
     /// none can now: the earliest ejection end, else the active check interval.
     pub fn retry_after_ms(&self) -> u64 {
