@@ -60,7 +60,9 @@ pub fn demo(port: u16) -> ExitCode {
     println!("  curl -i http://127.0.0.1:{port}/old/page             # redirect");
     println!("  curl -i http://127.0.0.1:{port}/status               # fixed response");
     println!("  curl -i http://127.0.0.1:{port}/nowhere              # 404 problem+json");
-    println!("  curl -s http://127.0.0.1:9901/admin/upstreams        # admin API: health, breaker, retries");
+    println!(
+        "  curl -s http://127.0.0.1:9901/admin/upstreams        # admin API: health, breaker, retries"
+    );
     println!("Config: {path} (edit it: the gateway reloads on save). Ctrl-C stops.");
     crate::run::run(&path, Some(1))
 }
