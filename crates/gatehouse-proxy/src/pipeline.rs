@@ -7,6 +7,7 @@ use crate::error::ProxyError;
 use crate::finish::Finish;
 use crate::forward;
 use crate::forwarded::{self, X_REQUEST_ID};
+use crate::outbound;
 use crate::route::{Action, CompiledRoute, redirect_response};
 use crate::snapshot::Snapshot;
 use crate::upgrade;
@@ -15,7 +16,7 @@ use gatehouse_core::{Flow, LocalResponse, Problem, RequestCtx, problem_response}
 use gatehouse_router::RequestView;
 use gatehouse_upstream::PickInput;
 use gatehouse_upstream::upstream::cookie;
-use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -219,7 +220,7 @@ async fn run_action(
                 }
                 if finish.ctx.attempts > 0 {
                     r.headers_mut().insert(
-                        X_GATEHOUSE_ATTEMPTS.clone(),
+                        outbound::X_GATEHOUSE_ATTEMPTS.clone(),
                         HeaderValue::from(finish.ctx.attempts),
                     );
                 }
@@ -258,61 +259,12 @@ async fn proxy(
         sticky: sticky.as_deref(),
     };
 
-    // The upstream request: rewritten path, hop-by-hop stripped, forwarding headers added.
     let is_upgrade = upgrade::is_upgrade(&parts);
     let client_upgrade = is_upgrade
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
-    let rewritten = route.rewritten_path(parts.uri.path(), &ctx.params);
-    let upgrade_headers = is_upgrade.then(|| {
-        (
-            parts.headers.get(header::UPGRADE).cloned(),
-            parts.headers.get(header::CONNECTION).cloned(),
-        )
-    });
-    forwarded::strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(header::EXPECT);
-    if let Some((Some(u), _)) = upgrade_headers {
-        parts.headers.insert(header::UPGRADE, u);
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-    let peer_trusted = !finish.snapshot.trusted_proxies.is_empty()
-        && finish.snapshot.trusted_proxies.contains(ctx.peer.ip());
-    forwarded::add_forwarded(
-        &mut parts.headers,
-        ctx.peer.ip(),
-        &finish.host,
-        peer_trusted,
-    );
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        parts.headers.insert(X_REQUEST_ID.clone(), v);
-    }
-    let h2 = up.config.protocol == gatehouse_config::UpstreamProtocol::H2c;
-    if h2 {
-        // gRPC needs `te: trailers` end to end; HTTP/2 carries the host as :authority.
-        parts
-            .headers
-            .insert(header::TE, HeaderValue::from_static("trailers"));
-        let pq = path_and_query(rewritten, &parts.uri).map_err(|_| bad_uri(up))?;
-        parts.uri = format!("http://{}{pq}", authority(&finish.host, &parts))
-            .parse()
-            .map_err(|_| bad_uri(up))?;
-        parts.headers.remove(header::HOST);
-        parts.version = Version::HTTP_2;
-    } else {
-        if !parts.headers.contains_key(header::HOST)
-            && let Some(a) = parts.uri.authority()
-            && let Ok(v) = HeaderValue::from_str(a.as_str())
-        {
-            parts.headers.insert(header::HOST, v);
-        }
-        parts.uri = path_and_query(rewritten, &parts.uri)
-            .map_err(|_| bad_uri(up))?
-            .into();
-        parts.version = Version::HTTP_11;
-    }
+    let trusted = &finish.snapshot.trusted_proxies;
+    outbound::rewrite_request(&mut parts, route, up, ctx, &finish.host, trusted)?;
 
     let served = if is_upgrade {
         // Rare and large: kept out of the request future's size.
@@ -357,37 +309,14 @@ async fn proxy(
     ctx.timings.upstream_first_byte = Some(fwd.first_byte);
 
     let resp = &mut fwd.response;
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client) = client_upgrade {
-            upgrade::splice(client, hyper::upgrade::on(&mut *resp));
-        }
-    } else {
-        forwarded::strip_hop_by_hop(resp.headers_mut());
-    }
-    resp.headers_mut().insert(
-        X_GATEHOUSE_ATTEMPTS.clone(),
-        HeaderValue::from(ctx.attempts),
-    );
-    if pick.set_cookie
-        && let Some(name) = up.sticky_cookie()
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client) = client_upgrade
     {
-        let id = gatehouse_upstream::balancer::sticky_id(&target.address);
-        let max_age = up
-            .config
-            .sticky
-            .ttl
-            .map(|t| format!("; Max-Age={}", t.get().as_secs()))
-            .unwrap_or_default();
-        if let Ok(v) = HeaderValue::from_str(&format!("{name}={id}; Path=/; HttpOnly{max_age}")) {
-            resp.headers_mut().append(header::SET_COOKIE, v);
-        }
+        upgrade::splice(client, hyper::upgrade::on(&mut *resp));
     }
+    outbound::rewrite_response(resp, up, &target, pick, ctx.attempts);
     Ok(fwd.response)
 }
-
-/// Tries counted on every proxied response, retries included.
-static X_GATEHOUSE_ATTEMPTS: http::HeaderName =
-    http::HeaderName::from_static("x-gatehouse-attempts");
 
 /// Decides how the client's body travels: bodiless requests and small bodies of
 /// retryable requests are buffered so a retry can resend them; the rest streams.
@@ -444,43 +373,6 @@ async fn upgrade_try(
         target,
         pick,
     })
-}
-
-/// The origin-form target sent upstream: the rewritten path with the original query, or
-/// the client's own path and query untouched (no copy) when nothing was rewritten.
-fn path_and_query(
-    rewritten: Option<String>,
-    uri: &http::Uri,
-) -> Result<http::uri::PathAndQuery, http::uri::InvalidUri> {
-    match (rewritten, uri.path_and_query()) {
-        (None, Some(pq)) => Ok(pq.clone()),
-        (None, None) => Ok(http::uri::PathAndQuery::from_static("/")),
-        (Some(path), _) => match uri.query() {
-            Some(q) => format!("{path}?{q}").parse(),
-            None => path.parse(),
-        },
-    }
-}
-
-fn bad_uri(up: &gatehouse_upstream::UpstreamState) -> ProxyError {
-    ProxyError::NoTarget {
-        upstream: up.name.clone(),
-    }
-}
-
-fn authority(host: &str, parts: &http::request::Parts) -> String {
-    parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| host.to_string())
 }
 
 /// Lower-case host without port, and the port if one was given.
