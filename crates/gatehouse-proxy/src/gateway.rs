@@ -1,10 +1,12 @@
 //! The running gateway: the live snapshot, reload, and shutdown state shared by workers,
 //! the admin API and signal handlers.
 
-use crate::compile::load_and_compile;
+use crate::compile::compile;
+use crate::listener_set::ListenerSet;
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use gatehouse_config::ConfigErrors;
+use gatehouse_config::validate::Issue;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ pub struct Gateway {
     pub connections: Arc<AtomicUsize>,
     shutdown: watch::Sender<bool>,
     reload_lock: std::sync::Mutex<()>,
+    listeners: std::sync::Mutex<Option<ListenerSet>>,
 }
 
 impl Gateway {
@@ -32,7 +35,13 @@ impl Gateway {
             connections: Arc::new(AtomicUsize::new(0)),
             shutdown: watch::channel(false).0,
             reload_lock: std::sync::Mutex::new(()),
+            listeners: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Hands the gateway the running listeners, so reloads can change them.
+    pub fn install_listeners(&self, set: ListenerSet) {
+        *self.listeners.lock().unwrap_or_else(|p| p.into_inner()) = Some(set);
     }
 
     /// Loads and compiles the config file again and swaps it in; on error the old
@@ -41,12 +50,22 @@ impl Gateway {
         // One reload at a time, so state carry-over always starts from the latest snapshot.
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let prev = self.live.load_full();
-        let next = load_and_compile(&self.config_path, Some(&prev))?;
-        if next.config.listeners != prev.config.listeners || next.config.admin != prev.config.admin
-        {
-            tracing::warn!(
-                "listener or admin changes take effect at the next restart; other changes are live"
-            );
+        let loaded = gatehouse_config::load_file(&self.config_path)?;
+        let next = Arc::new(compile(&loaded, Some(&prev))?);
+        if next.config.listeners != prev.config.listeners {
+            // Bound before the new snapshot goes live: a failed bind rejects the reload.
+            let mut set = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(set) = set.as_mut() {
+                set.apply(&next.config.listeners).map_err(|e| {
+                    loaded.errors(vec![Issue {
+                        path: format!("listeners[{}].address", e.index),
+                        message: e.message,
+                    }])
+                })?;
+            }
+        }
+        if next.config.admin != prev.config.admin {
+            tracing::warn!("admin listener changes take effect at the next restart");
         }
         let generation = next.generation;
         self.live.store(next);

@@ -13,6 +13,7 @@ pub mod forwarded;
 pub mod gateway;
 pub mod health_check;
 pub mod listener;
+pub mod listener_set;
 pub mod outbound;
 pub mod pipeline;
 pub mod pool;

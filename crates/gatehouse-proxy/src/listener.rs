@@ -3,85 +3,39 @@
 //! connections it accepts to the end. HTTP/1.1 and h2c share a port.
 
 use crate::gateway::Gateway;
+use crate::listener_set::Started;
 use crate::pipeline::{self, ConnInfo};
+use arc_swap::ArcSwap;
 use gatehouse_config::{Listener, Protocol};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use socket2::{Domain, Socket, Type};
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-
-/// A listener bound for one worker.
-#[derive(Debug)]
-pub struct Bound {
-    /// The socket.
-    pub socket: std::net::TcpListener,
-    /// Its config.
-    pub spec: Listener,
-    /// Open connections on this listener (all workers).
-    pub open: Arc<AtomicUsize>,
-}
-
-fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
-    s.set_nonblocking(true)?;
-    s.set_tcp_nodelay(true)?;
-    s.bind(&addr.into())?;
-    s.listen(4096)?;
-    Ok(s.into())
-}
-
-/// Binds every listener once per worker (so bind errors surface before serving).
-pub fn bind(listeners: &[Listener], workers: usize) -> std::io::Result<Vec<Vec<Bound>>> {
-    let mut per_worker: Vec<Vec<Bound>> = (0..workers).map(|_| Vec::new()).collect();
-    for l in listeners {
-        let mut addr: SocketAddr = l.address.parse().map_err(|_| {
-            std::io::Error::other(format!(
-                "listener {}: invalid address {}",
-                l.name, l.address
-            ))
-        })?;
-        let open = Arc::new(AtomicUsize::new(0));
-        for w in per_worker.iter_mut() {
-            let socket = reuseport_socket(addr).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("listener {} on {addr}: {e}", l.name))
-            })?;
-            // Port 0: every worker joins the port the first socket got.
-            addr = socket.local_addr()?;
-            w.push(Bound {
-                socket,
-                spec: l.clone(),
-                open: open.clone(),
-            });
-        }
-    }
-    Ok(per_worker)
-}
+use tokio::sync::{mpsc, watch};
 
 /// Starts one thread per worker; each returns once shutdown began and its connections drained.
+/// Each worker serves the sockets its receiver hands it: the initial listeners, then
+/// those a reload adds.
 pub fn spawn_workers(
     gw: &Arc<Gateway>,
-    bound: Vec<Vec<Bound>>,
+    receivers: Vec<mpsc::UnboundedReceiver<Started>>,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
-    bound
+    receivers
         .into_iter()
         .enumerate()
-        .map(|(i, listeners)| {
+        .map(|(i, rx)| {
             let gw = gw.clone();
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || run_worker(gw, listeners))
+                .spawn(move || run_worker(gw, rx))
         })
         .collect()
 }
 
-fn run_worker(gw: Arc<Gateway>, listeners: Vec<Bound>) {
+fn run_worker(gw: Arc<Gateway>, mut listeners: mpsc::UnboundedReceiver<Started>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -93,16 +47,21 @@ fn run_worker(gw: Arc<Gateway>, listeners: Vec<Bound>) {
         }
     };
     rt.block_on(async move {
-        for b in listeners {
-            match tokio::net::TcpListener::from_std(b.socket) {
-                Ok(sock) => {
-                    tokio::spawn(accept_loop(gw.clone(), sock, b.spec, b.open));
+        let mut stop = gw.shutdown_signal();
+        loop {
+            tokio::select! {
+                started = listeners.recv() => {
+                    let Some(started) = started else { break };
+                    match tokio::net::TcpListener::from_std(started.socket) {
+                        Ok(sock) => {
+                            tokio::spawn(accept_loop(gw.clone(), sock, started.spec, started.open, started.stop));
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot register listener"),
+                    }
                 }
-                Err(e) => tracing::error!(error = %e, "cannot register listener"),
+                r = stop.changed() => if r.is_err() || *stop.borrow() { break },
             }
         }
-        let mut stop = gw.shutdown_signal();
-        let _ = stop.wait_for(|s| *s).await;
         let deadline = gw.live.load().config.shutdown.drain_timeout.get();
         gw.drained(deadline).await;
     });
@@ -111,27 +70,39 @@ fn run_worker(gw: Arc<Gateway>, listeners: Vec<Bound>) {
 async fn accept_loop(
     gw: Arc<Gateway>,
     sock: tokio::net::TcpListener,
-    spec: Listener,
+    spec: Arc<ArcSwap<Listener>>,
     open: Arc<AtomicUsize>,
+    mut removed: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(server_builder(&spec));
-    let http1_only = !spec.protocols.contains(&Protocol::H2c);
+    // The hyper builder follows the listener's settings; rebuilt only when they change.
+    let mut current = spec.load_full();
+    let mut builder = Arc::new(server_builder(&current));
     let mut stop = gw.shutdown_signal();
+    if *removed.borrow_and_update() {
+        return;
+    }
     loop {
         let (stream, peer) = tokio::select! {
             r = sock.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(listener = %spec.name, error = %e, "accept failed");
+                    tracing::warn!(listener = %current.name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = stop.changed() => break,
+            // Removed from the config (or the set that owns it is gone).
+            _ = removed.changed() => break,
         };
-        if open.load(Ordering::Relaxed) >= spec.max_connections {
-            tracing::warn!(listener = %spec.name, %peer, "max_connections reached; closing new connection");
+        let latest = spec.load_full();
+        if !Arc::ptr_eq(&latest, &current) {
+            builder = Arc::new(server_builder(&latest));
+            current = latest;
+        }
+        if open.load(Ordering::Relaxed) >= current.max_connections {
+            tracing::warn!(listener = %current.name, %peer, "max_connections reached; closing new connection");
             drop(stream);
             continue;
         }
@@ -139,7 +110,7 @@ async fn accept_loop(
         let guard = ConnGuard::new(&open, &gw.connections);
         let info = ConnInfo {
             peer,
-            max_header_size: spec.max_header_size.0,
+            max_header_size: current.max_header_size.0,
         };
         tokio::spawn(serve_connection(
             gw.clone(),
@@ -147,8 +118,8 @@ async fn accept_loop(
             stream,
             info,
             guard,
-            spec.idle_timeout.get(),
-            http1_only,
+            current.idle_timeout.get(),
+            !current.protocols.contains(&Protocol::H2c),
         ));
     }
 }

@@ -1,6 +1,7 @@
 //! `run` and `validate`: load, compile, bind, start workers and the control thread.
 
 use gatehouse_proxy::compile::load_and_compile;
+use gatehouse_proxy::listener_set::ListenerSet;
 use gatehouse_proxy::{Gateway, listener};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -65,14 +66,12 @@ pub fn serve(
     if snapshot.config.listeners.is_empty() {
         tracing::warn!("no listeners configured: only the admin API (if any) will answer");
     }
-    let bound = listener::bind(&snapshot.config.listeners, workers)?;
-    for l in &snapshot.config.listeners {
-        tracing::info!(listener = %l.name, address = %l.address, workers, "listening");
-    }
+    let (listeners, receivers) = ListenerSet::bind(&snapshot.config.listeners, workers)?;
     let admin = snapshot.config.admin.clone();
     let reload_cfg = snapshot.config.reload.clone();
     let gw = Gateway::new(path.to_string(), snapshot);
-    let handles = listener::spawn_workers(&gw, bound)?;
+    gw.install_listeners(listeners);
+    let handles = listener::spawn_workers(&gw, receivers)?;
 
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()

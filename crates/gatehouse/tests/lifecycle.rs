@@ -295,3 +295,110 @@ fn every_example_validates() {
     }
     assert!(n >= 1);
 }
+
+/// A config with two listeners (`public` on `port`, plus `extra` when given) and an admin.
+fn two_listeners(port: u16, extra: Option<(u16, &str)>, admin: u16, rest: &str) -> String {
+    let extra = extra
+        .map(|(p, opts)| format!("  - {{ name: extra, address: \"127.0.0.1:{p}\"{opts} }}\n"))
+        .unwrap_or_default();
+    format!(
+        "listeners:\n  - {{ name: public, address: \"127.0.0.1:{port}\" }}\n{extra}admin: {{ address: \"127.0.0.1:{admin}\" }}\nreload: {{ watch: false }}\n{rest}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_changes_and_removes_listeners_without_dropping_connections() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let rest = routes(a.addr, "v1");
+    let (port, extra, admin) = (free_port(), free_port(), free_port());
+    let g = GatewayProcess::start(
+        BIN,
+        &two_listeners(port, None, admin, &rest),
+        &[port, admin],
+    );
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", extra)).is_err());
+
+    // Add a listener: it serves after the reload.
+    g.write_config(&two_listeners(port, Some((extra, "")), admin, &rest));
+    assert_eq!(admin_reload(&admin_url).await.status, 200);
+    let c = Client::new();
+    assert_eq!(
+        c.get(&format!("http://127.0.0.1:{extra}/x")).await.status,
+        200
+    );
+
+    // Change its settings in place: a smaller header limit applies to new requests.
+    g.write_config(&two_listeners(
+        port,
+        Some((extra, ", max_header_size: 1KiB")),
+        admin,
+        &rest,
+    ));
+    assert_eq!(admin_reload(&admin_url).await.status, 200);
+    let big = http::Request::get(format!("http://127.0.0.1:{extra}/x"))
+        .header("x-big", "b".repeat(2000))
+        .body(Default::default())
+        .unwrap();
+    let r = Client::new().send(big).await.unwrap();
+    assert_problem(&r, 431);
+
+    // Remove it while a keep-alive connection is open on it: new connections are refused,
+    // the open one keeps serving until it closes.
+    let mut open = tokio::net::TcpStream::connect(("127.0.0.1", extra))
+        .await
+        .unwrap();
+    let get = b"GET /x HTTP/1.1\r\nhost: t\r\n\r\n";
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    open.write_all(get).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = open.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    g.write_config(&two_listeners(port, None, admin, &rest));
+    assert_eq!(admin_reload(&admin_url).await.status, 200);
+    let refused = (0..20).any(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        std::net::TcpStream::connect(("127.0.0.1", extra)).is_err()
+    });
+    assert!(refused, "the removed listener stops accepting");
+    open.write_all(get).await.unwrap();
+    let n = open.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "the open connection still serves"
+    );
+    assert_eq!(
+        c.get(&format!("http://127.0.0.1:{port}/x")).await.status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_cannot_bind_rejects_the_reload() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let rest = routes(a.addr, "v1");
+    let (port, admin) = (free_port(), free_port());
+    // Held by this test without SO_REUSEPORT, so the gateway cannot bind it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    let g = GatewayProcess::start(
+        BIN,
+        &two_listeners(port, None, admin, &rest),
+        &[port, admin],
+    );
+    g.write_config(&two_listeners(
+        port,
+        Some((busy, "")),
+        admin,
+        &routes(a.addr, "v2"),
+    ));
+    let r = admin_reload(&format!("http://127.0.0.1:{admin}")).await;
+    assert_eq!(r.status, 400);
+    let errors = r.json()["errors"].to_string();
+    assert!(errors.contains("listeners[1].address"), "{errors}");
+    assert!(errors.contains(":3:"), "the error names the line: {errors}");
+    // Nothing changed: the old config (tag v1) still serves.
+    let c = Client::new();
+    let tag = c.get(&format!("http://127.0.0.1:{port}/tag")).await;
+    assert_eq!(&tag.body[..], b"v1");
+}
