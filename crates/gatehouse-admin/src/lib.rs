@@ -12,8 +12,45 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::Arc;
+use tokio::sync::mpsc;
 
-/// Serves the admin API on `listener` until shutdown begins.
+/// Serves the admin API on `first` (if any), moving to each socket a reload sends
+/// (`None` stops it), until shutdown. Connections already open finish on the old socket.
+pub async fn run(
+    gw: Arc<Gateway>,
+    first: Option<std::net::TcpListener>,
+    mut moves: mpsc::UnboundedReceiver<Option<std::net::TcpListener>>,
+) {
+    let mut stop = gw.shutdown_signal();
+    let mut current = first;
+    loop {
+        let socket = current.take();
+        let gw2 = gw.clone();
+        let serving = async move {
+            match socket.map(tokio::net::TcpListener::from_std) {
+                Some(Ok(l)) => {
+                    if let Ok(a) = l.local_addr() {
+                        tracing::info!(address = %a, "admin API listening");
+                    }
+                    serve(gw2, l).await;
+                }
+                Some(Err(e)) => tracing::error!(error = %e, "cannot register the admin socket"),
+                None => {}
+            }
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            _ = serving => {}
+            next = moves.recv() => match next {
+                Some(next) => current = next,
+                None => std::future::pending::<()>().await,
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Serves the admin API on `listener` until shutdown.
 pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener) {
     let mut stop = gw.shutdown_signal();
     loop {

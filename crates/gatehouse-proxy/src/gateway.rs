@@ -10,7 +10,15 @@ use gatehouse_config::validate::Issue;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+
+/// Binds the admin API's socket (non-blocking, for tokio).
+pub fn bind_admin(address: &str) -> Result<std::net::TcpListener, String> {
+    let l =
+        std::net::TcpListener::bind(address).map_err(|e| format!("cannot bind {address}: {e}"))?;
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(l)
+}
 
 /// Shared handle on a running gateway.
 #[derive(Debug)]
@@ -24,6 +32,7 @@ pub struct Gateway {
     shutdown: watch::Sender<bool>,
     reload_lock: std::sync::Mutex<()>,
     listeners: std::sync::Mutex<Option<ListenerSet>>,
+    admin: std::sync::Mutex<Option<mpsc::UnboundedSender<Option<std::net::TcpListener>>>>,
 }
 
 impl Gateway {
@@ -36,7 +45,13 @@ impl Gateway {
             shutdown: watch::channel(false).0,
             reload_lock: std::sync::Mutex::new(()),
             listeners: std::sync::Mutex::new(None),
+            admin: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Where reloads send a new admin socket (or `None` when the admin API was removed).
+    pub fn install_admin(&self, to: mpsc::UnboundedSender<Option<std::net::TcpListener>>) {
+        *self.admin.lock().unwrap_or_else(|p| p.into_inner()) = Some(to);
     }
 
     /// Hands the gateway the running listeners, so reloads can change them.
@@ -65,7 +80,24 @@ impl Gateway {
             }
         }
         if next.config.admin != prev.config.admin {
-            tracing::warn!("admin listener changes take effect at the next restart");
+            // Bound before going live too, so a busy address rejects the reload.
+            let socket = match &next.config.admin {
+                Some(a) => Some(bind_admin(&a.address).map_err(|message| {
+                    loaded.errors(vec![Issue {
+                        path: "admin.address".into(),
+                        message,
+                    }])
+                })?),
+                None => None,
+            };
+            if let Some(to) = self
+                .admin
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+            {
+                let _ = to.send(socket);
+            }
         }
         let generation = next.generation;
         self.live.store(next);

@@ -82,13 +82,17 @@ pub fn serve(
         let hup = signal(SignalKind::hangup())?;
         let term = signal(SignalKind::terminate())?;
         let int = signal(SignalKind::interrupt())?;
-        if let Some(a) = admin {
-            let sock = tokio::net::TcpListener::bind(&a.address)
-                .await
-                .map_err(|e| anyhow::anyhow!("admin listener on {}: {e}", a.address))?;
-            tracing::info!(address = %a.address, "admin API listening");
-            tokio::spawn(gatehouse_admin::serve(gw.clone(), sock));
-        }
+        // The admin task runs even without an admin listener, so a reload can add one.
+        let first = match admin {
+            Some(a) => Some(
+                gatehouse_proxy::gateway::bind_admin(&a.address)
+                    .map_err(|e| anyhow::anyhow!("admin listener: {e}"))?,
+            ),
+            None => None,
+        };
+        let (admin_moves, moves) = tokio::sync::mpsc::unbounded_channel();
+        gw.install_admin(admin_moves);
+        tokio::spawn(gatehouse_admin::run(gw.clone(), first, moves));
         tokio::spawn(gatehouse_proxy::reload::on_sighup(gw.clone(), hup));
         let _watcher = if reload_cfg.watch {
             match gatehouse_proxy::reload::watch_file(gw.clone(), reload_cfg.debounce.get()) {

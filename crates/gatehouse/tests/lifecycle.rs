@@ -402,3 +402,41 @@ async fn a_listener_that_cannot_bind_rejects_the_reload() {
     let tag = c.get(&format!("http://127.0.0.1:{port}/tag")).await;
     assert_eq!(&tag.body[..], b"v1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_moves_the_admin_api() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let rest = routes(a.addr, "v1");
+    let (port, admin, moved) = (free_port(), free_port(), free_port());
+    let g = GatewayProcess::start(
+        BIN,
+        &two_listeners(port, None, admin, &rest),
+        &[port, admin],
+    );
+
+    // A busy address is refused and the admin API stays where it was.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    g.write_config(&two_listeners(port, None, busy, &rest));
+    let r = admin_reload(&format!("http://127.0.0.1:{admin}")).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["errors"].to_string().contains("admin.address"));
+
+    g.write_config(&two_listeners(port, None, moved, &rest));
+    assert_eq!(
+        admin_reload(&format!("http://127.0.0.1:{admin}"))
+            .await
+            .status,
+        200
+    );
+    let c = Client::new();
+    let health = c
+        .get(&format!("http://127.0.0.1:{moved}/admin/health"))
+        .await;
+    assert_eq!(health.status, 200);
+    let gone = (0..20).any(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        std::net::TcpStream::connect(("127.0.0.1", admin)).is_err()
+    });
+    assert!(gone, "the old admin address is closed");
+}
