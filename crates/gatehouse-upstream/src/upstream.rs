@@ -188,8 +188,11 @@ impl UpstreamState {
     }
 
     /// Picks a healthy target for a request, avoiding the targets in `tried` (earlier
-    /// tries of the same request) when another one is healthy. Targets in slow start are
-    /// passed over with the probability of their ramp. `None` when no target is healthy.
+    /// tries of the same request) when another one is healthy. A target in slow start
+    /// keeps only `ramp` of the turns the balancer gives it; a declined turn goes to a
+    /// random other healthy target, so the balancer's own rotation is not disturbed and
+    /// the target's share is its normal share times the ramp. `None` when no target is
+    /// healthy.
     pub fn pick(
         &self,
         input: &PickInput<'_>,
@@ -203,28 +206,36 @@ impl UpstreamState {
                 .get(i)
                 .is_some_and(|t| t.health.usable_with(now))
         };
-        let slow_start = self.config.slow_start.map(|d| d.get());
-        let preferred = |i: usize| {
-            healthy(i)
-                && !tried.contains(&i)
-                && (slow_start.is_none() || {
-                    let ramp = self.targets[i].health.ramp(slow_start, now());
-                    ramp >= 1.0 || fastrand::f64() < ramp
-                })
-        };
-        let p = self
+        let untried = |i: usize| healthy(i) && !tried.contains(&i);
+        let mut p = self
             .balancer
-            .pick(&self.targets, &self.weights, input, &preferred)
-            .or_else(|| {
-                self.balancer
-                    .pick(&self.targets, &self.weights, input, &|i| {
-                        healthy(i) && !tried.contains(&i)
-                    })
-            })
+            .pick(&self.targets, &self.weights, input, &untried)
             .or_else(|| {
                 self.balancer
                     .pick(&self.targets, &self.weights, input, &healthy)
             })?;
+        // A client pinned by its sticky cookie stays where it is.
+        let pinned = self.config.balancer == BalancerKind::Sticky && !p.set_cookie;
+        if let Some(window) = self.config.slow_start.map(|d| d.get())
+            && !pinned
+        {
+            let ramp = |i: usize| self.targets[i].health.ramp(Some(window), now());
+            let share = ramp(p.index);
+            if share < 1.0 && fastrand::f64() >= share {
+                let n = self.targets.len();
+                let start = fastrand::usize(..n);
+                let substitute = (0..n)
+                    .map(|k| (start + k) % n)
+                    .filter(|&i| i != p.index && self.weights[i] > 0 && untried(i))
+                    .find(|&i| ramp(i) >= 1.0);
+                if let Some(i) = substitute {
+                    p = Pick {
+                        index: i,
+                        set_cookie: p.set_cookie,
+                    };
+                }
+            }
+        }
         self.targets.get(p.index).map(|t| (p, t))
     }
 

@@ -211,3 +211,90 @@ fn sticky_honours_cookie_and_issues_one_otherwise() {
         .unwrap();
     assert!(p.set_cookie);
 }
+
+fn upstream_with(balancer: BalancerKind, n: usize, extra: &str) -> UpstreamState {
+    let targets: String = (0..n)
+        .map(|i| format!("{{ address: \"127.0.0.1:{}\" }}, ", 9200 + i))
+        .collect();
+    let yaml = format!(
+        "upstreams:\n  u:\n    targets: [{targets}]\n    balancer: {}\n    hash_on: path\n    health_check: {{ passive: {{ consecutive_failures: 1, max_ejected_percent: 100 }} }}\n{extra}",
+        match balancer {
+            BalancerKind::ConsistentHash => "consistent_hash",
+            BalancerKind::LeastConnections => "least_connections",
+            _ => "round_robin",
+        }
+    );
+    let loaded = gatehouse_config::load_str(&yaml, "t.yaml").unwrap();
+    UpstreamState::build("u", &loaded.config.upstreams["u"], None)
+}
+
+fn keyed(key: &str) -> PickInput<'static> {
+    PickInput {
+        hash_key: Some(hash64(key.as_bytes())),
+        ..input()
+    }
+}
+
+#[test]
+fn an_ejected_target_only_moves_its_own_keys() {
+    let up = upstream_with(BalancerKind::ConsistentHash, 5, "");
+    let keys: Vec<String> = (0..2000).map(|i| format!("/k{i}")).collect();
+    let before: Vec<usize> = keys
+        .iter()
+        .map(|k| up.pick(&keyed(k), &[]).unwrap().0.index)
+        .collect();
+    up.record_outcome(2, true); // one failure ejects at consecutive_failures: 1
+    assert!(
+        !up.targets[2]
+            .health
+            .usable(gatehouse_upstream::clock::now_ms())
+    );
+    for (k, was) in keys.iter().zip(&before) {
+        let now = up.pick(&keyed(k), &[]).unwrap().0.index;
+        assert_ne!(now, 2, "no key goes to the ejected target");
+        if *was != 2 {
+            assert_eq!(now, *was, "key {k} moved although its target is healthy");
+        }
+    }
+}
+
+#[test]
+fn every_balancer_skips_unhealthy_and_tried_targets() {
+    for kind in [
+        BalancerKind::RoundRobin,
+        BalancerKind::LeastConnections,
+        BalancerKind::ConsistentHash,
+    ] {
+        let up = upstream_with(kind, 3, "");
+        up.record_outcome(0, true);
+        for i in 0..200 {
+            let k = format!("/x{i}");
+            let (p, _) = up.pick(&keyed(&k), &[1]).unwrap();
+            assert_eq!(p.index, 2, "{kind:?}: 0 is ejected and 1 was tried");
+        }
+        // With every healthy target tried, a tried one is reused rather than failing.
+        assert_ne!(up.pick(&keyed("/y"), &[1, 2]).unwrap().0.index, 0);
+        up.record_outcome(1, true);
+        up.record_outcome(2, true);
+        assert!(
+            up.pick(&keyed("/z"), &[]).is_none(),
+            "{kind:?}: none healthy"
+        );
+        assert!(!up.any_healthy());
+    }
+}
+
+#[test]
+fn slow_start_ramps_a_readmitted_targets_share() {
+    let up = upstream_with(BalancerKind::RoundRobin, 2, "    slow_start: 100s\n");
+    // Target 1 comes back from an active-check failure: its ramp starts at 10%.
+    up.targets[1].health.set_active(false);
+    up.targets[1].health.set_active(true);
+    let n = 20_000;
+    let to_new = (0..n)
+        .filter(|_| up.pick(&input(), &[]).unwrap().0.index == 1)
+        .count();
+    // Round robin offers it half the picks; at a 10% ramp it takes about 5% overall.
+    let share = to_new as f64 / n as f64;
+    assert!((0.03..0.08).contains(&share), "share {share}");
+}
