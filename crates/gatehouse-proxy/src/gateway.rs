@@ -67,8 +67,22 @@ impl Gateway {
         let prev = self.live.load_full();
         let loaded = gatehouse_config::load_file(&self.config_path)?;
         let next = Arc::new(compile(&loaded, Some(&prev))?);
+        // Everything that binds happens before anything changes, so a busy address
+        // rejects the whole reload and leaves the running one as it was.
+        let admin_move = if next.config.admin == prev.config.admin {
+            None
+        } else {
+            match &next.config.admin {
+                Some(a) => Some(Some(bind_admin(&a.address).map_err(|message| {
+                    loaded.errors(vec![Issue {
+                        path: "admin.address".into(),
+                        message,
+                    }])
+                })?)),
+                None => Some(None),
+            }
+        };
         if next.config.listeners != prev.config.listeners {
-            // Bound before the new snapshot goes live: a failed bind rejects the reload.
             let mut set = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(set) = set.as_mut() {
                 set.apply(&next.config.listeners).map_err(|e| {
@@ -79,25 +93,14 @@ impl Gateway {
                 })?;
             }
         }
-        if next.config.admin != prev.config.admin {
-            // Bound before going live too, so a busy address rejects the reload.
-            let socket = match &next.config.admin {
-                Some(a) => Some(bind_admin(&a.address).map_err(|message| {
-                    loaded.errors(vec![Issue {
-                        path: "admin.address".into(),
-                        message,
-                    }])
-                })?),
-                None => None,
-            };
-            if let Some(to) = self
+        if let Some(socket) = admin_move
+            && let Some(to) = self
                 .admin
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .as_ref()
-            {
-                let _ = to.send(socket);
-            }
+        {
+            let _ = to.send(socket);
         }
         let generation = next.generation;
         self.live.store(next);
