@@ -126,8 +126,7 @@ pub async fn run(
     let policy = &up.retries;
     let on = &up.retry_on;
     let max = policy.attempts.clamp(1, 10) as usize;
-    let resend_allowed = policy.methods.allows(head.method.as_str())
-        && (on.reset || on.timeout || !on.statuses.is_empty());
+    let resend_allowed = up.resends_after_send(head.method.as_str());
     let (mut replay, mut stream) = match payload {
         Payload::Replay(b) => (Some(b), None),
         Payload::Stream(s) => (None, Some(s)),

@@ -271,10 +271,6 @@ async fn proxy(
         Box::pin(upgrade_try(up, &input, parts, finish)).await?
     } else {
         let admission = attempts::admit(up)?;
-        // Nothing healthy: answer before reading a body that could only be thrown away.
-        if !up.any_healthy() {
-            return Err(crate::error::no_healthy_target(up));
-        }
         let payload = payload(up, &parts.method, body, route.max_body_size, finish).await?;
         let head = attempts::Head {
             method: parts.method,
@@ -331,13 +327,17 @@ async fn payload(
     if body.is_end_stream() {
         return Ok(attempts::Payload::Replay(bytes::Bytes::new()));
     }
-    let retries = &up.retries;
-    let resendable = retries.attempts > 1 && retries.methods.allows(method.as_str());
+    // Only a body that a later try may resend is buffered; a connect failure can move on
+    // without it, since an unsent stream is still unread.
     let small = body
         .size_hint()
         .exact()
-        .is_some_and(|n| n <= retries.replay_buffer.0);
-    if resendable && small {
+        .is_some_and(|n| n <= up.retries.replay_buffer.0);
+    if small && up.resends_after_send(method.as_str()) {
+        // Nothing healthy: answer before reading a body that could only be thrown away.
+        if !up.any_healthy() {
+            return Err(crate::error::no_healthy_target(up));
+        }
         // Content-Length is known and was checked against max_body_size already.
         return crate::body::read_for_replay(body, &finish.bytes_in)
             .await

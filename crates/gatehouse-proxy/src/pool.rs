@@ -127,8 +127,3 @@ pub async fn h2(addr: SocketAddr, timeout: Duration) -> Result<H2, ConnectError>
     H2_CONNS.with(|m| m.borrow_mut().insert(addr, tx.clone()));
     Ok(tx)
 }
-
-/// Idle HTTP/1 connections this worker holds (for the admin view and tests).
-pub fn idle_count() -> usize {
-    IDLE.with(|m| m.borrow().values().map(Vec::len).sum())
-}

@@ -38,8 +38,7 @@ pub enum Verdict {
 impl Health {
     /// Whether the target may get new requests at `now` (ms).
     pub fn usable(&self, now: u64) -> bool {
-        !self.active_down.load(Ordering::Relaxed)
-            && self.ejected_until.load(Ordering::Relaxed) <= now
+        self.usable_with(|| now)
     }
 
     /// Like [`Health::usable`], reading the clock only when an ejection was ever recorded.

@@ -139,6 +139,15 @@ impl UpstreamState {
         }
     }
 
+    /// Whether a request with `method` may be sent again after it reached a target: the
+    /// policy allows more than one try, the method, and some post-send outcome.
+    pub fn resends_after_send(&self, method: &str) -> bool {
+        let on = &self.retry_on;
+        self.retries.attempts > 1
+            && self.retries.methods.allows(method)
+            && (on.reset || on.timeout || !on.statuses.is_empty())
+    }
+
     /// Whether any target may take a request now.
     pub fn any_healthy(&self) -> bool {
         let now = std::cell::OnceCell::new();

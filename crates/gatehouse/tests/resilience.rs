@@ -414,12 +414,7 @@ async fn an_ejection_survives_reloads() {
         format!("{}{extra_route}", upstream("")),
         format!(
             "{}{extra_route}",
-            upstream(&format!(
-                ", {{ address: \"{}\" }}",
-                good.addr
-                    .to_string()
-                    .replace(&good.addr.port().to_string(), &free_port().to_string())
-            ))
+            upstream(&format!(", {{ address: \"127.0.0.1:{}\" }}", free_port()))
         ),
     ] {
         g.write_config(&config(port, admin_port, &body));
