@@ -73,6 +73,47 @@ pub struct Listener {
     /// Concurrent connections accepted by this listener (all workers); default 10000.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// How request paths are normalized before routing (docs/routing.md).
+    #[serde(default)]
+    pub path_normalization: PathNormalization,
+}
+
+/// Path normalization settings of a listener; normalization itself is always on.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PathNormalization {
+    /// Merge repeated slashes (`/a//b` is `/a/b`); default true.
+    #[serde(default = "default_true")]
+    pub merge_slashes: bool,
+    /// `%2F`, `%5C` and `\` in a path: keep (default), reject (400) or decode (to `/`).
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashes,
+}
+
+impl Default for PathNormalization {
+    fn default() -> Self {
+        Self {
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Keep,
+        }
+    }
+}
+
+/// What a listener does with encoded slashes and backslashes in a path.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EscapedSlashes {
+    /// Forward unchanged; not separators for routing.
+    #[default]
+    Keep,
+    /// Answer 400.
+    Reject,
+    /// Decode each to `/` before normalizing.
+    Decode,
+}
+
+fn default_upgrades() -> Vec<String> {
+    vec!["websocket".into()]
 }
 
 fn default_protocols() -> Vec<Protocol> {
@@ -357,6 +398,10 @@ pub struct Route {
     /// Largest request body accepted (413 beyond); absent = unlimited.
     #[serde(default)]
     pub max_body_size: Option<Size>,
+    /// Protocol upgrades forwarded (`Upgrade` tokens); default `[websocket]`. Others are
+    /// stripped and the request goes on as a plain one; `h2c` is never allowed.
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<String>,
     /// Action: proxy to one upstream.
     #[serde(default)]
     pub upstream: Option<String>,

@@ -414,6 +414,17 @@ fn route(c: &Config, i: usize, r: &Route, out: &mut Issues) {
         }
     }
     route_match(&base, &r.matches, out);
+    for (j, u) in r.upgrades.iter().enumerate() {
+        let p = format!("{base}.upgrades[{j}]");
+        if u.eq_ignore_ascii_case("h2c") {
+            out.push(
+                p,
+                "h2c upgrades are never forwarded: after the switch the client's next requests would bypass routing",
+            );
+        } else if !is_token(u) {
+            out.push(p, format!("invalid upgrade protocol {u:?}"));
+        }
+    }
     if let Some(rw) = &r.rewrite {
         let set = [&rw.strip_prefix, &rw.replace_prefix, &rw.replace_path]
             .iter()
@@ -490,6 +501,11 @@ fn route_match(base: &str, m: &RouteMatch, out: &mut Issues) {
             out.push(
                 format!("{base}.match.methods[{j}]"),
                 format!("invalid method {mth:?} (methods are upper case, like GET)"),
+            );
+        } else if mth == "CONNECT" {
+            out.push(
+                format!("{base}.match.methods[{j}]"),
+                "CONNECT is not supported: the gateway does not tunnel, and answers CONNECT with 405",
             );
         }
     }

@@ -102,6 +102,18 @@ pub fn compile(loaded: &Loaded, previous: Option<&Snapshot>) -> Result<Snapshot,
             prefix,
             max_body_size: r.max_body_size.map(|s| s.0),
             action,
+            upgrades: r
+                .upgrades
+                .iter()
+                .map(|u| u.to_ascii_lowercase().into_boxed_str())
+                .collect(),
+            allows_trace: r.matches.methods.iter().any(|m| m == "TRACE"),
+            default_host: r
+                .matches
+                .hosts
+                .iter()
+                .find(|h| !h.starts_with("*."))
+                .and_then(|h| HeaderValue::from_str(h).ok()),
         });
     }
 

@@ -113,7 +113,12 @@ pub fn client_ip(h: &HeaderMap, peer: IpAddr, trusted: &CidrSet) -> IpAddr {
 
 /// Sets X-Forwarded-For (appending the peer), -Proto and -Host on a request going upstream.
 /// Incoming -Proto/-Host are kept only from trusted peers.
-pub fn add_forwarded(h: &mut HeaderMap, peer: IpAddr, host: &str, peer_trusted: bool) {
+pub fn add_forwarded(
+    h: &mut HeaderMap,
+    peer: IpAddr,
+    host: Option<HeaderValue>,
+    peer_trusted: bool,
+) {
     let mut xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.is_empty() => format!("{prev}, "),
         _ => String::with_capacity(15),
@@ -127,7 +132,7 @@ pub fn add_forwarded(h: &mut HeaderMap, peer: IpAddr, host: &str, peer_trusted: 
         h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     }
     if (!peer_trusted || !h.contains_key(&X_FORWARDED_HOST))
-        && let Ok(v) = HeaderValue::from_str(host)
+        && let Some(v) = host
     {
         h.insert(X_FORWARDED_HOST.clone(), v);
     }

@@ -11,6 +11,7 @@ pub mod finish;
 pub mod forward;
 pub mod forwarded;
 pub mod gateway;
+pub mod head;
 pub mod health_check;
 pub mod listener;
 pub mod listener_set;

@@ -7,6 +7,7 @@ use crate::listener_set::Started;
 use crate::pipeline::{self, ConnInfo};
 use arc_swap::ArcSwap;
 use gatehouse_config::{Listener, Protocol};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -110,7 +111,9 @@ async fn accept_loop(
         let guard = ConnGuard::new(&open, &gw.connections);
         let info = ConnInfo {
             peer,
+            local: stream.local_addr().unwrap_or(peer),
             max_header_size: current.max_header_size.0,
+            normalization: normalization(&current.path_normalization),
         };
         tokio::spawn(serve_connection(
             gw.clone(),
@@ -119,18 +122,48 @@ async fn accept_loop(
             info,
             guard,
             current.idle_timeout.get(),
-            !current.protocols.contains(&Protocol::H2c),
         ));
     }
 }
 
-fn server_builder(spec: &Listener) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
+/// The connection server a listener's `protocols` call for. hyper-util's auto server
+/// always sniffs the preface when upgrades are on, so single-protocol listeners use
+/// hyper's own servers: an `[http1]` listener never speaks h2c and an `[h2c]` one
+/// answers anything but the HTTP/2 preface with GOAWAY.
+#[derive(Clone)]
+enum Server {
+    /// HTTP/1.1 and h2c on one port, told apart by the preface.
+    Auto(auto::Builder<TokioExecutor>),
+    /// HTTP/1 only.
+    Http1(http1::Builder),
+    /// h2c only.
+    H2(http2::Builder<TokioExecutor>),
+}
+
+fn server_builder(spec: &Listener) -> Server {
     // hyper answers a bare 431 beyond its buffer; below it the pipeline answers with a
     // problem+json body, so the buffer gets twice the configured limit.
     let buf = usize::try_from(spec.max_header_size.0.saturating_mul(2))
         .unwrap_or(usize::MAX)
         .max(8192);
+    let h2_headers = u32::try_from(buf).unwrap_or(u32::MAX);
+    let h1 = spec.protocols.contains(&Protocol::Http1);
+    let h2 = spec.protocols.contains(&Protocol::H2c);
+    if h1 && !h2 {
+        let mut b = http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(spec.header_read_timeout.get())
+            .max_buf_size(buf)
+            .max_headers(1000)
+            .keep_alive(true);
+        return Server::Http1(b);
+    }
+    if h2 && !h1 {
+        let mut b = http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new()).max_header_list_size(h2_headers);
+        return Server::H2(b);
+    }
+    let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(spec.header_read_timeout.get())
@@ -139,18 +172,17 @@ fn server_builder(spec: &Listener) -> auto::Builder<TokioExecutor> {
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(buf).unwrap_or(u32::MAX));
-    b
+        .max_header_list_size(h2_headers);
+    Server::Auto(b)
 }
 
 async fn serve_connection(
     gw: Arc<Gateway>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    server: Arc<Server>,
     stream: tokio::net::TcpStream,
     info: ConnInfo,
     _guard: ConnGuard,
     idle: Duration,
-    http1_only: bool,
 ) {
     let live = gw.live.clone();
     let info = Arc::new(info);
@@ -164,18 +196,37 @@ async fn serve_connection(
         inner: stream,
         activity: activity.clone(),
     });
-    let builder = if http1_only {
-        builder.as_ref().clone().http1_only()
-    } else {
-        builder.as_ref().clone()
-    };
-    let conn = builder.serve_connection_with_upgrades(io, svc);
+    let stop = gw.shutdown_signal();
+    match &*server {
+        Server::Auto(b) => {
+            let conn = b.serve_connection_with_upgrades(io, svc);
+            drive(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await;
+        }
+        Server::Http1(b) => {
+            let conn = b.serve_connection(io, svc).with_upgrades();
+            drive(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await;
+        }
+        Server::H2(b) => {
+            let conn = b.serve_connection(io, svc);
+            drive(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await;
+        }
+    }
+}
+
+/// Runs a connection to its end, shutting it down gracefully when the gateway stops or
+/// the connection has been idle for `idle`.
+async fn drive<C: Future>(
+    conn: C,
+    graceful: fn(std::pin::Pin<&mut C>),
+    mut stop: watch::Receiver<bool>,
+    activity: &Activity,
+    idle: Duration,
+) {
     tokio::pin!(conn);
-    let mut stop = gw.shutdown_signal();
     // A connection accepted just as shutdown began has missed the change: close it after
     // the request it may carry, like every other connection.
     if *stop.borrow_and_update() {
-        conn.as_mut().graceful_shutdown();
+        graceful(conn.as_mut());
     }
     // Idle when no byte moved for `idle`: checked on ticks of a quarter of it, so the
     // connection closes between `idle` and 1.25 x `idle` after its last activity.
@@ -188,7 +239,7 @@ async fn serve_connection(
             _ = conn.as_mut() => break,
             _ = stop.changed(), if !draining => {
                 draining = true;
-                conn.as_mut().graceful_shutdown();
+                graceful(conn.as_mut());
             }
             now = tick.tick(), if !draining => {
                 let events = activity.events();
@@ -197,10 +248,24 @@ async fn serve_connection(
                     quiet_since = now;
                 } else if now.duration_since(quiet_since) >= idle {
                     draining = true;
-                    conn.as_mut().graceful_shutdown();
+                    graceful(conn.as_mut());
                 }
             }
         }
+    }
+}
+
+/// The router's form of a listener's path settings.
+fn normalization(p: &gatehouse_config::PathNormalization) -> gatehouse_router::Normalization {
+    use gatehouse_config::EscapedSlashes as C;
+    use gatehouse_router::EscapedSlashes as R;
+    gatehouse_router::Normalization {
+        merge_slashes: p.merge_slashes,
+        escaped_slashes: match p.escaped_slashes {
+            C::Keep => R::Keep,
+            C::Reject => R::Reject,
+            C::Decode => R::Decode,
+        },
     }
 }
 

@@ -23,7 +23,6 @@ pub fn rewrite_request(
     route: &CompiledRoute,
     up: &UpstreamState,
     ctx: &RequestCtx,
-    host: &str,
     trusted: &CidrSet,
 ) -> Result<(), ProxyError> {
     let is_upgrade = crate::upgrade::is_upgrade(parts);
@@ -43,6 +42,8 @@ pub fn rewrite_request(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
     let peer_trusted = !trusted.is_empty() && trusted.contains(ctx.peer.ip());
+    // The Host the pipeline settled on, port included, is also X-Forwarded-Host.
+    let host = parts.headers.get(header::HOST).cloned();
     forwarded::add_forwarded(&mut parts.headers, ctx.peer.ip(), host, peer_trusted);
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
         parts.headers.insert(X_REQUEST_ID.clone(), v);
@@ -53,18 +54,12 @@ pub fn rewrite_request(
             .headers
             .insert(header::TE, HeaderValue::from_static("trailers"));
         let pq = path_and_query(rewritten, &parts.uri).map_err(|_| bad_uri(up))?;
-        parts.uri = format!("http://{}{pq}", authority(host, parts))
+        parts.uri = format!("http://{}{pq}", authority(parts))
             .parse()
             .map_err(|_| bad_uri(up))?;
         parts.headers.remove(header::HOST);
         parts.version = Version::HTTP_2;
     } else {
-        if !parts.headers.contains_key(header::HOST)
-            && let Some(a) = parts.uri.authority()
-            && let Ok(v) = HeaderValue::from_str(a.as_str())
-        {
-            parts.headers.insert(header::HOST, v);
-        }
         parts.uri = path_and_query(rewritten, &parts.uri)
             .map_err(|_| bad_uri(up))?
             .into();
@@ -125,17 +120,12 @@ fn bad_uri(up: &UpstreamState) -> ProxyError {
     }
 }
 
-fn authority(host: &str, parts: &http::request::Parts) -> String {
+/// The authority for an HTTP/2 upstream: the Host the pipeline settled on.
+fn authority(parts: &http::request::Parts) -> &str {
     parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| host.to_string())
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost")
 }

@@ -7,6 +7,7 @@ use crate::error::ProxyError;
 use crate::finish::Finish;
 use crate::forward;
 use crate::forwarded::{self, X_REQUEST_ID};
+use crate::head;
 use crate::outbound;
 use crate::route::{Action, CompiledRoute, redirect_response};
 use crate::snapshot::Snapshot;
@@ -14,10 +15,12 @@ use crate::upgrade;
 use arc_swap::ArcSwap;
 use gatehouse_core::{Flow, LocalResponse, Problem, RequestCtx, problem_response};
 use gatehouse_router::RequestView;
+use gatehouse_router::{Normalization, normalize};
 use gatehouse_upstream::PickInput;
 use gatehouse_upstream::upstream::cookie;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,8 +30,12 @@ use std::time::Instant;
 pub struct ConnInfo {
     /// Peer address.
     pub peer: SocketAddr,
+    /// The local address the connection was accepted on.
+    pub local: SocketAddr,
     /// Largest request head accepted.
     pub max_header_size: u64,
+    /// How the listener normalizes request paths.
+    pub normalization: Normalization,
 }
 
 /// Serves one request; a panic anywhere in its pipeline is contained to it (a 500
@@ -78,13 +85,12 @@ pub async fn handle(
     let (mut parts, body) = req.into_parts();
     let mut ctx = RequestCtx::new(forwarded::request_id(&parts.headers), conn.peer, started);
     ctx.client_ip = forwarded::client_ip(&parts.headers, conn.peer.ip(), &snap.trusted_proxies);
-    let (host, port) = host_of(&parts);
     let mut finish = Finish {
         snapshot: snap.clone(),
         route: None,
         ctx,
         method: parts.method.clone(),
-        host,
+        host: String::new(),
         uri: parts.uri.clone(),
         status: 0,
         bytes_in: Arc::new(BodyMeter::default()),
@@ -94,7 +100,7 @@ pub async fn handle(
         slot: None,
     };
 
-    // Limits that apply before routing.
+    // Limits and head checks that apply before routing.
     if head_size(&parts) > conn.max_header_size {
         let detail = format!("request head is larger than {} bytes", conn.max_header_size);
         return local(
@@ -106,23 +112,79 @@ pub async fn handle(
             finish,
         );
     }
+    if parts.method == Method::CONNECT {
+        // An authority-form target names a tunnel, not a host: refused before it is read,
+        // and the connection closed, since tunnel bytes may follow.
+        let mut r = method_not_allowed(&mut finish);
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return local(r, finish);
+    }
+    if let Err(e) = head::check_transfer_encoding(&parts.headers) {
+        return local(head_error(&mut finish, &e), finish);
+    }
+    let authority = match head::authority(&parts.uri, &parts.headers, parts.version) {
+        Ok(a) => a,
+        Err(e) => return local(head_error(&mut finish, &e), finish),
+    };
+    let port = authority.as_ref().and_then(|a| a.port);
+    if let Some(a) = &authority {
+        finish.host.clone_from(&a.host);
+    }
+    let how = conn.normalization;
+    match normalize::normalize(parts.uri.path(), how) {
+        Ok(Cow::Borrowed(_)) => {}
+        Ok(Cow::Owned(path)) => match with_path(&parts.uri, &path) {
+            Some(uri) => parts.uri = uri,
+            None => {
+                let detail = "the request target is not a valid URI".to_string();
+                return local(
+                    problem(&mut finish, StatusCode::BAD_REQUEST, detail),
+                    finish,
+                );
+            }
+        },
+        Err(e) => {
+            return local(
+                problem(&mut finish, StatusCode::BAD_REQUEST, e.to_string()),
+                finish,
+            );
+        }
+    }
 
-    // Route.
+    // Route, on the normalized path without path parameters.
+    let routing_path = normalize::routing_path(parts.uri.path(), how.merge_slashes);
     let view = RequestView {
         host: &finish.host,
-        path: parts.uri.path(),
+        path: &routing_path,
         method: &parts.method,
         headers: &parts.headers,
         query: parts.uri.query(),
     };
-    let Some(matched) = snap.router.match_route(&view) else {
-        let detail = format!(
-            "no route for {} {}{}",
-            parts.method,
-            finish.host,
-            parts.uri.path()
-        );
-        return local(problem(&mut finish, StatusCode::NOT_FOUND, detail), finish);
+    let matched = if head::is_guarded_method(&parts.method) {
+        // TRACE reaches only a route that lists it; anything else is 405, routed or not.
+        snap.router
+            .match_route(&view)
+            .filter(|m| snap.routes.get(m.route).is_some_and(|r| r.allows_trace))
+            .ok_or(StatusCode::METHOD_NOT_ALLOWED)
+    } else {
+        snap.router.match_route(&view).ok_or(StatusCode::NOT_FOUND)
+    };
+    drop(routing_path);
+    let matched = match matched {
+        Ok(m) => m,
+        Err(StatusCode::METHOD_NOT_ALLOWED) => {
+            return local(method_not_allowed(&mut finish), finish);
+        }
+        Err(_) => {
+            let detail = format!(
+                "no route for {} {}{}",
+                parts.method,
+                finish.host,
+                parts.uri.path()
+            );
+            return local(problem(&mut finish, StatusCode::NOT_FOUND, detail), finish);
+        }
     };
     let Some(route) = snap.routes.get(matched.route) else {
         return local(
@@ -133,6 +195,20 @@ pub async fn handle(
     finish.route = Some(matched.route);
     finish.ctx.route = Some(Arc::clone(&route.name));
     finish.ctx.params = matched.params;
+
+    // The one Host the upstream sees: the winning authority, or the route's own for a
+    // request that named none; only allowed upgrades travel on.
+    let host_header = match authority {
+        Some(a) => Some(a.raw),
+        None => route
+            .default_host
+            .clone()
+            .or_else(|| HeaderValue::from_str(&conn.local.to_string()).ok()),
+    };
+    if let Some(h) = &host_header {
+        parts.headers.insert(header::HOST, h.clone());
+    }
+    route.filter_upgrade(&mut parts.headers);
 
     if let Some(limit) = route.max_body_size
         && content_length(&parts).is_some_and(|n| n > limit)
@@ -264,7 +340,7 @@ async fn proxy(
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
     let trusted = &finish.snapshot.trusted_proxies;
-    outbound::rewrite_request(&mut parts, route, up, ctx, &finish.host, trusted)?;
+    outbound::rewrite_request(&mut parts, route, up, ctx, trusted)?;
 
     let served = if is_upgrade {
         // Rare and large: kept out of the request future's size.
@@ -375,31 +451,35 @@ async fn upgrade_try(
     })
 }
 
-/// Lower-case host without port, and the port if one was given.
-fn host_of(parts: &http::request::Parts) -> (String, Option<u16>) {
-    let raw = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or("");
-    let (h, p) = match raw.strip_prefix('[') {
-        // IPv6 literal: [::1]:8080
-        Some(rest) => match rest.split_once(']') {
-            Some((h, tail)) => (h, tail.strip_prefix(':')),
-            None => (raw, None),
-        },
-        None => match raw.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (raw, None),
-        },
+/// `uri` with its path replaced by `path` (the query, scheme and authority kept).
+fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
     };
-    (h.to_ascii_lowercase(), p.and_then(|p| p.parse().ok()))
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(pq.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
+}
+
+/// A refused request head, answered and then the connection closed (as nginx does): a
+/// client that sends an ambiguous head cannot be trusted to frame what follows it.
+fn head_error(finish: &mut Finish, e: &head::HeadError) -> LocalResponse {
+    let mut r = problem(finish, e.status(), e.to_string());
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// 405 for CONNECT and for TRACE without a route that lists it.
+fn method_not_allowed(finish: &mut Finish) -> LocalResponse {
+    let detail = format!("{} is not allowed here", finish.method);
+    let mut r = problem(finish, StatusCode::METHOD_NOT_ALLOWED, detail);
+    r.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+    );
+    r
 }
 
 /// Approximate size of the request head on the wire.

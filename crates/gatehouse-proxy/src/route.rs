@@ -42,6 +42,13 @@ pub struct CompiledRoute {
     pub max_body_size: Option<u64>,
     /// The action.
     pub action: Action,
+    /// Upgrade protocols forwarded, lower case; any other `Upgrade` is stripped.
+    pub upgrades: Vec<Box<str>>,
+    /// Whether `match.methods` lists TRACE, which is otherwise answered 405.
+    pub allows_trace: bool,
+    /// Host sent upstream for a request that named none (HTTP/1.0 without Host): the
+    /// route's first exact host, as nginx uses its first `server_name`.
+    pub default_host: Option<HeaderValue>,
 }
 
 impl CompiledRoute {
@@ -60,6 +67,55 @@ impl CompiledRoute {
                 branches.last().map(|(u, _)| u)
             }
             _ => None,
+        }
+    }
+
+    /// Drops the upgrade protocols this route does not allow from `headers`; when none is
+    /// left, the `Upgrade` header and the `upgrade` connection option go too, so the
+    /// request travels as a plain one (never as a tunnel past routing).
+    pub fn filter_upgrade(&self, headers: &mut HeaderMap) {
+        let Some(offered) = headers.get(header::UPGRADE) else {
+            return;
+        };
+        let offered = offered.to_str().unwrap_or("");
+        let allowed = |p: &str| {
+            // `websocket` and `WebSocket/13` both name the websocket protocol.
+            let name = p.split('/').next().unwrap_or("").trim();
+            self.upgrades.iter().any(|u| u.eq_ignore_ascii_case(name))
+        };
+        let kept: Vec<&str> = offered
+            .split(',')
+            .map(str::trim)
+            .filter(|p| allowed(p))
+            .collect();
+        if kept.len() == offered.split(',').count() {
+            return;
+        }
+        match HeaderValue::from_str(&kept.join(", ")) {
+            Ok(v) if !kept.is_empty() => {
+                headers.insert(header::UPGRADE, v);
+            }
+            _ => {
+                headers.remove(header::UPGRADE);
+                let rest = headers
+                    .get(header::CONNECTION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| {
+                        v.split(',')
+                            .map(str::trim)
+                            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("upgrade"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    });
+                match rest.and_then(|r| HeaderValue::from_str(&r).ok()) {
+                    Some(v) if !v.is_empty() => {
+                        headers.insert(header::CONNECTION, v);
+                    }
+                    _ => {
+                        headers.remove(header::CONNECTION);
+                    }
+                }
+            }
         }
     }
 

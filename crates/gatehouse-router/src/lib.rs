@@ -6,9 +6,11 @@
 mod conditions;
 mod index;
 mod key;
+pub mod normalize;
 mod path;
 mod router;
 
 pub use conditions::RequestView;
 pub use key::{HostRank, PrecedenceKey};
+pub use normalize::{EscapedSlashes, Normalization, PathError};
 pub use router::{BuildError, Matched, Router};
