@@ -185,6 +185,10 @@ pub async fn run(
         let limit = per_try.min(deadline.saturating_duration_since(Instant::now()));
         let limit = limit.max(Duration::from_millis(1));
         match forward::exchange(up, &target, conn, head.request(body, resend), limit).await {
+            // The client broke the exchange: nothing is known about the target, so
+            // neither health nor the breaker hears of it (the admission is handed back
+            // when `admission` drops), and nothing is retried.
+            Err(e) if e.is_client_fault() => return Err(e),
             Err(e) => {
                 outcome(up, pick.index, admission.take(), true);
                 let class = e.retry_class();

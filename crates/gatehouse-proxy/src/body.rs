@@ -9,19 +9,97 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 /// Error type of bodies we stream.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Shared counters of one request body: bytes seen and whether the limit tripped.
+/// Shared counter of one request body: bytes received from the client.
 #[derive(Debug, Default)]
 pub struct BodyMeter {
     /// Bytes received from the client.
     pub bytes: AtomicU64,
-    /// Set when the body went over the route's limit.
-    pub over_limit: AtomicBool,
+}
+
+/// The client failed to deliver its body. It travels as the request body's error, so
+/// the exchange that meets it upstream can tell the client's fault from the upstream's
+/// and never count it against a target.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientFault {
+    /// The client closed (or reset) before the body was complete.
+    #[error("the client closed the connection before its body was complete")]
+    Aborted(#[source] hyper::Error),
+    /// The body's framing was invalid (a bad chunk size line, for instance).
+    #[error("the request body is malformed")]
+    Malformed(#[source] hyper::Error),
+    /// The body went over the route's `max_body_size` while streaming.
+    #[error("the request body exceeds the limit of {0} bytes")]
+    TooLarge(u64),
+}
+
+/// What a client fault was, without its cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Closed early.
+    Aborted,
+    /// Bad framing.
+    Malformed,
+    /// Over this limit.
+    TooLarge(u64),
+}
+
+impl ClientFault {
+    /// Classifies a failed read of the client's body: invalid framing is malformed,
+    /// anything else (early EOF, reset, stream cancelled) is an abort.
+    pub fn from_read(e: hyper::Error) -> Self {
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            if let Some(io) = s.downcast_ref::<std::io::Error>()
+                && matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+                )
+            {
+                return Self::Malformed(e);
+            }
+            src = s.source();
+        }
+        if e.is_parse() {
+            return Self::Malformed(e);
+        }
+        Self::Aborted(e)
+    }
+
+    /// The fault's kind, without its cause.
+    pub fn kind(&self) -> FaultKind {
+        match self {
+            Self::Aborted(_) => FaultKind::Aborted,
+            Self::Malformed(_) => FaultKind::Malformed,
+            Self::TooLarge(n) => FaultKind::TooLarge(*n),
+        }
+    }
+
+    /// A fault of `kind` around `cause` (the error that carried it out of hyper).
+    pub fn with_cause(kind: FaultKind, cause: hyper::Error) -> Self {
+        match kind {
+            FaultKind::Aborted => Self::Aborted(cause),
+            FaultKind::Malformed => Self::Malformed(cause),
+            FaultKind::TooLarge(n) => Self::TooLarge(n),
+        }
+    }
+
+    /// The client fault somewhere in `e`'s source chain, if the error started there.
+    pub fn find<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a ClientFault> {
+        let mut cur = Some(e);
+        while let Some(err) = cur {
+            if let Some(f) = err.downcast_ref::<ClientFault>() {
+                return Some(f);
+            }
+            cur = err.source();
+        }
+        None
+    }
 }
 
 /// The request body sent upstream: the client's, streamed, or a buffered copy of it that
@@ -65,9 +143,13 @@ impl RequestBody {
 }
 
 /// Reads the whole client body (known to be small) so retries can send it again.
-pub async fn read_for_replay(body: Incoming, meter: &BodyMeter) -> Result<Bytes, hyper::Error> {
+pub async fn read_for_replay(body: Incoming, meter: &BodyMeter) -> Result<Bytes, ClientFault> {
     use http_body_util::BodyExt;
-    let b = body.collect().await?.to_bytes();
+    let b = body
+        .collect()
+        .await
+        .map_err(ClientFault::from_read)?
+        .to_bytes();
     meter.bytes.store(b.len() as u64, Ordering::Relaxed);
     Ok(b)
 }
@@ -93,15 +175,12 @@ impl Body for RequestBody {
                     this.seen += d.len() as u64;
                     this.meter.bytes.store(this.seen, Ordering::Relaxed);
                     if this.seen > this.limit {
-                        this.meter.over_limit.store(true, Ordering::Relaxed);
-                        return Poll::Ready(Some(Err(
-                            "request body over the route's max_body_size".into(),
-                        )));
+                        return Poll::Ready(Some(Err(ClientFault::TooLarge(this.limit).into())));
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+            Some(Err(e)) => Poll::Ready(Some(Err(ClientFault::from_read(e).into()))),
             None => Poll::Ready(None),
         }
     }

@@ -1,7 +1,15 @@
 //! Proxy errors: where they came from, and the one place they become HTTP problems.
 
+use crate::body::ClientFault;
 use gatehouse_core::Problem;
 use http::StatusCode;
+
+/// nginx's status for a request whose client went away before the response: it only
+/// reaches the access log, since nobody is left to read it.
+pub const CLIENT_CLOSED_REQUEST: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
 
 /// Why the gateway could not get a response from an upstream.
 #[derive(Debug, thiserror::Error)]
@@ -63,17 +71,13 @@ pub enum ProxyError {
         /// Seconds for the Retry-After header.
         retry_after: u64,
     },
-    /// Reading the client's body failed (it closed or sent malformed chunks).
-    #[error("reading the request body failed: {source}")]
-    ClientBody {
-        /// Cause.
-        source: hyper::Error,
-    },
-    /// The client's body went over the route's limit while streaming.
-    #[error("request body exceeds the limit of {limit} bytes")]
-    BodyTooLarge {
-        /// The limit.
-        limit: u64,
+    /// The client failed to deliver its body: aborted, malformed or over the limit.
+    /// Never the upstream's fault: not counted against a target, the breaker or retries.
+    #[error("{source}")]
+    Client {
+        /// What the client did.
+        #[from]
+        source: ClientFault,
     },
 }
 
@@ -84,10 +88,32 @@ impl ProxyError {
             Self::NoTarget { .. } | Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. } | Self::Exchange { .. } => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout { .. } | Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::ClientBody { .. } => StatusCode::BAD_REQUEST,
+            Self::Client { source } => match source {
+                ClientFault::Aborted(_) => CLIENT_CLOSED_REQUEST,
+                ClientFault::Malformed(_) => StatusCode::BAD_REQUEST,
+                ClientFault::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            },
         };
         Problem::new(status, self.to_string())
+    }
+
+    /// Whether the client caused this failure (so no upstream is blamed for it).
+    pub fn is_client_fault(&self) -> bool {
+        matches!(self, Self::Client { .. })
+    }
+
+    /// An upstream exchange error, or the client's fault when the client's body is what
+    /// broke the exchange.
+    pub fn exchange(upstream: &str, target: &str, source: hyper::Error) -> Self {
+        // hyper owns the fault as its cause; the same kind is rebuilt around hyper's error.
+        if let Some(kind) = ClientFault::find(&source).map(ClientFault::kind) {
+            return ClientFault::with_cause(kind, source).into();
+        }
+        Self::Exchange {
+            upstream: upstream.to_string(),
+            target: target.to_string(),
+            source,
+        }
     }
 
     /// Seconds the client should wait before trying again, when the error says so.
@@ -106,9 +132,7 @@ impl ProxyError {
             }
             Self::Timeout { .. } => RetryClass::Timeout,
             Self::Exchange { .. } => RetryClass::Reset,
-            Self::Unavailable { .. } | Self::BodyTooLarge { .. } | Self::ClientBody { .. } => {
-                RetryClass::Never
-            }
+            Self::Unavailable { .. } | Self::Client { .. } => RetryClass::Never,
         }
     }
 }

@@ -37,6 +37,13 @@ pub struct Finish {
 
 impl Drop for Finish {
     fn drop(&mut self) {
+        if self.status == 0 {
+            // Dropped before a response existed: the client went away (nginx's 499).
+            self.status = crate::error::CLIENT_CLOSED_REQUEST.as_u16();
+            self.error.get_or_insert_with(|| {
+                "the client closed the connection before the response".into()
+            });
+        }
         let snap = &self.snapshot;
         if let Some(r) = self.route.and_then(|i| snap.routes.get(i)) {
             for p in &r.policies {

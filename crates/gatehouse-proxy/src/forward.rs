@@ -98,11 +98,7 @@ pub async fn exchange(
     limit: Duration,
 ) -> Result<Forwarded, ProxyError> {
     let sent = Instant::now();
-    let exchange = |source| ProxyError::Exchange {
-        upstream: up.name.clone(),
-        target: target.address.to_string(),
-        source,
-    };
+    let exchange = |source| ProxyError::exchange(&up.name, &target.address, source);
     let timeout = || ProxyError::Timeout {
         upstream: up.name.clone(),
         target: target.address.to_string(),

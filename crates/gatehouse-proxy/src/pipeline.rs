@@ -354,21 +354,7 @@ async fn proxy(
             version: parts.version,
             headers: parts.headers,
         };
-        match attempts::run(up, &input, head, payload, admission, finish).await {
-            Ok(s) => s,
-            Err(e)
-                if finish
-                    .bytes_in
-                    .over_limit
-                    .load(std::sync::atomic::Ordering::Relaxed) =>
-            {
-                tracing::debug!(error = %e, "body over limit");
-                return Err(ProxyError::BodyTooLarge {
-                    limit: route.max_body_size.unwrap_or(0),
-                });
-            }
-            Err(e) => return Err(e),
-        }
+        attempts::run(up, &input, head, payload, admission, finish).await?
     };
     let attempts::Served {
         forwarded: mut fwd,
@@ -418,7 +404,7 @@ async fn payload(
         return crate::body::read_for_replay(body, &finish.bytes_in)
             .await
             .map(attempts::Payload::Replay)
-            .map_err(|source| ProxyError::ClientBody { source });
+            .map_err(ProxyError::from);
     }
     Ok(attempts::Payload::Stream(RequestBody::new(
         body,
