@@ -80,9 +80,22 @@ pub fn validate(c: &Config) -> Vec<Issue> {
     out.0
 }
 
+/// Two sockets of one config that the kernel would not let both bind: the same port on
+/// the same address, or on any address when one of them is the wildcard.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 fn listeners(c: &Config, out: &mut Issues) {
     let mut names = HashSet::new();
-    let mut addrs = HashSet::new();
+    let mut taken: Vec<(SocketAddr, String)> = Vec::new();
+    if let Some(a) = &c.admin
+        && let Ok(addr) = a.address.parse::<SocketAddr>()
+    {
+        taken.push((addr, "the admin API".into()));
+    }
     for (i, l) in c.listeners.iter().enumerate() {
         if l.name.is_empty() {
             out.push(format!("listeners[{i}].name"), "must not be empty");
@@ -94,12 +107,13 @@ fn listeners(c: &Config, out: &mut Issues) {
         }
         match l.address.parse::<SocketAddr>() {
             Ok(a) => {
-                if !addrs.insert(a) {
+                if let Some((_, who)) = taken.iter().find(|(b, _)| overlaps(a, *b)) {
                     out.push(
                         format!("listeners[{i}].address"),
-                        format!("address {a} is used by another listener"),
+                        format!("address {a} is also used by {who}"),
                     );
                 }
+                taken.push((a, format!("listener {:?}", l.name)));
             }
             Err(_) => out.push(
                 format!("listeners[{i}].address"),

@@ -142,3 +142,22 @@ fn retry_methods_word_must_be_known() {
     assert_eq!(e[0].line, 4, "{}", e[0]);
     assert!(e[0].message.contains("idempotent"), "{}", e[0]);
 }
+
+#[test]
+fn shared_addresses_are_refused() {
+    let text = r#"listeners:
+  - { name: a, address: "127.0.0.1:8080" }
+  - { name: b, address: "0.0.0.0:8080" }
+  - { name: c, address: "127.0.0.1:9901" }
+  - { name: d, address: "127.0.0.1:0" }
+  - { name: e, address: "127.0.0.1:0" }
+admin: { address: "127.0.0.1:9901" }
+"#;
+    let e = errors(text);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert_eq!(e[0].path, "listeners[1].address");
+    assert_eq!(e[0].line, 3);
+    assert!(e[0].message.contains("listener \"a\""), "{}", e[0]);
+    assert_eq!(e[1].path, "listeners[2].address");
+    assert!(e[1].message.contains("admin API"), "{}", e[1]);
+}

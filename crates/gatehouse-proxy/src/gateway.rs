@@ -14,8 +14,12 @@ use tokio::sync::{mpsc, watch};
 
 /// Binds the admin API's socket (non-blocking, for tokio).
 pub fn bind_admin(address: &str) -> Result<std::net::TcpListener, String> {
-    let l =
-        std::net::TcpListener::bind(address).map_err(|e| format!("cannot bind {address}: {e}"))?;
+    let l = std::net::TcpListener::bind(address).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            format!("cannot bind {address}: address in use (another process is listening on it)")
+        }
+        _ => format!("cannot bind {address}: {e}"),
+    })?;
     l.set_nonblocking(true).map_err(|e| e.to_string())?;
     Ok(l)
 }

@@ -82,7 +82,10 @@ impl ListenerSet {
             match self.running.get(&l.name) {
                 Some(r) if r.address == l.address => {}
                 _ => {
-                    let sockets = bind_per_worker(l, self.workers.len())
+                    // Our own sockets on this address (a renamed listener) may be joined;
+                    // anyone else's may not.
+                    let ours = self.running.values().any(|r| r.address == l.address);
+                    let sockets = bind_per_worker(l, self.workers.len(), !ours)
                         .map_err(|message| BindError { index, message })?;
                     fresh.push((l.clone(), sockets));
                 }
@@ -149,13 +152,38 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> 
     Ok(s.into())
 }
 
-/// One SO_REUSEPORT socket per worker; with port 0 every worker joins the port the first
-/// socket got.
-fn bind_per_worker(l: &Listener, workers: usize) -> Result<Vec<std::net::TcpListener>, String> {
+/// Fails when another socket already holds `addr`. SO_REUSEPORT would otherwise let a
+/// second process (of the same user) join the port silently and the kernel would split
+/// traffic between two configs; a probe bound without it gets EADDRINUSE instead, as
+/// nginx and HAProxy report.
+fn ensure_free(addr: SocketAddr) -> Result<(), String> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+        .map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    // SO_REUSEADDR only so a port in TIME_WAIT after a restart does not count as taken.
+    let _ = probe.set_reuse_address(true);
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
+            "cannot bind {addr}: address in use (another process is listening on it)"
+        )),
+        Err(e) => Err(format!("cannot bind {addr}: {e}")),
+    }
+}
+
+/// One SO_REUSEPORT socket per worker, after checking (when `exclusive`) that nobody
+/// else holds the address; with port 0 every worker joins the port the first socket got.
+fn bind_per_worker(
+    l: &Listener,
+    workers: usize,
+    exclusive: bool,
+) -> Result<Vec<std::net::TcpListener>, String> {
     let mut addr: SocketAddr = l
         .address
         .parse()
         .map_err(|_| format!("invalid address {}", l.address))?;
+    if exclusive && addr.port() != 0 {
+        ensure_free(addr)?;
+    }
     let mut sockets = Vec::with_capacity(workers);
     for _ in 0..workers {
         let socket = reuseport_socket(addr).map_err(|e| format!("cannot bind {addr}: {e}"))?;

@@ -1,6 +1,5 @@
 //! `run` and `validate`: load, compile, bind, start workers and the control thread.
 
-use gatehouse_proxy::compile::load_and_compile;
 use gatehouse_proxy::listener_set::ListenerSet;
 use gatehouse_proxy::{Gateway, listener};
 use std::process::ExitCode;
@@ -34,30 +33,53 @@ pub fn validate(path: &str) -> ExitCode {
 
 /// `gatehouse run`.
 pub fn run(path: &str, threads: Option<usize>) -> ExitCode {
-    let snapshot = match load_and_compile(path, None) {
-        Ok(s) => s,
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            return ExitCode::FAILURE;
-        }
+    let compiled = gatehouse_config::load_file(path).and_then(|loaded| {
+        gatehouse_proxy::compile::compile(&loaded, None).map(|s| (loaded, Arc::new(s)))
+    });
+    let (loaded, snapshot) = match compiled {
+        Ok(x) => x,
+        Err(errors) => return report(&errors),
     };
-    match serve(path, snapshot, threads) {
+    match serve(path, &loaded, snapshot, threads) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Config(errors)) => report(&errors),
+        Err(Failure::Other(e)) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// Prints config errors, one `FILE:LINE:COL: path: message` line each.
+fn report(errors: &gatehouse_config::ConfigErrors) -> ExitCode {
+    for e in &errors.0 {
+        eprintln!("{e}");
+    }
+    ExitCode::FAILURE
+}
+
+/// Why serving stopped with an error: something in the config (an address that cannot
+/// be bound, reported with its location), or the process itself.
+pub enum Failure {
+    /// A config field could not be put into effect.
+    Config(gatehouse_config::ConfigErrors),
+    /// Anything else.
+    Other(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Self::Other(e.into())
+    }
+}
+
 /// Binds, starts workers and the control plane, and blocks until shutdown completes.
 pub fn serve(
     path: &str,
+    loaded: &gatehouse_config::load::Loaded,
     snapshot: Arc<gatehouse_proxy::Snapshot>,
     threads: Option<usize>,
-) -> anyhow::Result<()> {
+) -> Result<(), Failure> {
     let workers = threads.filter(|n| *n > 0).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -66,8 +88,23 @@ pub fn serve(
     if snapshot.config.listeners.is_empty() {
         tracing::warn!("no listeners configured: only the admin API (if any) will answer");
     }
-    let (listeners, receivers) = ListenerSet::bind(&snapshot.config.listeners, workers)?;
-    let admin = snapshot.config.admin.clone();
+    let located = |field: String, message: String| {
+        Failure::Config(loaded.errors(vec![gatehouse_config::validate::Issue {
+            path: field,
+            message,
+        }]))
+    };
+    // The admin socket is bound before the listeners, so a busy admin address stops the
+    // start before any client port is taken.
+    let first_admin = match &snapshot.config.admin {
+        Some(a) => Some(
+            gatehouse_proxy::gateway::bind_admin(&a.address)
+                .map_err(|m| located("admin.address".into(), m))?,
+        ),
+        None => None,
+    };
+    let (listeners, receivers) = ListenerSet::bind(&snapshot.config.listeners, workers)
+        .map_err(|e| located(format!("listeners[{}].address", e.index), e.message))?;
     let reload_cfg = snapshot.config.reload.clone();
     let gw = Gateway::new(path.to_string(), snapshot);
     gw.install_listeners(listeners);
@@ -83,13 +120,7 @@ pub fn serve(
         let term = signal(SignalKind::terminate())?;
         let int = signal(SignalKind::interrupt())?;
         // The admin task runs even without an admin listener, so a reload can add one.
-        let first = match admin {
-            Some(a) => Some(
-                gatehouse_proxy::gateway::bind_admin(&a.address)
-                    .map_err(|e| anyhow::anyhow!("admin listener: {e}"))?,
-            ),
-            None => None,
-        };
+        let first = first_admin;
         let (admin_moves, moves) = tokio::sync::mpsc::unbounded_channel();
         gw.install_admin(admin_moves);
         tokio::spawn(gatehouse_admin::run(gw.clone(), first, moves));

@@ -440,3 +440,70 @@ async fn reload_moves_the_admin_api() {
     });
     assert!(gone, "the old admin address is closed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_held_by_another_gateway_is_refused_at_start_and_reload() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (port, admin) = (free_port(), free_port());
+    let first = GatewayProcess::start(
+        BIN,
+        &two_listeners(port, None, admin, &routes(a.addr, "first")),
+        &[port, admin],
+    );
+
+    // A second process with the same listener port does not start.
+    let dir = std::env::temp_dir().join(format!("gatehouse-second-{port}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("second.yaml");
+    let admin2 = free_port();
+    std::fs::write(
+        &cfg,
+        two_listeners(port, None, admin2, &routes(a.addr, "second")),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["run", "-c", cfg.to_str().unwrap(), "--threads", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("address in use"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:2:", cfg.display()))
+            && stderr.contains("listeners[0].address"),
+        "the error names file, line and field: {stderr}"
+    );
+    // Every request still reaches the first gateway.
+    let c = Client::new();
+    for _ in 0..20 {
+        let r = c.get(&format!("http://127.0.0.1:{port}/tag")).await;
+        assert_eq!(&r.body[..], b"first");
+    }
+
+    // A reload that adds a listener on a port another process serves is rejected.
+    let other = free_port();
+    let second = GatewayProcess::start(
+        BIN,
+        &two_listeners(other, None, admin2, &routes(a.addr, "second")),
+        &[other, admin2],
+    );
+    second.write_config(&two_listeners(
+        other,
+        Some((port, "")),
+        admin2,
+        &routes(a.addr, "second"),
+    ));
+    let r = admin_reload(&format!("http://127.0.0.1:{admin2}")).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body_text().contains("address in use"),
+        "{}",
+        r.body_text()
+    );
+    for _ in 0..20 {
+        let r = c.get(&format!("http://127.0.0.1:{port}/tag")).await;
+        assert_eq!(&r.body[..], b"first");
+    }
+    drop(first);
+    let _ = std::fs::remove_dir_all(&dir);
+}
