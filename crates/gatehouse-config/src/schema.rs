@@ -44,6 +44,23 @@ pub struct Config {
     /// Shutdown behaviour.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// How the gateway's own error responses read.
+    #[serde(default)]
+    pub errors: ErrorsConfig,
+}
+
+/// `errors:`: the problem+json bodies of the gateway's own responses.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorsConfig {
+    /// Put each error's full cause (upstream names, addresses, policy names) in `detail`;
+    /// default false. For development only.
+    #[serde(default)]
+    pub verbose: bool,
+    /// Base URL of `type` (`{type_base}/{status}`), for operators who publish error pages;
+    /// default none, which gives `about:blank`.
+    #[serde(default)]
+    pub type_base: Option<String>,
 }
 
 fn default_access_log() -> String {

@@ -29,6 +29,14 @@ impl Issues {
 pub fn validate(c: &Config) -> Vec<Issue> {
     let mut out = Issues(Vec::new());
     listeners(c, &mut out);
+    if let Some(base) = &c.errors.type_base
+        && !(base.starts_with("https://") || base.starts_with("http://"))
+    {
+        out.push(
+            "errors.type_base",
+            format!("invalid URL {base:?}: expected an absolute http(s) URL such as https://errors.example.com/problems"),
+        );
+    }
     if let Some(admin) = &c.admin
         && admin.address.parse::<SocketAddr>().is_err()
     {

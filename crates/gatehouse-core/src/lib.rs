@@ -10,4 +10,4 @@ pub mod problem;
 pub use ctx::{PhaseTimings, RequestCtx, ShortCircuit};
 pub use flow::{Flow, LocalResponse};
 pub use policy::Policy;
-pub use problem::{Problem, problem_response};
+pub use problem::{Problem, ProblemStyle, problem_response};

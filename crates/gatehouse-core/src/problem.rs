@@ -1,4 +1,7 @@
-//! RFC 9457 problem+json bodies: the single shape of every response the gateway makes itself.
+//! RFC 9457 problem+json bodies: the single shape of every response the gateway makes
+//! itself. A problem has two texts: `detail`, safe for any client (no upstream address,
+//! library wording or policy name), and `cause`, the full story for the log under the
+//! same request id. Clients see the cause only when `errors.verbose` is on.
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
@@ -10,42 +13,110 @@ use crate::LocalResponse;
 pub struct Problem {
     /// HTTP status.
     pub status: StatusCode,
-    /// Human-readable explanation specific to this occurrence.
+    /// What the client is told: short and free of internal names.
     pub detail: String,
+    /// The full cause, for the log (and for clients under `errors.verbose`).
+    pub cause: Option<String>,
 }
 
 impl Problem {
-    /// A problem with the given status and detail.
+    /// A problem whose `detail` is safe to show any client as it is.
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
         Self {
             status,
             detail: detail.into(),
+            cause: None,
         }
+    }
+
+    /// A problem whose cause names internals: the client gets the status's generic
+    /// detail, the log gets `cause`.
+    pub fn internal(status: StatusCode, cause: impl Into<String>) -> Self {
+        Self {
+            status,
+            detail: generic_detail(status).to_string(),
+            cause: Some(cause.into()),
+        }
+    }
+
+    /// The text for the log: the cause when there is one, else the detail.
+    pub fn log_text(&self) -> &str {
+        self.cause.as_deref().unwrap_or(&self.detail)
     }
 }
 
-/// The `type` URI we publish for a status: stable, documented in docs/errors.md.
-fn type_uri(status: StatusCode) -> String {
-    format!("https://gatehouse.dev/problems/{}", status.as_u16())
+/// How problem bodies are rendered (`errors:` in the config).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProblemStyle {
+    /// Show each problem's cause as its detail (development only).
+    pub verbose: bool,
+    /// Base URL for `type` (`{type_base}/{status}`); `None` gives `about:blank`.
+    pub type_base: Option<String>,
 }
 
-/// Builds the problem+json response for `problem`, tagged with `request_id`.
+/// The status phrase used as `title` (RFC 9457 section 4.2.1 for `about:blank`).
+pub fn title(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        499 => "Client Closed Request",
+        _ => status.canonical_reason().unwrap_or("Error"),
+    }
+}
+
+/// A short, generic explanation of a status, safe for any client.
+pub fn generic_detail(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "The request is malformed.",
+        401 => "Authentication is required.",
+        403 => "Access to this resource is denied.",
+        404 => "No resource matches the request.",
+        405 => "The method is not allowed for this resource.",
+        408 => "The request took too long to arrive.",
+        413 => "The request body is too large.",
+        414 => "The request target is too long.",
+        429 => "Too many requests.",
+        431 => "The request header fields are too large.",
+        499 => "The client closed the request.",
+        501 => "The request uses a feature the gateway does not implement.",
+        502 => "The upstream service could not be reached.",
+        503 => "The service is temporarily unavailable.",
+        504 => "The upstream service did not answer in time.",
+        s if s >= 500 => "The gateway failed while handling the request.",
+        _ => "The request cannot be served.",
+    }
+}
+
+/// Builds the problem+json response for `problem`, tagged with `request_id`, in the
+/// default style. The problem rides along in the response's extensions so the engine
+/// can log its cause and render it again in the configured style.
 pub fn problem_response(problem: &Problem, request_id: &str) -> LocalResponse {
-    let title = problem.status.canonical_reason().unwrap_or("Error");
-    let body = serde_json::json!({
-        "type": type_uri(problem.status),
-        "title": title,
-        "status": problem.status.as_u16(),
-        "detail": problem.detail,
-        "request_id": request_id,
-    });
-    let mut resp = http::Response::new(Bytes::from(body.to_string()));
+    let mut resp = http::Response::new(render(problem, request_id, &ProblemStyle::default()));
     *resp.status_mut() = problem.status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
+    resp.extensions_mut().insert(problem.clone());
     resp
+}
+
+/// The problem+json body of `problem` in `style`.
+pub fn render(problem: &Problem, request_id: &str, style: &ProblemStyle) -> Bytes {
+    let kind = match &style.type_base {
+        Some(base) => format!("{}/{}", base.trim_end_matches('/'), problem.status.as_u16()),
+        None => "about:blank".to_string(),
+    };
+    let detail = match (&problem.cause, style.verbose) {
+        (Some(cause), true) => cause.as_str(),
+        _ => problem.detail.as_str(),
+    };
+    let body = serde_json::json!({
+        "type": kind,
+        "title": title(problem.status),
+        "status": problem.status.as_u16(),
+        "detail": detail,
+        "request_id": request_id,
+    });
+    Bytes::from(body.to_string())
 }
 
 #[cfg(test)]
@@ -55,7 +126,7 @@ mod tests {
     #[test]
     fn problem_has_all_contract_fields() {
         let resp = problem_response(
-            &Problem::new(StatusCode::NOT_FOUND, "no route for GET /x"),
+            &Problem::internal(StatusCode::NOT_FOUND, "no route for GET /x"),
             "abc",
         );
         assert_eq!(resp.status(), 404);
@@ -66,8 +137,28 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
         assert_eq!(v["status"], 404);
         assert_eq!(v["title"], "Not Found");
-        assert_eq!(v["detail"], "no route for GET /x");
+        assert_eq!(v["detail"], "No resource matches the request.");
         assert_eq!(v["request_id"], "abc");
-        assert_eq!(v["type"], "https://gatehouse.dev/problems/404");
+        assert_eq!(v["type"], "about:blank");
+        let p = resp.extensions().get::<Problem>().unwrap();
+        assert_eq!(p.log_text(), "no route for GET /x");
+    }
+
+    #[test]
+    fn styles() {
+        let p = Problem::internal(
+            StatusCode::BAD_GATEWAY,
+            "upstream u target 10.0.0.1:80: reset",
+        );
+        let style = ProblemStyle {
+            verbose: true,
+            type_base: Some("https://errors.example.com/p/".into()),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&render(&p, "id", &style)).unwrap();
+        assert_eq!(v["type"], "https://errors.example.com/p/502");
+        assert_eq!(v["detail"], "upstream u target 10.0.0.1:80: reset");
+        let quiet: serde_json::Value =
+            serde_json::from_slice(&render(&p, "id", &ProblemStyle::default())).unwrap();
+        assert!(!quiet.to_string().contains("10.0.0.1"));
     }
 }

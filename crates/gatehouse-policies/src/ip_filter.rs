@@ -55,8 +55,10 @@ impl Policy for IpFilter {
             "client address {} is not allowed by policy {}",
             ctx.client_ip, self.name
         );
+        // The client learns the status only: a `status: 404` rejection reads exactly like
+        // a missing route, and the policy's name stays in the log.
         Flow::Respond(problem_response(
-            &Problem::new(self.status, detail),
+            &Problem::internal(self.status, detail),
             &ctx.request_id,
         ))
     }

@@ -137,6 +137,10 @@ pub fn compile(loaded: &Loaded, previous: Option<&Snapshot>) -> Result<Snapshot,
         upstreams,
         trusted_proxies: trusted,
         access_log,
+        problem_style: gatehouse_core::ProblemStyle {
+            verbose: c.errors.verbose,
+            type_base: c.errors.type_base.clone(),
+        },
         generation: previous.map(|p| p.generation + 1).unwrap_or(1),
     })
 }

@@ -94,7 +94,17 @@ impl ProxyError {
                 ClientFault::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             },
         };
-        Problem::new(status, self.to_string())
+        match self {
+            // The client's own mistakes are safe to explain to it.
+            Self::Client {
+                source: source @ (ClientFault::Malformed(_) | ClientFault::TooLarge(_)),
+            } => {
+                let mut p = Problem::new(status, source.to_string());
+                p.cause = Some(self.to_string());
+                p
+            }
+            _ => Problem::internal(status, self.to_string()),
+        }
     }
 
     /// Whether the client caused this failure (so no upstream is blamed for it).

@@ -13,7 +13,8 @@ use crate::route::{Action, CompiledRoute, redirect_response};
 use crate::snapshot::Snapshot;
 use crate::upgrade;
 use arc_swap::ArcSwap;
-use gatehouse_core::{Flow, LocalResponse, Problem, RequestCtx, problem_response};
+use gatehouse_core::problem::render;
+use gatehouse_core::{Flow, LocalResponse, Problem, ProblemStyle, RequestCtx, problem_response};
 use gatehouse_router::RequestView;
 use gatehouse_router::{Normalization, normalize};
 use gatehouse_upstream::PickInput;
@@ -67,10 +68,7 @@ fn panic_response(panic: Box<dyn std::any::Any + Send>) -> Response<ProxyBody> {
         .unwrap_or_else(|| "non-string panic payload".into());
     let id = forwarded::new_request_id();
     tracing::error!(request_id = %id, panic = %what, "request handler panicked; answered 500");
-    let p = Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "the gateway failed while handling this request",
-    );
+    let p = Problem::internal(StatusCode::INTERNAL_SERVER_ERROR, format!("panic: {what}"));
     problem_response(&p, &id).map(ProxyBody::full)
 }
 
@@ -106,8 +104,7 @@ pub async fn handle(
         return local(
             problem(
                 &mut finish,
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                detail,
+                Problem::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, detail),
             ),
             finish,
         );
@@ -139,14 +136,17 @@ pub async fn handle(
             None => {
                 let detail = "the request target is not a valid URI".to_string();
                 return local(
-                    problem(&mut finish, StatusCode::BAD_REQUEST, detail),
+                    problem(&mut finish, Problem::new(StatusCode::BAD_REQUEST, detail)),
                     finish,
                 );
             }
         },
         Err(e) => {
             return local(
-                problem(&mut finish, StatusCode::BAD_REQUEST, e.to_string()),
+                problem(
+                    &mut finish,
+                    Problem::new(StatusCode::BAD_REQUEST, e.to_string()),
+                ),
                 finish,
             );
         }
@@ -183,12 +183,21 @@ pub async fn handle(
                 finish.host,
                 parts.uri.path()
             );
-            return local(problem(&mut finish, StatusCode::NOT_FOUND, detail), finish);
+            return local(
+                problem(
+                    &mut finish,
+                    Problem::internal(StatusCode::NOT_FOUND, detail),
+                ),
+                finish,
+            );
         }
     };
     let Some(route) = snap.routes.get(matched.route) else {
         return local(
-            problem(&mut finish, StatusCode::NOT_FOUND, "route vanished".into()),
+            problem(
+                &mut finish,
+                Problem::internal(StatusCode::NOT_FOUND, "route vanished"),
+            ),
             finish,
         );
     };
@@ -215,7 +224,10 @@ pub async fn handle(
     {
         let detail = format!("request body is larger than the limit of {limit} bytes");
         return local(
-            problem(&mut finish, StatusCode::PAYLOAD_TOO_LARGE, detail),
+            problem(
+                &mut finish,
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, detail),
+            ),
             finish,
         );
     }
@@ -288,7 +300,6 @@ async fn run_action(
             Err(e) => {
                 let p = e.problem();
                 tracing::debug!(request_id = %finish.ctx.request_id, error = %e, "upstream request failed");
-                finish.error = Some(e.to_string());
                 let mut r = problem_response(&p, &finish.ctx.request_id);
                 if let Some(secs) = e.retry_after() {
                     r.headers_mut()
@@ -451,7 +462,7 @@ fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
 /// A refused request head, answered and then the connection closed (as nginx does): a
 /// client that sends an ambiguous head cannot be trusted to frame what follows it.
 fn head_error(finish: &mut Finish, e: &head::HeadError) -> LocalResponse {
-    let mut r = problem(finish, e.status(), e.to_string());
+    let mut r = problem(finish, Problem::new(e.status(), e.to_string()));
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
@@ -460,7 +471,7 @@ fn head_error(finish: &mut Finish, e: &head::HeadError) -> LocalResponse {
 /// 405 for CONNECT and for TRACE without a route that lists it.
 fn method_not_allowed(finish: &mut Finish) -> LocalResponse {
     let detail = format!("{} is not allowed here", finish.method);
-    let mut r = problem(finish, StatusCode::METHOD_NOT_ALLOWED, detail);
+    let mut r = problem(finish, Problem::new(StatusCode::METHOD_NOT_ALLOWED, detail));
     r.headers_mut().insert(
         header::ALLOW,
         HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
@@ -491,14 +502,9 @@ fn content_length(parts: &http::request::Parts) -> Option<u64> {
         .ok()
 }
 
-/// Records a gateway-made error and builds its problem response.
-fn problem(finish: &mut Finish, status: StatusCode, detail: String) -> LocalResponse {
-    let resp = problem_response(
-        &Problem::new(status, detail.clone()),
-        &finish.ctx.request_id,
-    );
-    finish.error = Some(detail);
-    resp
+/// Builds the problem response of a gateway-made error (its cause is logged by `respond`).
+fn problem(finish: &mut Finish, p: Problem) -> LocalResponse {
+    problem_response(&p, &finish.ctx.request_id)
 }
 
 /// Sends a local response that bypassed the policy chain.
@@ -506,8 +512,19 @@ fn local(resp: LocalResponse, finish: Finish) -> Response<ProxyBody> {
     respond(resp.map(ProxyBody::full), finish)
 }
 
-/// Stamps the request id and attaches the finish phase to the body.
+/// Stamps the request id and attaches the finish phase to the body. Every problem the
+/// gateway or a policy made passes here: its cause goes to the log, and its body is
+/// rendered again when the config asks for another style than the default.
 fn respond(mut resp: Response<ProxyBody>, mut finish: Finish) -> Response<ProxyBody> {
+    if let Some(p) = resp.extensions_mut().remove::<Problem>() {
+        if finish.error.is_none() {
+            finish.error = Some(p.log_text().to_string());
+        }
+        let style = &finish.snapshot.problem_style;
+        if *style != ProblemStyle::default() {
+            *resp.body_mut() = ProxyBody::full(render(&p, &finish.ctx.request_id, style));
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&finish.ctx.request_id) {
         resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
     }

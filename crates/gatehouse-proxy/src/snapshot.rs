@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub trusted_proxies: CidrSet,
     /// Access-log sink.
     pub access_log: AccessLog,
+    /// How problem bodies are rendered.
+    pub problem_style: gatehouse_core::ProblemStyle,
     /// Snapshot generation, bumped by every successful reload.
     pub generation: u64,
 }
