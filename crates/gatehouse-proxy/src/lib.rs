@@ -6,6 +6,7 @@
 pub mod attempts;
 pub mod body;
 pub mod compile;
+pub mod downstream;
 pub mod error;
 pub mod finish;
 pub mod forward;

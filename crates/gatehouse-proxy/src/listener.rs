@@ -2,6 +2,7 @@
 //! current_thread runtime with its own SO_REUSEPORT socket per listener, and serves the
 //! connections it accepts to the end. HTTP/1.1 and h2c share a port.
 
+use crate::downstream::{Activity, DownstreamStream};
 use crate::gateway::Gateway;
 use crate::listener_set::Started;
 use crate::pipeline::{self, ConnInfo};
@@ -191,11 +192,8 @@ async fn serve_connection(
         let info = info.clone();
         async move { Ok::<_, Infallible>(pipeline::handle_contained(&live, &info, req).await) }
     });
-    let activity = Arc::new(crate::listener::Activity::default());
-    let io = TokioIo::new(ActiveStream {
-        inner: stream,
-        activity: activity.clone(),
-    });
+    let activity = Arc::new(Activity::default());
+    let io = TokioIo::new(DownstreamStream::new(stream, activity.clone()));
     let stop = gw.shutdown_signal();
     match &*server {
         Server::Auto(b) => {
@@ -290,82 +288,5 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.listener.fetch_sub(1, Ordering::Relaxed);
         self.total.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Counts reads and writes that moved bytes on a connection, for the idle timeout. A
-/// counter rather than a timestamp: the idle check reads the clock once per tick instead
-/// of the stream reading it on every read and write.
-#[derive(Debug, Default)]
-pub struct Activity {
-    events: std::sync::atomic::AtomicU64,
-}
-
-impl Activity {
-    fn touch(&self) {
-        self.events.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn events(&self) -> u64 {
-        self.events.load(Ordering::Relaxed)
-    }
-}
-
-/// A TCP stream that records activity on every read and write.
-struct ActiveStream {
-    inner: tokio::net::TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl tokio::io::AsyncRead for ActiveStream {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
-    }
-}
-
-impl tokio::io::AsyncWrite for ActiveStream {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.activity.touch();
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.activity.touch();
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -324,3 +324,42 @@ routes:
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_errors_keep_the_error_contract() {
+    let s = setup("").await;
+    let huge = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(200_000));
+    for (what, req, want) in [
+        (
+            "malformed header line",
+            b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n".to_vec(),
+            400,
+        ),
+        ("garbage", b"\x01\x02\x03 nonsense\r\n\r\n".to_vec(), 400),
+        ("head beyond the buffer", huge.into_bytes(), 431),
+    ] {
+        let r = raw(s.addr, &req).await;
+        assert_eq!(status(&r), want, "{what}: {r}");
+        let lower = r.to_ascii_lowercase();
+        assert!(
+            lower.contains("content-type: application/problem+json"),
+            "{what}: {r}"
+        );
+        assert!(lower.contains("x-request-id: "), "{what}: {r}");
+        let body = body_json(&r);
+        assert_eq!(body["status"], want);
+        assert_eq!(body["type"], "about:blank");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_1_2_is_served_as_http_1_1() {
+    let s = setup("").await;
+    let r = raw(
+        s.addr,
+        b"GET /v HTTP/1.2\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(body_json(&r)["uri"], "/v");
+}

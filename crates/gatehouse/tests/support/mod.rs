@@ -1,5 +1,11 @@
 //! Shared test helpers: start backends and the real gateway binary on free ports.
-#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unused_imports,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 pub use gatehouse_testkit::backend::Kind;
 pub use gatehouse_testkit::{Backend, Client, GatewayProcess, Reply, free_port};

@@ -1,0 +1,260 @@
+//! The downstream connection's byte stream, under hyper: it counts activity for the idle
+//! timeout, gives hyper's own protocol-error answers (a malformed head, a head over the
+//! buffer: bare `400`/`414`/`431` with no body) the problem+json body and `x-request-id`
+//! of every other local answer, and reads an HTTP/1.x request line with a minor version
+//! above 1 as HTTP/1.1 (RFC 9112 section 2.3), which hyper's parser would refuse.
+
+use crate::forwarded::new_request_id;
+use bytes::{Buf, Bytes};
+use gatehouse_core::{Problem, problem::render};
+use http::StatusCode;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Counts reads and writes that moved bytes on a connection, for the idle timeout. A
+/// counter rather than a timestamp: the idle check reads the clock once per tick instead
+/// of the stream reading it on every read and write.
+#[derive(Debug, Default)]
+pub struct Activity {
+    events: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads and writes so far.
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+}
+
+/// A client's TCP stream as hyper sees it.
+pub struct DownstreamStream {
+    inner: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+    /// A replacement for hyper's bare error answer, and how much of it went out.
+    replacement: Option<Bytes>,
+    /// The next bytes read are expected to start a request head: at the start, and after
+    /// the gateway wrote (answered) something.
+    head_next: bool,
+}
+
+impl DownstreamStream {
+    /// Wraps `inner`, counting activity on `activity`.
+    pub fn new(inner: tokio::net::TcpStream, activity: Arc<Activity>) -> Self {
+        Self {
+            inner,
+            activity,
+            replacement: None,
+            head_next: true,
+        }
+    }
+}
+
+/// hyper's own error answer is exactly this head (its header map is empty, while every
+/// answer of the pipeline carries `x-request-id`): status line, then these headers.
+const BARE_ERROR_TAIL: &[u8] = b"\r\nconnection: close\r\ncontent-length: 0\r\ndate: ";
+
+/// The status of `buf` when it is one of hyper's bare error heads.
+fn bare_error_status(buf: &[u8]) -> Option<StatusCode> {
+    let rest = buf.strip_prefix(b"HTTP/1.1 ")?;
+    if buf.len() > 160 || !buf.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let status = StatusCode::from_bytes(rest.get(..3)?).ok()?;
+    if !(status.is_client_error() || status.is_server_error()) {
+        return None;
+    }
+    let line_end = rest.iter().position(|b| *b == b'\r')?;
+    let after = &rest[line_end..];
+    // The date is 29 characters, then the blank line.
+    (after.starts_with(BARE_ERROR_TAIL) && after.len() == BARE_ERROR_TAIL.len() + 29 + 4)
+        .then_some(status)
+}
+
+/// The problem+json answer that replaces a bare one.
+fn problem_answer(status: StatusCode) -> Bytes {
+    let id = new_request_id();
+    let detail = match status.as_u16() {
+        400 => "the request head is malformed",
+        414 => "the request target is too long",
+        431 => "the request head is too large",
+        _ => gatehouse_core::problem::generic_detail(status),
+    };
+    tracing::debug!(request_id = %id, status = status.as_u16(), "{detail}");
+    let body = render(
+        &Problem::new(status, detail),
+        &id,
+        &gatehouse_core::ProblemStyle::default(),
+    );
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nconnection: close\r\ncontent-type: application/problem+json\r\nx-request-id: {id}\r\ncontent-length: {}\r\ndate: {}\r\n\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or(""),
+        body.len(),
+        httpdate::fmt_http_date(std::time::SystemTime::now()),
+    );
+    let mut out = Vec::with_capacity(head.len() + body.len());
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(&body);
+    Bytes::from(out)
+}
+
+/// Rewrites `HTTP/1.N` (N from 2 to 9) at the end of the first line of `buf` to
+/// `HTTP/1.1`, when that line looks like a request line.
+fn lenient_version(buf: &mut [u8]) {
+    let Some(end) = buf.iter().take(8192).position(|b| *b == b'\n') else {
+        return;
+    };
+    let line = &buf[..end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let is_request_line = line.first().is_some_and(u8::is_ascii_uppercase)
+        && line.iter().filter(|b| **b == b' ').count() == 2;
+    if is_request_line
+        && line.len() >= 9
+        && line[line.len() - 9..line.len() - 1] == *b" HTTP/1."
+        && (b'2'..=b'9').contains(&line[line.len() - 1])
+    {
+        let at = line.len() - 1;
+        buf[at] = b'1';
+    }
+}
+
+impl AsyncRead for DownstreamStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+            if self.head_next {
+                self.head_next = false;
+                lenient_version(&mut buf.filled_mut()[before..]);
+            }
+        }
+        r
+    }
+}
+
+impl DownstreamStream {
+    /// Sends the rest of the replacement answer; `Ready` once all of it is out.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while let Some(rest) = self.replacement.as_mut().filter(|r| !r.is_empty()) {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, rest))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            rest.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for DownstreamStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        this.activity.touch();
+        this.head_next = true;
+        if this.replacement.is_none()
+            && let Some(status) = bare_error_status(buf)
+        {
+            this.replacement = Some(problem_answer(status));
+        }
+        if this.replacement.is_some() {
+            // hyper offers the same bytes again after a Pending, so the replacement
+            // picks up where it stopped and reports hyper's bytes written once done.
+            ready!(this.poll_replacement(cx))?;
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        // A bare error head is one buffer; anything else goes out as it is.
+        let mut non_empty = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (non_empty.next(), non_empty.next())
+            && (self.replacement.is_some() || bare_error_status(only).is_some())
+        {
+            return self.poll_write(cx, only);
+        }
+        let this = &mut *self;
+        this.activity.touch();
+        this.head_next = true;
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognizes_only_hypers_bare_answers() {
+        let bare = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: Mon, 30 Nov 2026 06:03:34 GMT\r\n\r\n";
+        assert_eq!(bare_error_status(bare), Some(StatusCode::BAD_REQUEST));
+        let big = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: Mon, 30 Nov 2026 06:03:34 GMT\r\n\r\n";
+        assert_eq!(
+            bare_error_status(big),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+        for other in [
+            &b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\ndate: Mon, 30 Nov 2026 06:03:34 GMT\r\n\r\n"[..],
+            b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\nx-request-id: a\r\ncontent-length: 0\r\ndate: Mon, 30 Nov 2026 06:03:34 GMT\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\ndate: Mon, 30 Nov 2026 06:03:34 GMT\r\n\r\nbody",
+        ] {
+            assert_eq!(bare_error_status(other), None);
+        }
+        let answer = problem_answer(StatusCode::BAD_REQUEST);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+        assert!(text.contains("application/problem+json"), "{text}");
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+    }
+
+    #[test]
+    fn minor_versions_above_one_read_as_one() {
+        let mut b = b"GET / HTTP/1.2\r\nHost: a\r\n\r\n".to_vec();
+        lenient_version(&mut b);
+        assert!(b.starts_with(b"GET / HTTP/1.1\r\n"));
+        for kept in [
+            &b"GET / HTTP/1.0\r\n"[..],
+            b"GET / HTTP/2.2\r\n",
+            b"some body bytes HTTP/1.2\r\n",
+            b"GET / HTTP/1.2",
+        ] {
+            let mut b = kept.to_vec();
+            lenient_version(&mut b);
+            assert_eq!(b, kept);
+        }
+    }
+}
