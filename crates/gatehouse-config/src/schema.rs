@@ -425,6 +425,13 @@ pub struct Route {
     /// Action: weighted split over upstreams (canary).
     #[serde(default)]
     pub split: Option<Vec<SplitEntry>>,
+    /// A split side with no healthy target hands its requests to another side; default true.
+    #[serde(default = "default_true")]
+    pub split_fallback: bool,
+    /// Keeps one client on one split side: `ip`, `header:NAME`, `cookie:NAME`,
+    /// `query:NAME` or `path`; default none (random per request).
+    #[serde(default)]
+    pub split_hash_on: Option<String>,
     /// Action: redirect the client.
     #[serde(default)]
     pub redirect: Option<Redirect>,

@@ -390,6 +390,17 @@ fn route(c: &Config, i: usize, r: &Route, out: &mut Issues) {
             }
         }
     }
+    if let Some(h) = &r.split_hash_on {
+        if r.split.is_none() {
+            out.push(
+                format!("{base}.split_hash_on"),
+                "split_hash_on needs a split action",
+            );
+        }
+        if let Err(e) = parse_hash_on(h) {
+            out.push(format!("{base}.split_hash_on"), e);
+        }
+    }
     if let Some(rd) = &r.redirect {
         if ![301, 302, 303, 307, 308].contains(&rd.status) {
             out.push(

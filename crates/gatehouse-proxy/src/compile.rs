@@ -67,7 +67,16 @@ pub fn compile(loaded: &Loaded, previous: Option<&Snapshot>) -> Result<Snapshot,
                 .filter_map(|s| up(&s.upstream).map(|u| (u, s.weight)))
                 .collect();
             let total = branches.iter().map(|b| b.1).sum();
-            Action::Split(branches, total)
+            let hash_on = r
+                .split_hash_on
+                .as_deref()
+                .and_then(|h| gatehouse_config::validate::parse_hash_on(h).ok());
+            Action::Split(crate::route::Split {
+                branches,
+                total,
+                fallback: r.split_fallback,
+                hash_on,
+            })
         } else if let Some(rd) = &r.redirect {
             Action::Redirect(rd.clone())
         } else if let Some(rs) = &r.respond {

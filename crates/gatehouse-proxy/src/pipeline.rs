@@ -324,7 +324,7 @@ async fn proxy(
     body: Incoming,
     finish: &mut Finish,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let Some(up) = route.upstream() else {
+    let Some(up) = route.upstream(&parts, finish.ctx.client_ip) else {
         return Err(ProxyError::NoTarget {
             upstream: route.name.to_string(),
         });

@@ -1,10 +1,13 @@
 //! A compiled route: its policy chain, rewrite, limits and action.
 
 use bytes::Bytes;
+use gatehouse_config::validate::HashOn;
 use gatehouse_config::{Redirect, Rewrite};
 use gatehouse_core::{LocalResponse, Policy};
 use gatehouse_upstream::UpstreamState;
+use gatehouse_upstream::upstream::request_hash;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// What a route does once its request policies let the request through.
@@ -12,8 +15,8 @@ use std::sync::Arc;
 pub enum Action {
     /// Proxy to one upstream.
     Upstream(Arc<UpstreamState>),
-    /// Proxy to one of several upstreams by weight; `total` is the sum of weights.
-    Split(Vec<(Arc<UpstreamState>, u32)>, u32),
+    /// Proxy to one of several upstreams by weight.
+    Split(Split),
     /// Redirect the client.
     Redirect(Redirect),
     /// Answer with a fixed response.
@@ -25,6 +28,66 @@ pub enum Action {
         /// Body.
         body: Bytes,
     },
+}
+
+/// A weighted split over upstreams (canary releases).
+#[derive(Debug)]
+pub struct Split {
+    /// Branches with weight above 0, in config order.
+    pub branches: Vec<(Arc<UpstreamState>, u32)>,
+    /// Sum of the weights.
+    pub total: u32,
+    /// Move a request whose side has no healthy target to a side that has one.
+    pub fallback: bool,
+    /// What keeps a client on one side; random per request when absent.
+    pub hash_on: Option<HashOn>,
+}
+
+impl Split {
+    /// The branch for this request: by the client's hash when `hash_on` finds a key,
+    /// else at random, both by weight; then, when that side has no healthy target and
+    /// fallback is on, the first side by the same order that has one.
+    pub fn pick(
+        &self,
+        req: &http::request::Parts,
+        client_ip: IpAddr,
+    ) -> Option<&Arc<UpstreamState>> {
+        let total = self.total.max(1);
+        let point = match self
+            .hash_on
+            .as_ref()
+            .and_then(|on| request_hash(on, req, client_ip))
+        {
+            Some(h) => (h % u64::from(total)) as u32,
+            None => fastrand::u32(..total),
+        };
+        let mut r = point;
+        let mut chosen = self.branches.len().saturating_sub(1);
+        for (i, (_, w)) in self.branches.iter().enumerate() {
+            if r < *w {
+                chosen = i;
+                break;
+            }
+            r -= w;
+        }
+        let first = &self.branches.get(chosen)?.0;
+        if !self.fallback || first.any_healthy() {
+            return Some(first);
+        }
+        // The sides after the chosen one, wrapping: a stable order per client, so a
+        // sticky client also falls back to the same side every time.
+        let n = self.branches.len();
+        let other = (1..n)
+            .map(|k| &self.branches[(chosen + k) % n].0)
+            .find(|u| u.any_healthy());
+        match other {
+            Some(u) => {
+                tracing::debug!(from = %first.name, to = %u.name, "split side has no healthy target; falling back");
+                Some(u)
+            }
+            None => Some(first),
+        }
+    }
 }
 
 /// A route as the pipeline uses it.
@@ -52,20 +115,15 @@ pub struct CompiledRoute {
 }
 
 impl CompiledRoute {
-    /// The upstream for this request (picks a split branch by weight).
-    pub fn upstream(&self) -> Option<&Arc<UpstreamState>> {
+    /// The upstream for this request (a split picks its branch).
+    pub fn upstream(
+        &self,
+        req: &http::request::Parts,
+        client_ip: IpAddr,
+    ) -> Option<&Arc<UpstreamState>> {
         match &self.action {
             Action::Upstream(u) => Some(u),
-            Action::Split(branches, total) => {
-                let mut r = fastrand::u32(..(*total).max(1));
-                for (u, w) in branches {
-                    if r < *w {
-                        return Some(u);
-                    }
-                    r -= w;
-                }
-                branches.last().map(|(u, _)| u)
-            }
+            Action::Split(split) => split.pick(req, client_ip),
             _ => None,
         }
     }

@@ -177,23 +177,7 @@ impl UpstreamState {
 
     /// Hash of the request's `hash_on` value; `None` falls back to the client IP.
     pub fn hash_key(&self, req: &http::request::Parts, client_ip: IpAddr) -> Option<u64> {
-        let key = match self.hash_on.as_ref()? {
-            HashOn::Ip => return Some(crate::balancer::ip_hash(client_ip)),
-            HashOn::Path => return Some(hash64(req.uri.path().as_bytes())),
-            HashOn::Header(name) => req.headers.get(name.as_str())?.as_bytes().to_vec(),
-            HashOn::Cookie(name) => cookie(&req.headers, name)?.as_bytes().to_vec(),
-            HashOn::Query(name) => {
-                let q = req.uri.query()?;
-                q.split('&')
-                    .find_map(|p| {
-                        let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                        (k == name).then_some(v)
-                    })?
-                    .as_bytes()
-                    .to_vec()
-            }
-        };
-        Some(hash64(&key))
+        request_hash(self.hash_on.as_ref()?, req, client_ip)
     }
 
     /// Picks a healthy target for a request, avoiding the targets in `tried` (earlier
@@ -265,4 +249,26 @@ pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
             let (k, v) = kv.trim().split_once('=')?;
             (k == name).then_some(v)
         })
+}
+
+/// The hash of the part of `req` that `on` names (`None` when the request lacks it): the
+/// key of consistent hashing, and of `split_hash_on`.
+pub fn request_hash(on: &HashOn, req: &http::request::Parts, client_ip: IpAddr) -> Option<u64> {
+    let key = match on {
+        HashOn::Ip => return Some(crate::balancer::ip_hash(client_ip)),
+        HashOn::Path => return Some(hash64(req.uri.path().as_bytes())),
+        HashOn::Header(name) => req.headers.get(name.as_str())?.as_bytes().to_vec(),
+        HashOn::Cookie(name) => cookie(&req.headers, name)?.as_bytes().to_vec(),
+        HashOn::Query(name) => {
+            let q = req.uri.query()?;
+            q.split('&')
+                .find_map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (k == name).then_some(v)
+                })?
+                .as_bytes()
+                .to_vec()
+        }
+    };
+    Some(hash64(&key))
 }

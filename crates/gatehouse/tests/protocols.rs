@@ -313,3 +313,78 @@ fn vm_hwm_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
+
+fn split_config(stable: std::net::SocketAddr, canary: &str, extra: &str) -> String {
+    format!(
+        r#"upstreams:
+  stable: {{ targets: [{{ address: "{stable}" }}] }}
+  canary:
+    targets: [{{ address: "{canary}" }}]
+    health_check:
+      active: {{ path: /, interval: 100ms, timeout: 100ms, unhealthy_threshold: 1 }}
+routes:
+  - name: canary
+    split: [{{ upstream: stable, weight: 50 }}, {{ upstream: canary, weight: 50 }}]
+{extra}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_side_without_healthy_targets_falls_back() {
+    let stable = Backend::start("stable", Kind::Echo).await;
+    let dead = format!("127.0.0.1:{}", free_port());
+    let (_g, url, _) = gateway(&split_config(stable.addr, &dead, ""));
+    let c = Client::new();
+    // Let the active check find the canary down.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for _ in 0..100 {
+        let r = c.get(&format!("{url}/x")).await;
+        assert_eq!(r.status, 200, "{}", r.body_text());
+    }
+
+    let (_g, url, _) = gateway(&split_config(
+        stable.addr,
+        &dead,
+        "    split_fallback: false\n",
+    ));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut unavailable = 0;
+    for _ in 0..100 {
+        if c.get(&format!("{url}/x")).await.status == 503 {
+            unavailable += 1;
+        }
+    }
+    assert!((20..=80).contains(&unavailable), "{unavailable} of 100");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_hash_on_keeps_a_client_on_one_side() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let b = Backend::start("b", Kind::Echo).await;
+    let (_g, url, _) = gateway(&format!(
+        r#"upstreams:
+  a: {{ targets: [{{ address: "{}" }}] }}
+  b: {{ targets: [{{ address: "{}" }}] }}
+routes:
+  - name: canary
+    split: [{{ upstream: a, weight: 50 }}, {{ upstream: b, weight: 50 }}]
+    split_hash_on: header:x-user
+"#,
+        a.addr, b.addr
+    ));
+    let c = Client::new();
+    let mut sides = std::collections::HashSet::new();
+    for user in 0..20 {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10 {
+            let req = http::Request::get(format!("{url}/x"))
+                .header("x-user", format!("user-{user}"))
+                .body(Full::default())
+                .unwrap();
+            seen.insert(c.send(req).await.unwrap().header("x-backend").unwrap());
+        }
+        assert_eq!(seen.len(), 1, "user-{user} moved between sides: {seen:?}");
+        sides.extend(seen);
+    }
+    assert_eq!(sides.len(), 2, "20 users all landed on one side");
+}
