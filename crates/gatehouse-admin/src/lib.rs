@@ -110,12 +110,127 @@ fn problem(
     Response::from_parts(parts, Full::new(body))
 }
 
+/// Field names whose values are secrets: credentials, keys, tokens, and header values
+/// that carry them (a `headers` policy setting `authorization`).
+fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "secret",
+        "password",
+        "passwd",
+        "token",
+        "credential",
+        "authorization",
+        "api-key",
+        "api_key",
+        "apikey",
+        "cookie",
+        "private",
+    ]
+    .iter()
+    .any(|s| n.contains(s))
+}
+
+/// Replaces the value of every secret-named field with `"[redacted]"`.
+fn redact(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            // `{name: authorization, value: ...}` (header conditions) names its secret.
+            let named_secret = map
+                .get("name")
+                .and_then(|n| n.as_str())
+                .is_some_and(is_secret_name);
+            if named_secret && let Some(v) = map.get_mut("value") {
+                *v = serde_json::Value::String("[redacted]".into());
+            }
+            for (k, val) in map.iter_mut() {
+                if is_secret_name(k) && !val.is_object() && !val.is_array() {
+                    *val = serde_json::Value::String("[redacted]".into());
+                } else {
+                    redact(val);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+/// `GET /admin/config`: the live config (after `${VAR}` interpolation, secrets redacted)
+/// and the SHA-256 of its text, which changes whenever any value does.
+fn config_view(gw: &Gateway) -> Response<Full<Bytes>> {
+    use sha2::Digest;
+    let snap = gw.live.load();
+    let hash = sha2::Sha256::digest(snap.source.as_bytes());
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    let mut doc = match gatehouse_config::load::document_json(&snap.source) {
+        Ok(d) => d,
+        Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, e, None),
+    };
+    redact(&mut doc);
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "generation": snap.generation,
+            "hash": format!("sha256:{hex}"),
+            "config": doc,
+        }),
+    )
+}
+
+/// `GET /admin/routes`: routes in precedence order, the order in which routes that all
+/// match a request are preferred.
+fn routes_view(gw: &Gateway) -> Response<Full<Bytes>> {
+    let snap = gw.live.load();
+    let doc = gatehouse_config::load::document_json(&snap.source).unwrap_or_default();
+    let list: Vec<_> = snap
+        .precedence
+        .iter()
+        .filter_map(|&i| {
+            let r = snap.config.routes.get(i)?;
+            let action = match (&r.upstream, &r.split, &r.redirect, &r.respond) {
+                (Some(u), ..) => serde_json::json!({"upstream": u}),
+                (_, Some(s), ..) => serde_json::json!({"split": s
+                    .iter()
+                    .map(|e| serde_json::json!({"upstream": e.upstream, "weight": e.weight}))
+                    .collect::<Vec<_>>()}),
+                (_, _, Some(_), _) => serde_json::json!({"redirect": doc["routes"][i]["redirect"]}),
+                _ => serde_json::json!({"respond": r.respond.as_ref().map(|x| x.status)}),
+            };
+            let mut m = doc["routes"][i]["match"].clone();
+            if m.is_null() {
+                m = serde_json::json!({});
+            }
+            Some(serde_json::json!({
+                "name": r.name,
+                "index": i,
+                "match": m,
+                "policies": snap.config.default_policies.iter().chain(&r.policies).collect::<Vec<_>>(),
+                "action": action,
+            }))
+        })
+        .collect();
+    json(StatusCode::OK, serde_json::Value::Array(list))
+}
+
 async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/admin/health") => json(
-            StatusCode::OK,
-            serde_json::json!({"status": "ok", "generation": gw.live.load().generation}),
-        ),
+        (&Method::GET, "/admin/health") => {
+            let generation = gw.live.load().generation;
+            // Still serving, but on an older config than the file asks for.
+            let body = match gw.last_rejected() {
+                Some(errors) => serde_json::json!({
+                    "status": "degraded",
+                    "generation": generation,
+                    "reason": "the last reload was rejected; the previous config keeps serving",
+                    "reload_errors": errors,
+                }),
+                None => serde_json::json!({"status": "ok", "generation": generation}),
+            };
+            json(StatusCode::OK, body)
+        }
+        (&Method::GET, "/admin/config") => config_view(gw),
+        (&Method::GET, "/admin/routes") => routes_view(gw),
         (&Method::POST, "/admin/reload") => {
             let g = gw.clone();
             match tokio::task::spawn_blocking(move || g.reload()).await {

@@ -23,6 +23,11 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// The config text after interpolation: what the gateway runs.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// Field positions in the (interpolated) text.
     pub fn locations(&self) -> &Locations {
         self.locations.get_or_init(|| Locations::index(&self.text))
@@ -117,6 +122,14 @@ pub fn load_str(text: &str, file: &str) -> Result<Loaded, ConfigErrors> {
     } else {
         Err(loaded.errors(issues))
     }
+}
+
+/// The config text as a JSON document (for the admin API), or why it does not parse.
+pub fn document_json(text: &str) -> Result<serde_json::Value, String> {
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Object(Default::default()));
+    }
+    serde_saphyr::from_str(text).map_err(|e| first_line(&e.without_snippet().to_string()))
 }
 
 /// The deserializer's message without its own location suffix (we print ours in front).

@@ -22,12 +22,8 @@ pub fn compile(loaded: &Loaded, previous: Option<&Snapshot>) -> Result<Snapshot,
     let mut issues = Vec::new();
     let mut issue = |path: String, message: String| issues.push(Issue { path, message });
 
-    let router = match Router::build(
-        &c.routes
-            .iter()
-            .map(|r| r.matches.clone())
-            .collect::<Vec<_>>(),
-    ) {
+    let matches: Vec<_> = c.routes.iter().map(|r| r.matches.clone()).collect();
+    let router = match Router::build(&matches) {
         Ok(r) => Some(r),
         Err(e) => {
             issue(format!("routes[{}].{}", e.route, e.field), e.message);
@@ -141,7 +137,9 @@ pub fn compile(loaded: &Loaded, previous: Option<&Snapshot>) -> Result<Snapshot,
     }
     Ok(Snapshot {
         config: c.clone(),
+        source: loaded.text().to_string(),
         router: router.unwrap_or_default(),
+        precedence: gatehouse_router::precedence_order(&matches),
         routes,
         upstreams,
         trusted_proxies: trusted,

@@ -36,6 +36,8 @@ pub struct Gateway {
     shutdown: watch::Sender<bool>,
     reload_lock: std::sync::Mutex<()>,
     listeners: std::sync::Mutex<Option<ListenerSet>>,
+    /// The errors of the last reload when it was rejected; cleared by a good one.
+    last_rejected: std::sync::Mutex<Option<Vec<String>>>,
     admin: std::sync::Mutex<Option<mpsc::UnboundedSender<Option<std::net::TcpListener>>>>,
 }
 
@@ -49,6 +51,7 @@ impl Gateway {
             shutdown: watch::channel(false).0,
             reload_lock: std::sync::Mutex::new(()),
             listeners: std::sync::Mutex::new(None),
+            last_rejected: std::sync::Mutex::new(None),
             admin: std::sync::Mutex::new(None),
         })
     }
@@ -63,11 +66,29 @@ impl Gateway {
         *self.listeners.lock().unwrap_or_else(|p| p.into_inner()) = Some(set);
     }
 
+    /// The errors of the last reload, when it was rejected and no good one followed.
+    pub fn last_rejected(&self) -> Option<Vec<String>> {
+        self.last_rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Loads and compiles the config file again and swaps it in; on error the old
-    /// snapshot keeps serving. Returns the new generation.
+    /// snapshot keeps serving (and health reports degraded until a reload succeeds).
+    /// Returns the new generation.
     pub fn reload(&self) -> Result<u64, ConfigErrors> {
         // One reload at a time, so state carry-over always starts from the latest snapshot.
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.reload_locked();
+        *self.last_rejected.lock().unwrap_or_else(|p| p.into_inner()) = result
+            .as_ref()
+            .err()
+            .map(|e| e.0.iter().map(ToString::to_string).collect());
+        result
+    }
+
+    fn reload_locked(&self) -> Result<u64, ConfigErrors> {
         let prev = self.live.load_full();
         let loaded = gatehouse_config::load_file(&self.config_path)?;
         let next = Arc::new(compile(&loaded, Some(&prev))?);

@@ -13,10 +13,14 @@ use gatehouse_upstream::Registry;
 pub struct Snapshot {
     /// The config it came from.
     pub config: Config,
+    /// Its text after interpolation, for `GET /admin/config`.
+    pub source: String,
     /// Route table.
     pub router: Router,
     /// Routes, in config order (the router yields indexes into this).
     pub routes: Vec<CompiledRoute>,
+    /// Route indexes in precedence order (docs/routing.md), for the admin API.
+    pub precedence: Vec<usize>,
     /// Upstream state by name.
     pub upstreams: Registry,
     /// Peers whose forwarding headers are believed.

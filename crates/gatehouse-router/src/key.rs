@@ -27,6 +27,80 @@ pub enum HostRank {
     Any,
 }
 
+/// Route indexes in precedence order: each route ranked by its best host condition
+/// (exact over wildcard over any), then by the keys above. This is the order in which
+/// routes that all match a request are preferred.
+pub fn precedence_order(routes: &[RouteMatch]) -> Vec<usize> {
+    let mut keyed: Vec<(PrecedenceKey, usize)> = routes
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let best = m
+                .hosts
+                .iter()
+                .map(|h| match h.strip_prefix("*.") {
+                    Some(suffix) => HostRank::Wildcard(suffix.len()),
+                    None => HostRank::Exact,
+                })
+                .map(|rank| PrecedenceKey::new(m, i, rank))
+                .min()
+                .unwrap_or_else(|| PrecedenceKey::new(m, i, HostRank::Any));
+            (best, i)
+        })
+        .collect();
+    keyed.sort();
+    keyed.into_iter().map(|(_, i)| i).collect()
+}
+
+/// Pairs `(earlier, later)` of routes whose match blocks are identical: the later one can
+/// never be selected, since the earlier wins every tie.
+pub fn shadowed(routes: &[RouteMatch]) -> Vec<(usize, usize)> {
+    let canonical = |m: &RouteMatch| {
+        let mut hosts: Vec<String> = m.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        hosts.sort();
+        hosts.dedup();
+        let mut methods = m.methods.clone();
+        methods.sort();
+        methods.dedup();
+        let path = m.path.as_ref().map(|p| match p.kind {
+            PathKind::Prefix => (p.kind, crate::path::normalize_prefix(&p.value).to_string()),
+            _ => (p.kind, p.value.clone()),
+        });
+        let path = path.unwrap_or((PathKind::Prefix, "/".into()));
+        // Header names ignore case, query names do not.
+        let fmt = |v: &[gatehouse_config::ValueMatch], fold: bool| {
+            let mut v: Vec<String> = v
+                .iter()
+                .map(|c| {
+                    let name = if fold {
+                        c.name.to_ascii_lowercase()
+                    } else {
+                        c.name.clone()
+                    };
+                    format!("{:?}|{name}|{:?}", c.kind, c.value)
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        (
+            hosts,
+            methods,
+            path,
+            fmt(&m.headers, true),
+            fmt(&m.query, false),
+        )
+    };
+    let keys: Vec<_> = routes.iter().map(canonical).collect();
+    let mut out = Vec::new();
+    for (j, k) in keys.iter().enumerate() {
+        if let Some(i) = keys[..j].iter().position(|e| e == k) {
+            out.push((i, j));
+        }
+    }
+    out
+}
+
 impl PrecedenceKey {
     /// The key of route number `order` (file order) when matched through `host`.
     pub fn new(m: &RouteMatch, order: usize, host: HostRank) -> Self {

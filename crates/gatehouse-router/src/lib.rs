@@ -11,6 +11,6 @@ mod path;
 mod router;
 
 pub use conditions::RequestView;
-pub use key::{HostRank, PrecedenceKey};
+pub use key::{HostRank, PrecedenceKey, precedence_order, shadowed};
 pub use normalize::{EscapedSlashes, Normalization, PathError};
 pub use router::{BuildError, Matched, Router};
