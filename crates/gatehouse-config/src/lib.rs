@@ -3,6 +3,7 @@
 //! file, line, column and field path. Depends only on gatehouse-core.
 
 pub mod error;
+pub mod field_errors;
 pub mod interpolate;
 pub mod load;
 pub mod locate;

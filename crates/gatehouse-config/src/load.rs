@@ -50,7 +50,14 @@ impl Loaded {
 }
 
 fn locate_issue(file: &str, loc: &Locations, path: &str, message: String) -> ConfigError {
-    let pos = loc.find(path).unwrap_or(Pos { line: 0, column: 0 });
+    // An unknown field is shown at its key; anything else at its value, or at the
+    // nearest ancestor for a field that is absent (a missing required one).
+    let pos = message
+        .starts_with("unknown field")
+        .then(|| loc.find_key(path))
+        .flatten()
+        .or_else(|| loc.find(path))
+        .unwrap_or(Pos { line: 1, column: 1 });
     ConfigError {
         file: file.to_string(),
         line: pos.line,
@@ -63,12 +70,21 @@ fn locate_issue(file: &str, loc: &Locations, path: &str, message: String) -> Con
 /// Reads and loads the config file at `path`.
 pub fn load_file(path: &str) -> Result<Loaded, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
+        let message = match e.kind() {
+            std::io::ErrorKind::NotFound => "the config file does not exist".to_string(),
+            std::io::ErrorKind::PermissionDenied => {
+                "the config file cannot be read: permission denied".to_string()
+            }
+            std::io::ErrorKind::InvalidData => "the config file is not UTF-8 text".to_string(),
+            std::io::ErrorKind::IsADirectory => "the config path is a directory".to_string(),
+            _ => format!("the config file cannot be read: {e}"),
+        };
         ConfigErrors(vec![ConfigError {
             file: path.to_string(),
-            line: 0,
-            column: 0,
+            line: 1,
+            column: 1,
             path: String::new(),
-            message: format!("cannot read config: {e}"),
+            message,
         }])
     })?;
     load_str(&text, path)
@@ -85,30 +101,48 @@ pub fn load_str(text: &str, file: &str) -> Result<Loaded, ConfigErrors> {
             message,
         }])
     };
-    let text = interpolate(text, |name| std::env::var(name).ok())
-        .map_err(|e| one(e.line, e.column, String::new(), e.message))?;
+    let raw = text;
+    let text = interpolate(text, |name| std::env::var(name).ok()).map_err(|e| {
+        // The raw text still parses (`${VAR}` is a plain scalar), so the field is known.
+        let path = Locations::index(raw)
+            .path_at(Pos {
+                line: e.line,
+                column: e.column,
+            })
+            .unwrap_or_default();
+        one(e.line, e.column, path, e.message)
+    })?;
     // An empty document is an empty mapping: every field takes its default.
     let body = if text.trim().is_empty() {
         "{}"
     } else {
         text.as_str()
     };
-    let config: Config = {
-        serde_saphyr::from_str(body).map_err(|e| {
+    let config: Config = match serde_saphyr::from_str(body) {
+        Ok(c) => c,
+        Err(e) => {
             let (line, column) = e
                 .location()
                 .map(|l| (l.line() as usize, l.column() as usize))
-                .unwrap_or((0, 0));
-            let path = Locations::index(&text)
-                .path_at(Pos { line, column })
-                .unwrap_or_default();
-            one(
-                line,
-                column,
-                path,
-                first_line(&e.without_snippet().to_string()),
-            )
-        })?
+                .unwrap_or((1, 1));
+            let locations = Locations::index(&text);
+            // A document that parses as YAML may hold several bad fields: report each.
+            if let Ok(doc) = document_json(body) {
+                let all = crate::field_errors::field_errors(&doc);
+                if !all.is_empty() {
+                    let mut errors: Vec<ConfigError> = all
+                        .into_iter()
+                        .map(|(path, message)| locate_issue(file, &locations, &path, message))
+                        .collect();
+                    errors.sort_by_key(|e| (e.line, e.column));
+                    return Err(ConfigErrors(errors));
+                }
+            }
+            let path = locations.path_at(Pos { line, column }).unwrap_or_default();
+            let message =
+                crate::field_errors::in_our_words(&first_line(&e.without_snippet().to_string()));
+            return Err(one(line, column, path, message));
+        }
     };
     let loaded = Loaded {
         config,

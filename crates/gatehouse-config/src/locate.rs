@@ -102,6 +102,11 @@ impl Locations {
         }
     }
 
+    /// Position of the key of `path`, when it is a mapping key.
+    pub fn find_key(&self, path: &str) -> Option<Pos> {
+        self.keys.get(path).copied()
+    }
+
     /// The field path whose key or value starts at `pos`, or the last one before it.
     pub fn path_at(&self, pos: Pos) -> Option<String> {
         self.keys

@@ -152,6 +152,30 @@ pub fn compile(loaded: &Loaded, previous: Option<&Snapshot>) -> Result<Snapshot,
     })
 }
 
+/// What is valid but almost certainly a mistake: a route that can never be selected
+/// because an earlier route has the identical match block.
+pub fn warnings(loaded: &Loaded) -> Vec<gatehouse_config::ConfigError> {
+    let routes = &loaded.config.routes;
+    let matches: Vec<_> = routes.iter().map(|r| r.matches.clone()).collect();
+    gatehouse_router::shadowed(&matches)
+        .into_iter()
+        .map(|(first, later)| {
+            let path = if loaded.locations().find_key(&format!("routes[{later}].match")).is_some() {
+                format!("routes[{later}].match")
+            } else {
+                format!("routes[{later}]")
+            };
+            loaded.error(
+                &path,
+                format!(
+                    "route {:?} is never selected: route {:?} (routes[{first}]) has the same match and comes first",
+                    routes[later].name, routes[first].name
+                ),
+            )
+        })
+        .collect()
+}
+
 /// Loads and compiles the file at `path`.
 pub fn load_and_compile(
     path: &str,

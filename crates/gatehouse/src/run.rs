@@ -9,10 +9,16 @@ use std::sync::Arc;
 pub fn validate(path: &str) -> ExitCode {
     match gatehouse_config::load_file(path).and_then(|mut l| {
         // Compile too (templates, policies), but never open sinks or bind sockets.
-        l.config.access_log = "off".into();
-        gatehouse_proxy::compile::compile(&l, None).map(|_| l.config)
+        let access_log = std::mem::replace(&mut l.config.access_log, "off".into());
+        gatehouse_proxy::compile::compile(&l, None)?;
+        l.config.access_log = access_log;
+        Ok(l)
     }) {
-        Ok(c) => {
+        Ok(loaded) => {
+            for w in gatehouse_proxy::compile::warnings(&loaded) {
+                eprintln!("{}", warning_line(&w));
+            }
+            let c = &loaded.config;
             println!(
                 "{path}: ok ({} listeners, {} upstreams, {} policies, {} routes)",
                 c.listeners.len(),
@@ -31,6 +37,14 @@ pub fn validate(path: &str) -> ExitCode {
     }
 }
 
+/// `FILE:LINE:COL: warning: path: message`.
+fn warning_line(w: &gatehouse_config::ConfigError) -> String {
+    format!(
+        "{}:{}:{}: warning: {}: {}",
+        w.file, w.line, w.column, w.path, w.message
+    )
+}
+
 /// `gatehouse run`.
 pub fn run(path: &str, threads: Option<usize>) -> ExitCode {
     let compiled = gatehouse_config::load_file(path).and_then(|loaded| {
@@ -40,6 +54,9 @@ pub fn run(path: &str, threads: Option<usize>) -> ExitCode {
         Ok(x) => x,
         Err(errors) => return report(&errors),
     };
+    for w in gatehouse_proxy::compile::warnings(&loaded) {
+        tracing::warn!("{}", warning_line(&w));
+    }
     match serve(path, &loaded, snapshot, threads) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(errors)) => report(&errors),
@@ -94,48 +111,55 @@ pub fn serve(
             message,
         }]))
     };
+    let reload_cfg = snapshot.config.reload.clone();
+    let admin = snapshot.config.admin.clone();
+    let listener_specs = snapshot.config.listeners.clone();
+    let gw = Gateway::new(path.to_string(), snapshot);
+
+    // Signal handlers and the file watcher come before any socket accepts: a SIGHUP (whose
+    // default action ends the process) or a config edit that arrives as soon as a port
+    // answers is never missed. Their tasks run once the control loop starts below.
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let entered = control.enter();
+    use tokio::signal::unix::{SignalKind, signal};
+    let hup = signal(SignalKind::hangup())?;
+    let term = signal(SignalKind::terminate())?;
+    let int = signal(SignalKind::interrupt())?;
+    let _watcher = if reload_cfg.watch {
+        match gatehouse_proxy::reload::watch_file(gw.clone(), reload_cfg.debounce.get()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or the admin API");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    drop(entered);
+
     // The admin socket is bound before the listeners, so a busy admin address stops the
     // start before any client port is taken.
-    let first_admin = match &snapshot.config.admin {
+    let first_admin = match &admin {
         Some(a) => Some(
             gatehouse_proxy::gateway::bind_admin(&a.address)
                 .map_err(|m| located("admin.address".into(), m))?,
         ),
         None => None,
     };
-    let (listeners, receivers) = ListenerSet::bind(&snapshot.config.listeners, workers)
+    let (listeners, receivers) = ListenerSet::bind(&listener_specs, workers)
         .map_err(|e| located(format!("listeners[{}].address", e.index), e.message))?;
-    let reload_cfg = snapshot.config.reload.clone();
-    let gw = Gateway::new(path.to_string(), snapshot);
     gw.install_listeners(listeners);
     let handles = listener::spawn_workers(&gw, receivers)?;
 
-    let control = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     control.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        // Handlers first: SIGHUP's default action would end the process.
-        let hup = signal(SignalKind::hangup())?;
-        let term = signal(SignalKind::terminate())?;
-        let int = signal(SignalKind::interrupt())?;
         // The admin task runs even without an admin listener, so a reload can add one.
-        let first = first_admin;
         let (admin_moves, moves) = tokio::sync::mpsc::unbounded_channel();
         gw.install_admin(admin_moves);
-        tokio::spawn(gatehouse_admin::run(gw.clone(), first, moves));
+        tokio::spawn(gatehouse_admin::run(gw.clone(), first_admin, moves));
         tokio::spawn(gatehouse_proxy::reload::on_sighup(gw.clone(), hup));
-        let _watcher = if reload_cfg.watch {
-            match gatehouse_proxy::reload::watch_file(gw.clone(), reload_cfg.debounce.get()) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or the admin API");
-                    None
-                }
-            }
-        } else {
-            None
-        };
         let live = gw.live.clone();
         tokio::spawn(gatehouse_upstream::resolve::refresh_loop(move || live.load().upstreams.clone()));
         tokio::spawn(gatehouse_proxy::health_check::supervise(gw.clone()));

@@ -266,6 +266,77 @@ fn validate_cli_prints_located_errors_and_exits_1() {
             bad.display()
         )
     );
+
+    // Every bad field, not only the first; a missing file; an unset variable by field.
+    let run = |text: Option<&str>, name: &str| {
+        let f = dir.join(name);
+        if let Some(t) = text {
+            std::fs::write(&f, t).unwrap();
+        }
+        let out = std::process::Command::new(BIN)
+            .args(["validate", "-c", f.to_str().unwrap()])
+            .env_remove("GH_TEST_UNSET")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err, f.display().to_string())
+    };
+    let (code, err, f) = run(
+        Some(
+            "routes:\n  - name: a\n    upstrem: x\n  - name: b\n    respond: { status: \"x\" }\naccess_log: 5\n",
+        ),
+        "multi.yaml",
+    );
+    assert_eq!(code, Some(1));
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("{f}:3:5: routes[0].upstrem: unknown field")),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{f}:5:24: routes[1].respond.status: expected a whole number"
+        )),
+        "{err}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("{f}:6:13: access_log:")),
+        "{err}"
+    );
+    let (code, err, f) = run(None, "absent.yaml");
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err.trim(),
+        format!("{f}:1:1: (document): the config file does not exist")
+    );
+    let (code, err, f) = run(
+        Some("listeners:\n  - name: a\n    address: ${GH_TEST_UNSET}\n"),
+        "unset.yaml",
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.starts_with(&format!(
+            "{f}:3:14: listeners[0].address: environment variable GH_TEST_UNSET is not set"
+        )),
+        "{err}"
+    );
+
+    // A shadowed route is a warning: exit 0.
+    let (code, err, f) = run(
+        Some(
+            "routes:\n  - name: first\n    match: { path: { value: /a } }\n    respond: { status: 200 }\n  - name: second\n    match: { path: { value: /a/ } }\n    respond: { status: 201 }\n",
+        ),
+        "shadow.yaml",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "{f}:6:12: warning: routes[1].match: route \"second\" is never selected"
+        )),
+        "{err}"
+    );
+
     let out = std::process::Command::new(BIN)
         .arg("--version")
         .output()
