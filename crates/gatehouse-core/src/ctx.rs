@@ -43,6 +43,8 @@ pub struct RequestCtx {
     pub params: Vec<(String, String)>,
     /// Set when a policy or the gateway answered locally.
     pub short_circuit: Option<ShortCircuit>,
+    /// Name of the upstream the request was sent to (the split side, for a split).
+    pub upstream: Option<Arc<str>>,
     /// Upstream target address that served the request.
     pub upstream_target: Option<Arc<str>>,
     /// Tries sent upstream, retries included.
@@ -62,6 +64,7 @@ impl RequestCtx {
             route: None,
             params: Vec::new(),
             short_circuit: None,
+            upstream: None,
             upstream_target: None,
             attempts: 0,
             timings: PhaseTimings::default(),

@@ -9,8 +9,8 @@ use std::time::SystemTime;
 /// One access-log line. Latencies are milliseconds with microsecond precision.
 #[derive(Debug, Serialize)]
 pub struct AccessRecord<'a> {
-    /// RFC 3339 time the request started.
-    pub time: String,
+    /// RFC 3339 time the request started; the same key as the process log's JSON lines.
+    pub timestamp: String,
     /// Request id.
     pub request_id: &'a str,
     /// Client IP after trusted proxies.
@@ -19,8 +19,14 @@ pub struct AccessRecord<'a> {
     pub method: &'a str,
     /// Host.
     pub host: &'a str,
-    /// Path (without query).
+    /// Path (without query), as received.
     pub path: &'a str,
+    /// Query string, without `?`; absent when the target had none.
+    pub query: Option<&'a str>,
+    /// Protocol version: `HTTP/1.0`, `HTTP/1.1`, `HTTP/2.0`.
+    pub http_version: &'a str,
+    /// The client's User-Agent.
+    pub user_agent: Option<&'a str>,
     /// Response status.
     pub status: u16,
     /// Request body bytes received.
@@ -29,6 +35,8 @@ pub struct AccessRecord<'a> {
     pub bytes_out: u64,
     /// Matched route.
     pub route: Option<&'a str>,
+    /// Upstream the request was proxied to.
+    pub upstream: Option<&'a str>,
     /// Upstream target address.
     pub upstream_target: Option<&'a str>,
     /// Tries sent upstream (1 without retries; 0 when none was sent).

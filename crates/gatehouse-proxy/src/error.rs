@@ -3,6 +3,7 @@
 use crate::body::ClientFault;
 use gatehouse_core::Problem;
 use http::StatusCode;
+use std::sync::Arc;
 
 /// nginx's status for a request whose client went away before the response: it only
 /// reaches the access log, since nobody is left to read it.
@@ -18,13 +19,13 @@ pub enum ProxyError {
     #[error("upstream {upstream}: no target available")]
     NoTarget {
         /// Upstream name.
-        upstream: String,
+        upstream: Arc<str>,
     },
     /// TCP connect refused or failed.
     #[error("upstream {upstream} target {target}: connect failed: {source}")]
     Connect {
         /// Upstream name.
-        upstream: String,
+        upstream: Arc<str>,
         /// Target address.
         target: String,
         /// Cause.
@@ -34,7 +35,7 @@ pub enum ProxyError {
     #[error("upstream {upstream} target {target}: connect timed out after {after:?}")]
     ConnectTimeout {
         /// Upstream name.
-        upstream: String,
+        upstream: Arc<str>,
         /// Target address.
         target: String,
         /// The configured timeout.
@@ -44,7 +45,7 @@ pub enum ProxyError {
     #[error("upstream {upstream} target {target}: no response within {after:?}")]
     Timeout {
         /// Upstream name.
-        upstream: String,
+        upstream: Arc<str>,
         /// Target address.
         target: String,
         /// The configured timeout.
@@ -54,7 +55,7 @@ pub enum ProxyError {
     #[error("upstream {upstream} target {target}: {source}")]
     Exchange {
         /// Upstream name.
-        upstream: String,
+        upstream: Arc<str>,
         /// Target address.
         target: String,
         /// Cause.
@@ -65,7 +66,7 @@ pub enum ProxyError {
     #[error("upstream {upstream}: {reason}")]
     Unavailable {
         /// Upstream name.
-        upstream: String,
+        upstream: Arc<str>,
         /// What holds requests back.
         reason: &'static str,
         /// Seconds for the Retry-After header.
@@ -114,13 +115,13 @@ impl ProxyError {
 
     /// An upstream exchange error, or the client's fault when the client's body is what
     /// broke the exchange.
-    pub fn exchange(upstream: &str, target: &str, source: hyper::Error) -> Self {
+    pub fn exchange(upstream: &Arc<str>, target: &str, source: hyper::Error) -> Self {
         // hyper owns the fault as its cause; the same kind is rebuilt around hyper's error.
         if let Some(kind) = ClientFault::find(&source).map(ClientFault::kind) {
             return ClientFault::with_cause(kind, source).into();
         }
         Self::Exchange {
-            upstream: upstream.to_string(),
+            upstream: Arc::clone(upstream),
             target: target.to_string(),
             source,
         }

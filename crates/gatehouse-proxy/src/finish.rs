@@ -21,6 +21,10 @@ pub struct Finish {
     pub host: String,
     /// Request target as received (cheap to clone; the path is read when logging).
     pub uri: http::Uri,
+    /// Protocol version of the request.
+    pub version: http::Version,
+    /// The client's User-Agent (a cheap reference-counted copy).
+    pub user_agent: Option<http::HeaderValue>,
     /// Response status.
     pub status: u16,
     /// Request body bytes.
@@ -56,12 +60,15 @@ impl Drop for Finish {
         let ctx = &self.ctx;
         let total = ctx.started.elapsed();
         let rec = AccessRecord {
-            time: rfc3339(SystemTime::now().checked_sub(total).unwrap_or(UNIX_EPOCH)),
+            timestamp: rfc3339(SystemTime::now().checked_sub(total).unwrap_or(UNIX_EPOCH)),
             request_id: &ctx.request_id,
             client_ip: ctx.client_ip.to_string(),
             method: self.method.as_str(),
             host: &self.host,
             path: self.uri.path(),
+            query: self.uri.query(),
+            http_version: version_text(self.version),
+            user_agent: self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
             status: self.status,
             bytes_in: self
                 .bytes_in
@@ -69,6 +76,7 @@ impl Drop for Finish {
                 .load(std::sync::atomic::Ordering::Relaxed),
             bytes_out: self.bytes_out,
             route: ctx.route.as_deref(),
+            upstream: ctx.upstream.as_deref(),
             upstream_target: ctx.upstream_target.as_deref(),
             attempts: ctx.attempts,
             upstream_latency_ms: ctx.timings.upstream_first_byte.map(ms),
@@ -86,5 +94,16 @@ impl Drop for Finish {
             error: self.error.as_deref(),
         };
         snap.access_log.write(&rec);
+    }
+}
+
+/// The version as written in a request line.
+fn version_text(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
     }
 }

@@ -90,6 +90,8 @@ pub async fn handle(
         method: parts.method.clone(),
         host: String::new(),
         uri: parts.uri.clone(),
+        version: parts.version,
+        user_agent: parts.headers.get(header::USER_AGENT).cloned(),
         status: 0,
         bytes_in: Arc::new(BodyMeter::default()),
         bytes_out: 0,
@@ -326,7 +328,7 @@ async fn proxy(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let Some(up) = route.upstream(&parts, finish.ctx.client_ip) else {
         return Err(ProxyError::NoTarget {
-            upstream: route.name.to_string(),
+            upstream: Arc::clone(&route.name),
         });
     };
     finish.slot = Some(up.begin_request().ok_or_else(|| ProxyError::Unavailable {
@@ -335,6 +337,7 @@ async fn proxy(
         retry_after: 1,
     })?);
     let ctx = &mut finish.ctx;
+    ctx.upstream = Some(Arc::clone(&up.name));
     // Owned: the headers are rewritten before the target is picked.
     let sticky = up
         .sticky_cookie()

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug)]
 pub struct UpstreamState {
     /// Upstream name.
-    pub name: String,
+    pub name: Arc<str>,
     /// The config it was built from (compared on reload).
     pub config: Upstream,
     /// Targets in config order.
@@ -77,7 +77,7 @@ impl UpstreamState {
         };
         let retries = config.retries.clone().unwrap_or_else(Retries::implicit);
         Self {
-            name: name.to_string(),
+            name: name.into(),
             config: config.clone(),
             targets,
             weights,

@@ -10,9 +10,16 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+const ENV_HELP: &str = "Environment:\n  RUST_LOG  process log filter when --log-level is not given: error, warn, info,\n            debug, trace, or per-module directives such as info,gatehouse_proxy=debug";
+
 /// Gatehouse: an API gateway and load balancer.
 #[derive(Parser, Debug)]
-#[command(name = "gatehouse", version, about)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Gatehouse: an API gateway and load balancer",
+    after_help = ENV_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,6 +28,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve with a config file.
+    #[command(after_help = ENV_HELP)]
     Run {
         /// Config file.
         #[arg(short, long, default_value = "gatehouse.yaml")]
@@ -31,6 +39,10 @@ enum Command {
         /// Process log format on stderr.
         #[arg(long, value_parser = ["text", "json"], default_value = "text")]
         log_format: String,
+        /// Process log level: error, warn, info (default), debug, trace, or a filter such
+        /// as `info,gatehouse_proxy=debug`. Overrides the RUST_LOG environment variable.
+        #[arg(long, value_name = "LEVEL")]
+        log_level: Option<String>,
     },
     /// Check a config file and exit: 0 when valid, 1 with one line per problem.
     Validate {
@@ -54,12 +66,13 @@ fn main() -> ExitCode {
             config,
             threads,
             log_format,
+            log_level,
         } => {
-            gatehouse_observe::logging::init(log_format == "json");
+            gatehouse_observe::logging::init(log_format == "json", log_level.as_deref());
             run::run(&config, threads)
         }
         Command::Demo { port } => {
-            gatehouse_observe::logging::init(false);
+            gatehouse_observe::logging::init(false, None);
             demo::demo(port)
         }
     }

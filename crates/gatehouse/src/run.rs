@@ -161,7 +161,9 @@ pub fn serve(
         tokio::spawn(gatehouse_admin::run(gw.clone(), first_admin, moves));
         tokio::spawn(gatehouse_proxy::reload::on_sighup(gw.clone(), hup));
         let live = gw.live.clone();
-        tokio::spawn(gatehouse_upstream::resolve::refresh_loop(move || live.load().upstreams.clone()));
+        tokio::spawn(gatehouse_upstream::resolve::refresh_loop(move || {
+            live.load().upstreams.clone()
+        }));
         tokio::spawn(gatehouse_proxy::health_check::supervise(gw.clone()));
 
         wait_for_stop_signal(term, int).await;

@@ -148,7 +148,11 @@ async fn access_log_has_one_json_line_per_request() {
         a.addr
     ));
     let c = Client::new();
-    c.get(&format!("{url}/p?q=1")).await;
+    let req = http::Request::get(format!("{url}/p?q=1"))
+        .header("user-agent", "probe/1.0")
+        .body(Default::default())
+        .unwrap();
+    c.send(req).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let text = g.stdout_text();
     let line = text
@@ -160,8 +164,12 @@ async fn access_log_has_one_json_line_per_request() {
     assert_eq!(v["route"], "logged");
     assert_eq!(v["method"], "GET");
     assert_eq!(v["upstream_target"], a.addr.to_string());
+    assert_eq!(v["upstream"], "u");
+    assert_eq!(v["query"], "q=1");
+    assert_eq!(v["http_version"], "HTTP/1.1");
+    assert_eq!(v["user_agent"], "probe/1.0");
     for k in [
-        "time",
+        "timestamp",
         "request_id",
         "client_ip",
         "host",
