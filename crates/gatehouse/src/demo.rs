@@ -9,8 +9,42 @@ use std::process::ExitCode;
 
 const DEMO_CONFIG: &str = include_str!("../../../examples/demo.yaml");
 
+/// Removes the demo's temporary config when the demo ends, however it ends.
+struct TempConfig(std::path::PathBuf);
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Fails with a hint when `port` on 127.0.0.1 is taken, before anything is printed.
+fn check_port(port: u16, what: &str, flag: &str) -> Result<(), String> {
+    std::net::TcpListener::bind(("127.0.0.1", port))
+        .map(drop)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => format!(
+                "the demo's {what} port 127.0.0.1:{port} is in use; choose another with {flag} PORT"
+            ),
+            _ => format!("cannot use 127.0.0.1:{port} for the demo's {what}: {e}"),
+        })
+}
+
 /// Starts the demo and serves until interrupted.
-pub fn demo(port: u16) -> ExitCode {
+pub fn demo(port: u16, admin_port: u16) -> ExitCode {
+    if port == admin_port {
+        eprintln!("--port and --admin-port must differ");
+        return ExitCode::FAILURE;
+    }
+    for (p, what, flag) in [
+        (port, "gateway", "--port"),
+        (admin_port, "admin API", "--admin-port"),
+    ] {
+        if let Err(e) = check_port(p, what, flag) {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -39,12 +73,14 @@ pub fn demo(port: u16) -> ExitCode {
     let config = DEMO_CONFIG
         .replace("${DEMO_BACKEND_A:-127.0.0.1:9101}", &addrs[0])
         .replace("${DEMO_BACKEND_B:-127.0.0.1:9102}", &addrs[1])
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9901", &format!("127.0.0.1:{admin_port}"));
     let path = std::env::temp_dir().join(format!("gatehouse-demo-{}.yaml", std::process::id()));
     if let Err(e) = std::fs::write(&path, config) {
         eprintln!("cannot write the demo config: {e}");
         return ExitCode::FAILURE;
     }
+    let _cleanup = TempConfig(path.clone());
     let path = path.to_string_lossy().to_string();
     println!(
         "Gatehouse demo: gateway on http://127.0.0.1:{port}, backends on {} and {}",
@@ -61,7 +97,7 @@ pub fn demo(port: u16) -> ExitCode {
     println!("  curl -i http://127.0.0.1:{port}/status               # fixed response");
     println!("  curl -i http://127.0.0.1:{port}/nowhere              # 404 problem+json");
     println!(
-        "  curl -s http://127.0.0.1:9901/admin/upstreams        # admin API: health, breaker, retries"
+        "  curl -s http://127.0.0.1:{admin_port}/admin/upstreams        # admin API: health, breaker, retries"
     );
     println!("Config: {path} (edit it: the gateway reloads on save). Ctrl-C stops.");
     crate::run::run(&path, Some(1))

@@ -55,6 +55,9 @@ enum Command {
         /// Gateway port.
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// Admin API port.
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
     },
 }
 
@@ -71,9 +74,9 @@ fn main() -> ExitCode {
             gatehouse_observe::logging::init(log_format == "json", log_level.as_deref());
             run::run(&config, threads)
         }
-        Command::Demo { port } => {
+        Command::Demo { port, admin_port } => {
             gatehouse_observe::logging::init(false, None);
-            demo::demo(port)
+            demo::demo(port, admin_port)
         }
     }
 }
