@@ -13,3 +13,17 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
+
+# Fuzz smoke: each cargo-fuzz target for 30 s when the nightly toolchain is present. New
+# inputs go to a scratch corpus; the seeds in fuzz/seeds stay small and reviewed.
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+  for target in config_load path_normalize host_parse request_head; do
+    scratch="$(mktemp -d)"
+    cargo +nightly fuzz run "$target" "$scratch" "fuzz/seeds/$target" -- -max_total_time=30 -rss_limit_mb=2048
+    rm -rf "$scratch"
+  done
+else
+  echo "nightly toolchain not installed: skipping the fuzz smoke run"
+fi
+

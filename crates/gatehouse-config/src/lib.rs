@@ -20,3 +20,16 @@ pub use resilience::{
 };
 pub use schema::*;
 pub use units::{Duration, Size};
+
+/// The JSON Schema (draft 2020-12) of `gatehouse.yaml`, for editor completion and checks.
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(Config).to_value();
+    if let Some(o) = schema.as_object_mut() {
+        o.insert("title".into(), "gatehouse.yaml".into());
+        o.insert(
+            "description".into(),
+            "Gatehouse configuration (docs/configuration.md)".into(),
+        );
+    }
+    schema
+}

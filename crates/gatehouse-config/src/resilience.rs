@@ -2,10 +2,11 @@
 //! and the circuit breaker. Defaults are documented in docs/resilience.md.
 
 use crate::units::{Duration, Size};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// `health_check:` of an upstream.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     /// Probes sent by the gateway on a timer.
@@ -17,7 +18,7 @@ pub struct HealthCheck {
 }
 
 /// What an active probe does.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckKind {
     /// `GET path` on a fresh connection; healthy when the status is in `expect_status`.
@@ -28,7 +29,7 @@ pub enum CheckKind {
 }
 
 /// `health_check.active`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActiveCheck {
     /// `http` (default) or `tcp`.
@@ -77,7 +78,7 @@ fn default_expect() -> Vec<String> {
 }
 
 /// `health_check.passive` (outlier ejection).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PassiveCheck {
     /// Consecutive failed requests that eject a target; default 5.
@@ -140,7 +141,7 @@ pub enum RetryMethods {
 
 impl<'de> Deserialize<'de> for RetryMethods {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
+        #[derive(Deserialize, JsonSchema)]
         #[serde(untagged)]
         enum Raw {
             Word(String),
@@ -159,6 +160,22 @@ impl<'de> Deserialize<'de> for RetryMethods {
     }
 }
 
+impl JsonSchema for RetryMethods {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RetryMethods".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "anyOf": [
+                {"enum": ["idempotent", "all"]},
+                {"type": "array", "items": {"type": "string"}}
+            ],
+            "description": "`idempotent` (GET HEAD OPTIONS PUT DELETE TRACE), `all`, or a list of methods."
+        })
+    }
+}
+
 impl RetryMethods {
     /// Whether `method` may be retried after the request was sent.
     pub fn allows(&self, method: &str) -> bool {
@@ -174,7 +191,7 @@ impl RetryMethods {
 }
 
 /// `retries.backoff`: exponential with full jitter.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
     /// Cap of the first wait; default 25ms.
@@ -203,7 +220,7 @@ fn default_backoff_max() -> Duration {
 
 /// `retries.budget`: retries may add at most `ratio` of the requests, or
 /// `min_per_second`, whichever is larger (over a sliding 10 s window).
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryBudget {
     /// Share of requests that may be retries; default 0.2.
@@ -231,7 +248,7 @@ fn default_min_per_second() -> u32 {
 }
 
 /// `retries:` of an upstream.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Retries {
     /// Total tries including the first; default 2 (1 turns retries off).
@@ -288,7 +305,7 @@ fn default_replay_buffer() -> Size {
 }
 
 /// `circuit_breaker:` of an upstream.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreaker {
     /// Opens when at least this share of the window's calls failed; default 0.5.

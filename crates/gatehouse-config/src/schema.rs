@@ -4,11 +4,12 @@
 
 use crate::resilience::{CircuitBreaker, HealthCheck, Retries};
 use crate::units::{Duration, Size};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// The whole `gatehouse.yaml` document.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Listening sockets for client traffic.
@@ -50,7 +51,7 @@ pub struct Config {
 }
 
 /// `errors:`: the problem+json bodies of the gateway's own responses.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorsConfig {
     /// Put each error's full cause (upstream names, addresses, policy names) in `detail`;
@@ -68,7 +69,7 @@ fn default_access_log() -> String {
 }
 
 /// One client-facing listener.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     /// Stable name, used in logs and metrics.
@@ -96,7 +97,7 @@ pub struct Listener {
 }
 
 /// Path normalization settings of a listener; normalization itself is always on.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PathNormalization {
     /// Merge repeated slashes (`/a//b` is `/a/b`); default true.
@@ -117,7 +118,7 @@ impl Default for PathNormalization {
 }
 
 /// What a listener does with encoded slashes and backslashes in a path.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EscapedSlashes {
     /// Forward unchanged; not separators for routing.
@@ -150,7 +151,7 @@ fn default_max_connections() -> usize {
 }
 
 /// A protocol a listener speaks.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// HTTP/1.1 (and 1.0).
@@ -160,7 +161,7 @@ pub enum Protocol {
 }
 
 /// The admin API listener.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// `ip:port` of the admin API.
@@ -168,7 +169,7 @@ pub struct Admin {
 }
 
 /// A named group of targets and how to balance over them.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// The servers of this upstream.
@@ -214,7 +215,7 @@ fn default_resolve_interval() -> Duration {
 }
 
 /// One target of an upstream.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     /// `host:port` or `http://host:port`.
@@ -229,7 +230,7 @@ fn default_weight() -> u32 {
 }
 
 /// The load-balancing algorithm of an upstream.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BalancerKind {
     /// Smooth weighted round robin, as nginx.
@@ -250,7 +251,7 @@ pub enum BalancerKind {
 }
 
 /// Sticky-session cookie settings.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StickyConfig {
     /// Cookie name; default `gh_sticky`.
@@ -275,7 +276,7 @@ fn default_sticky_cookie() -> String {
 }
 
 /// Protocol spoken to an upstream's targets.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamProtocol {
     /// HTTP/1.1 with keep-alive.
@@ -286,7 +287,7 @@ pub enum UpstreamProtocol {
 }
 
 /// Upstream timeouts.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
     /// TCP connect; default 2s.
@@ -321,7 +322,7 @@ fn default_idle() -> Duration {
 }
 
 /// Upstream connection pool limits (per worker thread and target).
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     /// Idle keep-alive connections kept per target and worker; default 512.
@@ -342,7 +343,7 @@ fn default_max_idle() -> usize {
 }
 
 /// A named policy; `type` selects the kind.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PolicyConfig {
     /// Set/add/remove headers on the request and the response.
@@ -352,7 +353,7 @@ pub enum PolicyConfig {
 }
 
 /// `type: headers`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeadersPolicy {
     /// Edits applied to the request before it goes upstream.
@@ -364,7 +365,7 @@ pub struct HeadersPolicy {
 }
 
 /// A set of header edits, applied in the order remove, set, add.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderEdits {
     /// Replace (or create) these headers.
@@ -379,7 +380,7 @@ pub struct HeaderEdits {
 }
 
 /// `type: ip_filter`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IpFilterPolicy {
     /// When non-empty, only these CIDRs (or ip_groups) are admitted.
@@ -398,7 +399,7 @@ fn default_forbidden() -> u16 {
 }
 
 /// A route: match conditions, policies, an optional rewrite and exactly one action.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// Unique route name.
@@ -441,7 +442,7 @@ pub struct Route {
 }
 
 /// Match conditions of a route; all present conditions must hold.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
     /// Host names, exact or `*.suffix`; empty = any host.
@@ -462,7 +463,7 @@ pub struct RouteMatch {
 }
 
 /// How a path is matched.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PathKind {
     /// The whole path equals the value.
@@ -477,7 +478,7 @@ pub enum PathKind {
 }
 
 /// A path condition.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PathMatch {
     /// Kind of match; default prefix.
@@ -488,7 +489,7 @@ pub struct PathMatch {
 }
 
 /// How a header or query value is matched.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ValueKind {
     /// Equal to `value`.
@@ -501,7 +502,7 @@ pub enum ValueKind {
 }
 
 /// A header or query condition.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValueMatch {
     /// Header (case-insensitive) or query parameter (case-sensitive) name.
@@ -515,7 +516,7 @@ pub struct ValueMatch {
 }
 
 /// Path rewrite; exactly one field.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rewrite {
     /// Remove this leading prefix (segment-wise).
@@ -530,7 +531,7 @@ pub struct Rewrite {
 }
 
 /// One branch of a weighted split.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SplitEntry {
     /// Upstream name.
@@ -540,7 +541,7 @@ pub struct SplitEntry {
 }
 
 /// A redirect action.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Redirect {
     /// New scheme (`http` or `https`).
@@ -568,7 +569,7 @@ fn default_redirect_status() -> u16 {
 }
 
 /// A fixed-response action.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Respond {
     /// Status; default 200.
@@ -587,7 +588,7 @@ fn default_ok() -> u16 {
 }
 
 /// Hot-reload settings.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadConfig {
     /// Watch the config file and reload on change; default true.
@@ -615,7 +616,7 @@ fn default_debounce() -> Duration {
 }
 
 /// Shutdown settings.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// How long in-flight requests get to finish after SIGTERM; default 30s.

@@ -127,6 +127,40 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
+// Schemas for editors (`gatehouse schema`): the text forms the deserializers accept.
+impl schemars::JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*(us|µs|ms|s|m|h|d)\\s*$",
+            "description": "A duration: a number and a unit (us, ms, s, m, h, d), such as 250ms, 2s, 1.5s, 1m."
+        })
+    }
+}
+
+impl schemars::JsonSchema for Size {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {
+                    "type": "string",
+                    "pattern": "^\\s*[0-9]+\\s*(B|KiB|k|K|MiB|M|GiB|G|KB|MB|GB)?\\s*$"
+                }
+            ],
+            "description": "A size in bytes: a number, or a number and a unit (B, KiB, MiB, GiB; KB, MB, GB are powers of 1000), such as 64KiB."
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,6 +50,16 @@ enum Command {
         #[arg(short, long, default_value = "gatehouse.yaml")]
         config: String,
     },
+    /// Print a shell completion script: `gatehouse completions bash > /etc/bash_completion.d/gatehouse`.
+    Completions {
+        /// Target shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `gatehouse man > gatehouse.1`.
+    Man,
+    /// Print the JSON Schema of the config file, for editor completion and CI checks.
+    Schema,
     /// Start two demo backends and a gateway on 127.0.0.1:8080 with the demo config.
     Demo {
         /// Gateway port.
@@ -64,6 +74,31 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "gatehouse", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cannot write the man page: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Schema => match serde_json::to_string_pretty(&gatehouse_config::json_schema()) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot render the schema: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Validate { config } => run::validate(&config),
         Command::Run {
             config,

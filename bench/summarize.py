@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""bench/peers.sh results.csv -> a markdown table per (workers, body, conns) block:
+medians over runs, CPU microseconds per request, peak RSS, ratios to direct and nginx."""
+import csv
+import statistics
+import sys
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def main(path):
+    blocks = {}
+    for row in csv.DictReader(open(path)):
+        key = (row["workers"], row["body"], row["conns"])
+        blocks.setdefault(key, {}).setdefault(row["proxy"], []).append(row)
+    print("# Benchmark summary\n")
+    print("Medians over runs. CPU us/req = the proxy's CPU time (all threads) / requests served; "
+          "RSS = peak VmHWM of the proxy's processes over the block.\n")
+    for (workers, body, conns), proxies in blocks.items():
+        print(f"## workers={workers} body={body} conns={conns}\n")
+        print("| proxy | req/s [min-max] | p50 ms | p99 ms | errors | RSS MiB | CPU us/req | vs direct | vs nginx |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        rps = {p: median([float(r["rps"]) for r in rows]) for p, rows in proxies.items()}
+        for proxy, rows in proxies.items():
+            all_rps = [float(r["rps"]) for r in rows]
+            p50 = median([float(r["p50_ms"]) for r in rows if r["p50_ms"] not in ("", "NA")])
+            p99 = median([float(r["p99_ms"]) for r in rows if r["p99_ms"] not in ("", "NA")])
+            errors = sum(int(float(r["errors"] or 0)) for r in rows)
+            mem = [int(r["proxy_hwm_kb"]) for r in rows if r["proxy_hwm_kb"]]
+            rss = f"{max(mem) / 1024:.1f}" if mem else "-"
+            cpu = "-"
+            if proxy != "direct":
+                per = [float(r["proxy_cpu_s"]) * 1e6 / float(r["requests"]) for r in rows if float(r["requests"]) > 0]
+                cpu = f"{median(per):.1f}"
+            vs_direct = rps[proxy] / rps["direct"] if rps.get("direct") else float("nan")
+            vs_nginx = rps[proxy] / rps["nginx"] if rps.get("nginx") else float("nan")
+            print(f"| {proxy} | {rps[proxy]:,.0f} [{min(all_rps):,.0f}-{max(all_rps):,.0f}] | {p50:.3f} | "
+                  f"{p99:.3f} | {errors} | {rss} | {cpu} | {vs_direct:.2f} | {vs_nginx:.2f} |")
+        print()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
