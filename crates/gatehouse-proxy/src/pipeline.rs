@@ -101,61 +101,13 @@ pub async fn handle(
     };
 
     // Limits and head checks that apply before routing.
-    if head_size(&parts) > conn.max_header_size {
-        let detail = format!("request head is larger than {} bytes", conn.max_header_size);
-        return local(
-            problem(
-                &mut finish,
-                Problem::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, detail),
-            ),
-            finish,
-        );
-    }
-    if parts.method == Method::CONNECT {
-        // An authority-form target names a tunnel, not a host: refused before it is read,
-        // and the connection closed, since tunnel bytes may follow.
-        let mut r = method_not_allowed(&mut finish);
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return local(r, finish);
-    }
-    if let Err(e) = head::check_transfer_encoding(&parts.headers) {
-        return local(head_error(&mut finish, &e), finish);
-    }
-    let authority = match head::authority(&parts.uri, &parts.headers, parts.version) {
-        Ok(a) => a,
-        Err(e) => return local(head_error(&mut finish, &e), finish),
+    let (authority, port) = match check_head(&mut parts, conn, &mut finish) {
+        Ok(settled) => settled,
+        Err(answer) => return local(*answer, finish),
     };
-    let port = authority.as_ref().and_then(|a| a.port);
-    if let Some(a) = &authority {
-        finish.host.clone_from(&a.host);
-    }
-    let how = conn.normalization;
-    match normalize::normalize(parts.uri.path(), how) {
-        Ok(Cow::Borrowed(_)) => {}
-        Ok(Cow::Owned(path)) => match with_path(&parts.uri, &path) {
-            Some(uri) => parts.uri = uri,
-            None => {
-                let detail = "the request target is not a valid URI".to_string();
-                return local(
-                    problem(&mut finish, Problem::new(StatusCode::BAD_REQUEST, detail)),
-                    finish,
-                );
-            }
-        },
-        Err(e) => {
-            return local(
-                problem(
-                    &mut finish,
-                    Problem::new(StatusCode::BAD_REQUEST, e.to_string()),
-                ),
-                finish,
-            );
-        }
-    }
 
     // Route, on the normalized path without path parameters.
-    let routing_path = normalize::routing_path(parts.uri.path(), how.merge_slashes);
+    let routing_path = normalize::routing_path(parts.uri.path(), conn.normalization.merge_slashes);
     let view = RequestView {
         host: &finish.host,
         path: &routing_path,
@@ -210,14 +162,16 @@ pub async fn handle(
     // The one Host the upstream sees: the winning authority, or the route's own for a
     // request that named none; only allowed upgrades travel on.
     let host_header = match authority {
-        Some(a) => Some(a.raw),
+        // It came from the Host header, which is already in place.
+        Some(_) if parts.uri.authority().is_none() => None,
+        Some(raw) => Some(raw),
         None => route
             .default_host
             .clone()
             .or_else(|| HeaderValue::from_str(&conn.local.to_string()).ok()),
     };
-    if let Some(h) = &host_header {
-        parts.headers.insert(header::HOST, h.clone());
+    if let Some(h) = host_header {
+        parts.headers.insert(header::HOST, h);
     }
     route.filter_upgrade(&mut parts.headers);
 
@@ -449,6 +403,57 @@ async fn upgrade_try(
         target,
         pick,
     })
+}
+
+/// The checks made before routing, in order: head size, CONNECT, framing, the one
+/// authority, path normalization (which rewrites `parts.uri`). Returns the authority to
+/// send upstream (as written, port included) and the port asked for, or the answer.
+fn check_head(
+    parts: &mut http::request::Parts,
+    conn: &ConnInfo,
+    finish: &mut Finish,
+) -> Result<(Option<HeaderValue>, Option<u16>), Box<LocalResponse>> {
+    if head_size(parts) > conn.max_header_size {
+        let detail = format!("request head is larger than {} bytes", conn.max_header_size);
+        let p = Problem::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, detail);
+        return Err(Box::new(problem(finish, p)));
+    }
+    if parts.method == Method::CONNECT {
+        // An authority-form target names a tunnel, not a host: refused before it is read,
+        // and the connection closed, since tunnel bytes may follow.
+        let mut r = method_not_allowed(finish);
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Err(Box::new(r));
+    }
+    head::check_transfer_encoding(&parts.headers).map_err(|e| Box::new(head_error(finish, &e)))?;
+    let authority = head::authority(&parts.uri, &parts.headers, parts.version)
+        .map_err(|e| Box::new(head_error(finish, &e)))?;
+    // The lower-cased host moves into the record; the raw value is what goes upstream.
+    let settled = match authority {
+        Some(a) => {
+            finish.host = a.host;
+            (Some(a.raw), a.port)
+        }
+        None => (None, None),
+    };
+    match normalize::normalize(parts.uri.path(), conn.normalization) {
+        Ok(Cow::Borrowed(_)) => {}
+        Ok(Cow::Owned(path)) => {
+            parts.uri = with_path(&parts.uri, &path).ok_or_else(|| {
+                let p = Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "the request target is not a valid URI",
+                );
+                Box::new(problem(finish, p))
+            })?;
+        }
+        Err(e) => {
+            let p = Problem::new(StatusCode::BAD_REQUEST, e.to_string());
+            return Err(Box::new(problem(finish, p)));
+        }
+    }
+    Ok(settled)
 }
 
 /// `uri` with its path replaced by `path` (the query, scheme and authority kept).

@@ -83,6 +83,20 @@ impl Client {
     }
 }
 
+/// A prior-knowledge HTTP/2 (h2c) connection to `addr`; the connection task runs in the
+/// background until the sender is dropped.
+pub async fn h2(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
 /// Writes raw bytes to `addr` and returns everything read until the peer closes (or 5 s).
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

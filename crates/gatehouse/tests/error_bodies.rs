@@ -52,12 +52,15 @@ async fn public_bodies_have_no_internals() {
     assert_eq!(v["title"], "Bad Gateway");
     // The cause is in the log under the same request id.
     let id = r.header("x-request-id").unwrap();
-    let line = g
-        .stdout_text()
-        .lines()
-        .find(|l| l.contains(&id))
-        .map(str::to_string)
-        .unwrap_or_default();
+    // The access log is written by its own thread: wait for the line.
+    let mut line = String::new();
+    for _ in 0..100 {
+        if let Some(l) = g.stdout_text().lines().find(|l| l.contains(&id)) {
+            line = l.to_string();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(line.contains("secret-backend"), "{line}");
 
     // A hidden route and a missing one are indistinguishable.

@@ -7,7 +7,7 @@ mod support;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use std::time::{Duration, Instant};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,14 +66,7 @@ async fn http2_clients_reach_http1_upstreams() {
         a.addr
     ));
     let addr = url.trim_start_matches("http://").to_string();
-    let tcp = TcpStream::connect(&addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-        TokioExecutor::new(),
-        TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut tx = gatehouse_testkit::client::h2(addr.parse().unwrap()).await;
     // Several concurrent streams on the one connection.
     let mut pending = Vec::new();
     for i in 0..8 {

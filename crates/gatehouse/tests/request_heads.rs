@@ -110,14 +110,7 @@ async fn host_rules() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_authority_is_the_host() {
     let s = setup("").await;
-    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-        TokioExecutor::new(),
-        TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut tx = gatehouse_testkit::client::h2(s.addr).await;
     let req = http::Request::get("http://ADMIN.example/")
         .body(Full::default())
         .unwrap();
@@ -282,16 +275,7 @@ routes:
         "an h2c-only listener spoke HTTP/1: {r:?}"
     );
     // ... and prior-knowledge HTTP/2 works.
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", p2))
-        .await
-        .unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-        TokioExecutor::new(),
-        TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut tx = gatehouse_testkit::client::h2(format!("127.0.0.1:{p2}").parse().unwrap()).await;
     let req = http::Request::get(format!("http://127.0.0.1:{p2}/"))
         .body(Full::default())
         .unwrap();
