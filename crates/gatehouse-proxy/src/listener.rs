@@ -1,6 +1,7 @@
 //! Listeners and workers (DESIGN.md section 7): every worker thread runs its own
 //! current_thread runtime with its own SO_REUSEPORT socket per listener, and serves the
-//! connections it accepts to the end. HTTP/1.1 and h2c share a port.
+//! connections it accepts to the end, speaking the listener's `protocols` (HTTP/1.1 and
+//! h2c share a port when both are listed).
 
 use crate::downstream::{Activity, DownstreamStream};
 use crate::gateway::Gateway;
@@ -142,8 +143,9 @@ enum Server {
 }
 
 fn server_builder(spec: &Listener) -> Server {
-    // hyper answers a bare 431 beyond its buffer; below it the pipeline answers with a
-    // problem+json body, so the buffer gets twice the configured limit.
+    // Below the buffer the pipeline answers an oversized head with a precise 431; beyond
+    // it hyper's parser answers itself (downstream.rs gives that the problem+json body),
+    // so the buffer gets twice the configured limit.
     let buf = usize::try_from(spec.max_header_size.0.saturating_mul(2))
         .unwrap_or(usize::MAX)
         .max(8192);
