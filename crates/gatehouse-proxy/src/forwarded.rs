@@ -13,7 +13,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Removes RFC 9110 7.6.1 hop-by-hop headers and every header named in `Connection`.
+/// Removes the hop-by-hop headers below and every header named in `Connection`.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     // One scan over the names finds which hop-by-hop headers are present, so only those
     // pay a hashed removal; most messages carry none or only `Connection`.
@@ -48,7 +48,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-static HOP_BY_HOP: [&HeaderName; 8] = [
+/// Hop-by-hop headers (RFC 9110 section 7.6.1), plus the proxy credentials: a
+/// `Proxy-Authorization` is for this hop and a `Proxy-Authenticate` challenge is the
+/// upstream's own, so neither crosses the gateway (as in Go's reverse proxy).
+static HOP_BY_HOP: [&HeaderName; 9] = [
     &header::CONNECTION,
     &KEEP_ALIVE,
     &PROXY_CONNECTION,
@@ -57,6 +60,7 @@ static HOP_BY_HOP: [&HeaderName; 8] = [
     &header::TRANSFER_ENCODING,
     &header::UPGRADE,
     &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
 ];
 
 /// The request id: the client's when well formed (1-200 visible ASCII chars), else a new one.
@@ -178,6 +182,14 @@ mod tests {
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert(
+            "proxy-authorization",
+            HeaderValue::from_static("Basic Zm9vOmJhcg=="),
+        );
+        h.insert(
+            "proxy-authenticate",
+            HeaderValue::from_static("Basic realm=\"up\""),
+        );
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);

@@ -198,6 +198,18 @@ async fn echo(
         r.headers_mut().insert("x-backend", name.parse().unwrap());
         return Ok(r);
     }
+    // `x-echo-response-header: name: value` asks for that header on the response.
+    let extra: Vec<(String, String)> = req
+        .headers()
+        .get_all("x-echo-response-header")
+        .iter()
+        .filter_map(|v| {
+            v.to_str()
+                .ok()?
+                .split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
     let headers: serde_json::Map<String, serde_json::Value> = req
         .headers()
         .iter()
@@ -240,6 +252,12 @@ async fn echo(
     r.headers_mut().insert("server", "testkit".parse().unwrap());
     r.headers_mut()
         .insert("keep-alive", "timeout=5".parse().unwrap());
+    for (k, v) in extra {
+        r.headers_mut().append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
     Ok(r)
 }
 

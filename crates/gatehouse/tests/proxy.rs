@@ -21,11 +21,20 @@ async fn forwards_with_forwarding_headers_and_strips_hop_by_hop() {
         .header("connection", "x-hop")
         .header("x-hop", "1")
         .header("x-forwarded-for", "9.9.9.9")
+        .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+        .header(
+            "x-echo-response-header",
+            "proxy-authenticate: Basic realm=\"upstream\"",
+        )
         .body(Full::<Bytes>::default())
         .unwrap();
     let r = c.send(req).await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-request-id").as_deref(), Some("client-id-1"));
+    assert!(
+        r.header("proxy-authenticate").is_none(),
+        "the upstream's proxy challenge stays behind the gateway"
+    );
     assert!(
         r.header("server").is_none(),
         "response policy removes server"
@@ -40,6 +49,10 @@ async fn forwards_with_forwarding_headers_and_strips_hop_by_hop() {
     assert_eq!(h["x-request-id"], "client-id-1");
     assert_eq!(h["x-gw"], "gatehouse");
     assert!(h.get("x-internal").is_none());
+    assert!(
+        h.get("proxy-authorization").is_none(),
+        "proxy credentials are for this hop"
+    );
     assert!(
         h.get("x-hop").is_none(),
         "headers named in Connection are removed"
