@@ -1,6 +1,7 @@
 //! Per-request context: what every phase of the pipeline may read or record.
 
-use std::net::{IpAddr, SocketAddr};
+use crate::{Connection, Consumer};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,8 +32,13 @@ pub struct PhaseTimings {
 pub struct RequestCtx {
     /// The request id (kept from the client when well formed, generated otherwise).
     pub request_id: String,
-    /// The TCP peer address of the downstream connection.
-    pub peer: SocketAddr,
+    /// The downstream connection (shared by the requests it carries).
+    pub conn: Arc<Connection>,
+    /// The authenticated consumer, once an authentication policy set it.
+    pub consumer: Option<Consumer>,
+    /// Typed per-request state a policy keeps from its request phase to its response
+    /// phase (one value per type; use a private type as the key).
+    pub extensions: http::Extensions,
     /// The client IP after applying trusted proxies.
     pub client_ip: IpAddr,
     /// When the request head was received.
@@ -54,12 +60,14 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    /// Starts a context for a request from `peer` at `started`.
-    pub fn new(request_id: String, peer: SocketAddr, started: Instant) -> Self {
+    /// Starts a context for a request on `conn` at `started`.
+    pub fn new(request_id: String, conn: Arc<Connection>, started: Instant) -> Self {
         Self {
             request_id,
-            peer,
-            client_ip: peer.ip(),
+            client_ip: conn.peer.ip(),
+            conn,
+            consumer: None,
+            extensions: http::Extensions::new(),
             started,
             route: None,
             params: Vec::new(),
@@ -71,11 +79,64 @@ impl RequestCtx {
         }
     }
 
+    /// A context for a request from `peer` on a cleartext listener named `test`, for
+    /// socket-free policy tests.
+    pub fn detached(request_id: &str, peer: std::net::SocketAddr) -> Self {
+        let conn = Connection::plain(peer, peer, "test".into());
+        Self::new(request_id.to_string(), Arc::new(conn), Instant::now())
+    }
+
     /// The value of a captured path parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Flow, Policy};
+
+    /// Keeps the request's method in its own extension and stamps it on the response.
+    #[derive(Debug)]
+    struct Echo;
+
+    #[derive(Clone)]
+    struct SeenMethod(http::Method);
+
+    impl Policy for Echo {
+        fn name(&self) -> &str {
+            "echo"
+        }
+        fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
+            ctx.extensions.insert(SeenMethod(req.method.clone()));
+            Flow::Continue
+        }
+        fn on_response(&self, resp: &mut http::response::Parts, ctx: &mut RequestCtx) {
+            if let Some(SeenMethod(m)) = ctx.extensions.get::<SeenMethod>()
+                && let Ok(v) = http::HeaderValue::from_str(m.as_str())
+            {
+                resp.headers.insert("x-seen-method", v);
+            }
+        }
+    }
+
+    #[test]
+    fn extensions_carry_policy_state_from_request_to_response() {
+        let mut ctx = RequestCtx::detached("id", "192.0.2.7:4000".parse().unwrap());
+        assert_eq!(ctx.conn.listener.as_ref(), "test");
+        assert_eq!(ctx.client_ip.to_string(), "192.0.2.7");
+        assert!(ctx.consumer.is_none());
+        let (mut req, ()) = http::Request::post("/x").body(()).unwrap().into_parts();
+        let (mut resp, ()) = http::Response::new(()).into_parts();
+        assert!(matches!(
+            Echo.on_request(&mut req, &mut ctx),
+            Flow::Continue
+        ));
+        Echo.on_response(&mut resp, &mut ctx);
+        assert_eq!(resp.headers["x-seen-method"], "POST");
     }
 }

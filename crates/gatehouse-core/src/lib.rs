@@ -2,11 +2,15 @@
 //! flow, and RFC 9457 problem responses. It performs no I/O and depends on no other crate
 //! of ours, so every layer above can speak it.
 
+pub mod connection;
+pub mod consumer;
 pub mod ctx;
 pub mod flow;
 pub mod policy;
 pub mod problem;
 
+pub use connection::{Connection, Scheme, TlsInfo};
+pub use consumer::{Consumer, Credential};
 pub use ctx::{PhaseTimings, RequestCtx, ShortCircuit};
 pub use flow::{Flow, LocalResponse};
 pub use policy::Policy;

@@ -15,6 +15,10 @@ pub struct AccessRecord<'a> {
     pub request_id: &'a str,
     /// Client IP after trusted proxies.
     pub client_ip: String,
+    /// The listener the request arrived on.
+    pub listener: &'a str,
+    /// The authenticated consumer's name, when an authentication policy set one.
+    pub consumer: Option<&'a str>,
     /// Method.
     pub method: &'a str,
     /// Host.

@@ -108,11 +108,7 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        let mut ctx = RequestCtx::new(
-            "r".into(),
-            "127.0.0.1:1".parse().unwrap(),
-            std::time::Instant::now(),
-        );
+        let mut ctx = RequestCtx::detached("r", "127.0.0.1:1".parse().unwrap());
         assert!(matches!(p.on_request(&mut parts, &mut ctx), Flow::Continue));
         assert!(parts.headers.get("x-internal").is_none());
         assert_eq!(parts.headers["x-gw"], "gatehouse");

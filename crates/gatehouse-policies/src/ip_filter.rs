@@ -108,11 +108,7 @@ mod tests {
     fn rejection_is_a_problem_with_short_circuit() {
         let f = filter(&["10.0.0.0/8"], &[]);
         let (mut parts, ()) = http::Request::new(()).into_parts();
-        let mut ctx = RequestCtx::new(
-            "rid".into(),
-            "127.0.0.1:5".parse().unwrap(),
-            std::time::Instant::now(),
-        );
+        let mut ctx = RequestCtx::detached("rid", "127.0.0.1:5".parse().unwrap());
         match f.on_request(&mut parts, &mut ctx) {
             Flow::Respond(r) => assert_eq!(r.status(), 403),
             Flow::Continue => panic!("must reject"),

@@ -63,6 +63,8 @@ impl Drop for Finish {
             timestamp: rfc3339(SystemTime::now().checked_sub(total).unwrap_or(UNIX_EPOCH)),
             request_id: &ctx.request_id,
             client_ip: ctx.client_ip.to_string(),
+            listener: &ctx.conn.listener,
+            consumer: ctx.consumer.as_ref().map(|c| c.name.as_str()),
             method: self.method.as_str(),
             host: &self.host,
             path: self.uri.path(),

@@ -115,11 +115,13 @@ pub fn client_ip(h: &HeaderMap, peer: IpAddr, trusted: &CidrSet) -> IpAddr {
     ip
 }
 
-/// Sets X-Forwarded-For (appending the peer), -Proto and -Host on a request going upstream.
+/// Sets X-Forwarded-For (appending the peer), -Proto (the connection's scheme) and -Host
+/// on a request going upstream.
 /// Incoming -Proto/-Host are kept only from trusted peers.
 pub fn add_forwarded(
     h: &mut HeaderMap,
     peer: IpAddr,
+    proto: &'static str,
     host: Option<HeaderValue>,
     peer_trusted: bool,
 ) {
@@ -133,7 +135,7 @@ pub fn add_forwarded(
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
     if !peer_trusted || !h.contains_key(&X_FORWARDED_PROTO) {
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
     if (!peer_trusted || !h.contains_key(&X_FORWARDED_HOST))
         && let Some(v) = host

@@ -80,6 +80,8 @@ async fn accept_loop(
     // The hyper builder follows the listener's settings; rebuilt only when they change.
     let mut current = spec.load_full();
     let mut builder = Arc::new(server_builder(&current));
+    // Shared by every connection's context; rebuilt only when the settings change.
+    let mut name: Arc<str> = current.name.as_str().into();
     let mut stop = gw.shutdown_signal();
     if *removed.borrow_and_update() {
         return;
@@ -102,6 +104,7 @@ async fn accept_loop(
         let latest = spec.load_full();
         if !Arc::ptr_eq(&latest, &current) {
             builder = Arc::new(server_builder(&latest));
+            name = latest.name.as_str().into();
             current = latest;
         }
         if open.load(Ordering::Relaxed) >= current.max_connections {
@@ -112,8 +115,11 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let guard = ConnGuard::new(&open, &gw.connections);
         let info = ConnInfo {
-            peer,
-            local: stream.local_addr().unwrap_or(peer),
+            conn: Arc::new(gatehouse_core::Connection::plain(
+                peer,
+                stream.local_addr().unwrap_or(peer),
+                Arc::clone(&name),
+            )),
             max_header_size: current.max_header_size.0,
             normalization: normalization(&current.path_normalization),
         };

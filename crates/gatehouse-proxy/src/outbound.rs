@@ -41,10 +41,12 @@ pub fn rewrite_request(
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    let peer_trusted = !trusted.is_empty() && trusted.contains(ctx.peer.ip());
+    let peer = ctx.conn.peer.ip();
+    let peer_trusted = !trusted.is_empty() && trusted.contains(peer);
     // The Host the pipeline settled on, port included, is also X-Forwarded-Host.
     let host = parts.headers.get(header::HOST).cloned();
-    forwarded::add_forwarded(&mut parts.headers, ctx.peer.ip(), host, peer_trusted);
+    let proto = ctx.conn.scheme.as_str();
+    forwarded::add_forwarded(&mut parts.headers, peer, proto, host, peer_trusted);
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
         parts.headers.insert(X_REQUEST_ID.clone(), v);
     }

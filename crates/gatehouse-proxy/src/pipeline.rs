@@ -14,7 +14,9 @@ use crate::snapshot::Snapshot;
 use crate::upgrade;
 use arc_swap::ArcSwap;
 use gatehouse_core::problem::render;
-use gatehouse_core::{Flow, LocalResponse, Problem, ProblemStyle, RequestCtx, problem_response};
+use gatehouse_core::{
+    Connection, Flow, LocalResponse, Problem, ProblemStyle, RequestCtx, problem_response,
+};
 use gatehouse_router::RequestView;
 use gatehouse_router::{Normalization, normalize};
 use gatehouse_upstream::PickInput;
@@ -22,17 +24,14 @@ use gatehouse_upstream::upstream::cookie;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Facts about the downstream connection a request arrived on.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
-    /// Peer address.
-    pub peer: SocketAddr,
-    /// The local address the connection was accepted on.
-    pub local: SocketAddr,
+    /// The connection as requests and policies see it.
+    pub conn: Arc<Connection>,
     /// Largest request head accepted.
     pub max_header_size: u64,
     /// How the listener normalizes request paths.
@@ -81,8 +80,13 @@ pub async fn handle(
     let started = Instant::now();
     let snap = live.load_full();
     let (mut parts, body) = req.into_parts();
-    let mut ctx = RequestCtx::new(forwarded::request_id(&parts.headers), conn.peer, started);
-    ctx.client_ip = forwarded::client_ip(&parts.headers, conn.peer.ip(), &snap.trusted_proxies);
+    let peer = conn.conn.peer.ip();
+    let mut ctx = RequestCtx::new(
+        forwarded::request_id(&parts.headers),
+        Arc::clone(&conn.conn),
+        started,
+    );
+    ctx.client_ip = forwarded::client_ip(&parts.headers, peer, &snap.trusted_proxies);
     let mut finish = Finish {
         snapshot: snap.clone(),
         route: None,
@@ -168,7 +172,7 @@ pub async fn handle(
         None => route
             .default_host
             .clone()
-            .or_else(|| HeaderValue::from_str(&conn.local.to_string()).ok()),
+            .or_else(|| HeaderValue::from_str(&conn.conn.local.to_string()).ok()),
     };
     if let Some(h) = host_header {
         parts.headers.insert(header::HOST, h);

@@ -181,6 +181,8 @@ async fn access_log_has_one_json_line_per_request() {
     assert_eq!(v["query"], "q=1");
     assert_eq!(v["http_version"], "HTTP/1.1");
     assert_eq!(v["user_agent"], "probe/1.0");
+    assert_eq!(v["listener"], "public");
+    assert!(v["consumer"].is_null(), "no authentication on this route");
     for k in [
         "timestamp",
         "request_id",
