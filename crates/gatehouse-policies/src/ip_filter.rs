@@ -2,7 +2,7 @@
 
 use crate::cidr::CidrSet;
 use gatehouse_config::IpFilterPolicy as Config;
-use gatehouse_core::{Flow, Policy, Problem, RequestCtx, ShortCircuit, problem_response};
+use gatehouse_core::{Flow, Policy, Problem, RequestCtx, problem_response};
 use http::StatusCode;
 use std::collections::BTreeMap;
 
@@ -46,21 +46,16 @@ impl Policy for IpFilter {
         if self.admits(ctx.client_ip) {
             return Flow::Continue;
         }
-        ctx.short_circuit = Some(ShortCircuit {
-            policy: self.name.clone(),
-            reason: "ip_denied",
-            status: self.status.as_u16(),
-        });
         let detail = format!(
             "client address {} is not allowed by policy {}",
             ctx.client_ip, self.name
         );
         // The client learns the status only: a `status: 404` rejection reads exactly like
         // a missing route, and the policy's name stays in the log.
-        Flow::Respond(problem_response(
-            &Problem::internal(self.status, detail),
-            &ctx.request_id,
-        ))
+        Flow::respond(
+            "ip_denied",
+            problem_response(&Problem::internal(self.status, detail), &ctx.request_id),
+        )
     }
 }
 
@@ -105,14 +100,16 @@ mod tests {
     }
 
     #[test]
-    fn rejection_is_a_problem_with_short_circuit() {
+    fn rejection_is_a_problem_with_a_reason() {
         let f = filter(&["10.0.0.0/8"], &[]);
         let (mut parts, ()) = http::Request::new(()).into_parts();
         let mut ctx = RequestCtx::detached("rid", "127.0.0.1:5".parse().unwrap());
         match f.on_request(&mut parts, &mut ctx) {
-            Flow::Respond(r) => assert_eq!(r.status(), 403),
+            Flow::Respond { response, reason } => {
+                assert_eq!(response.status(), 403);
+                assert_eq!(reason, "ip_denied");
+            }
             Flow::Continue => panic!("must reject"),
         }
-        assert_eq!(ctx.short_circuit.unwrap().reason, "ip_denied");
     }
 }

@@ -15,7 +15,8 @@ use crate::upgrade;
 use arc_swap::ArcSwap;
 use gatehouse_core::problem::render;
 use gatehouse_core::{
-    Connection, Flow, LocalResponse, Problem, ProblemStyle, RequestCtx, problem_response,
+    Connection, Flow, LocalResponse, Problem, ProblemStyle, RequestCtx, ShortCircuit,
+    problem_response,
 };
 use gatehouse_router::RequestView;
 use gatehouse_router::{Normalization, normalize};
@@ -200,8 +201,14 @@ pub async fn handle(
     let mut answered = None;
     for p in &route.policies {
         ran += 1;
-        if let Flow::Respond(r) = p.on_request(&mut parts, &mut finish.ctx) {
-            answered = Some(r);
+        if let Flow::Respond { response, reason } = p.on_request(&mut parts, &mut finish.ctx) {
+            // Recorded here, for every policy: who answered, why, with what.
+            finish.ctx.short_circuit = Some(ShortCircuit {
+                policy: p.name().to_string(),
+                reason,
+                status: response.status().as_u16(),
+            });
+            answered = Some(response);
             break;
         }
     }

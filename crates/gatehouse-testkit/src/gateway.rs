@@ -102,6 +102,21 @@ impl GatewayProcess {
         std::fs::read_to_string(&self.stdout).unwrap_or_default()
     }
 
+    /// The first access-log line containing `needle` (a request id), waiting up to 2 s
+    /// for the log's writer thread.
+    pub fn access_line(&self, needle: &str) -> Option<serde_json::Value> {
+        let until = Instant::now() + Duration::from_secs(2);
+        loop {
+            if let Some(l) = self.stdout_text().lines().find(|l| l.contains(needle)) {
+                return serde_json::from_str(l).ok();
+            }
+            if Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Replaces the config file.
     pub fn write_config(&self, yaml: &str) {
         // Write then rename, as editors do, so a reader never sees half a file.

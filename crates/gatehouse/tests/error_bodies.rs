@@ -52,15 +52,7 @@ async fn public_bodies_have_no_internals() {
     assert_eq!(v["title"], "Bad Gateway");
     // The cause is in the log under the same request id.
     let id = r.header("x-request-id").unwrap();
-    // The access log is written by its own thread: wait for the line.
-    let mut line = String::new();
-    for _ in 0..100 {
-        if let Some(l) = g.stdout_text().lines().find(|l| l.contains(&id)) {
-            line = l.to_string();
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let line = g.access_line(&id).unwrap_or_default().to_string();
     assert!(line.contains("secret-backend"), "{line}");
 
     // A hidden route and a missing one are indistinguishable.
@@ -81,6 +73,12 @@ async fn public_bodies_have_no_internals() {
     };
     assert_eq!(names(&hidden), names(&missing));
     assert!(!hidden.body_text().contains("hide-admin"));
+    // ... while the log names the policy that answered and why.
+    let id = hidden.header("x-request-id").unwrap();
+    let rec = g.access_line(&id).unwrap_or_default();
+    assert_eq!(rec["short_circuit"]["policy"], "hide-admin", "{rec}");
+    assert_eq!(rec["short_circuit"]["reason"], "ip_denied", "{rec}");
+    assert_eq!(rec["status"], 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
