@@ -6,7 +6,6 @@
 
 use crate::body::RequestBody;
 use crate::error::{ProxyError, RetryClass, retry_after_secs};
-use crate::finish::Finish;
 use crate::forward::{self, Forwarded};
 use bytes::Bytes;
 use gatehouse_upstream::balancer::Pick;
@@ -114,14 +113,82 @@ impl Drop for Pending<'_> {
     }
 }
 
+/// What the tries of one request came to, for the caller to record: the response (or
+/// the last error) and what was tried. Returned rather than written into the request's
+/// record, so one action can run several upstream calls at once.
+pub struct Outcome {
+    /// The response that made it back, or why none did.
+    pub result: Result<Served, ProxyError>,
+    /// Tries made on the way.
+    pub tried: Tried,
+}
+
+/// The tries of one request so far.
+#[derive(Default)]
+pub struct Tried {
+    /// Tries sent, retries included (0 when none was).
+    pub attempts: u32,
+    /// The last target tried.
+    pub target: Option<Arc<str>>,
+    /// In-flight guard of that target, held until the response body ends.
+    pub inflight: Option<gatehouse_upstream::InFlight>,
+}
+
+impl Tried {
+    /// Try number `attempts` goes to `target`.
+    fn trying(&mut self, attempts: u32, target: &Arc<TargetState>) {
+        self.attempts = attempts;
+        self.target = Some(Arc::clone(&target.address));
+        self.inflight = Some(target.begin());
+    }
+}
+
 /// Runs the tries for one request admitted by [`admit`].
 pub async fn run(
+    up: &UpstreamState,
+    input: &PickInput<'_>,
+    head: Head,
+    payload: Payload,
+    admission: Pending<'_>,
+) -> Outcome {
+    let mut tried = Tried::default();
+    let result = tries(up, input, head, payload, admission, &mut tried).await;
+    Outcome { result, tried }
+}
+
+/// An upgrade handshake: one try on a fresh connection (the client's upgrade cannot be
+/// replayed once the target agreed to it).
+pub async fn upgrade(
+    up: &UpstreamState,
+    input: &PickInput<'_>,
+    parts: http::request::Parts,
+) -> Outcome {
+    let mut tried = Tried::default();
+    let Some((pick, target)) = up.pick(input, &[]) else {
+        let result = Err(crate::error::no_healthy_target(up));
+        return Outcome { result, tried };
+    };
+    let target = target.clone();
+    tried.trying(1, &target);
+    let req = Request::from_parts(parts, RequestBody::empty());
+    let result = forward::send_upgrade(up, &target, req)
+        .await
+        .map(|forwarded| Served {
+            forwarded,
+            target,
+            pick,
+        });
+    Outcome { result, tried }
+}
+
+/// The loop of [`run`]; `record` follows each try.
+async fn tries(
     up: &UpstreamState,
     input: &PickInput<'_>,
     mut head: Head,
     payload: Payload,
     mut admission: Pending<'_>,
-    finish: &mut Finish,
+    record: &mut Tried,
 ) -> Result<Served, ProxyError> {
     let policy = &up.retries;
     let on = &up.retry_on;
@@ -155,9 +222,7 @@ pub async fn run(
         };
         tried[k] = pick.index;
         let target = target.clone();
-        finish.ctx.attempts = k as u32 + 1;
-        finish.ctx.upstream_target = Some(Arc::clone(&target.address));
-        finish.inflight = Some(target.begin());
+        record.trying(k as u32 + 1, &target);
         let more = k + 1 < max;
 
         let conn = match forward::connect(up, &target).await {

@@ -5,7 +5,6 @@ use crate::attempts;
 use crate::body::{BodyMeter, ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::finish::Finish;
-use crate::forward;
 use crate::forwarded::{self, X_REQUEST_ID};
 use crate::head;
 use crate::outbound;
@@ -323,7 +322,8 @@ async fn proxy(
 
     let served = if is_upgrade {
         // Rare and large: kept out of the request future's size.
-        Box::pin(upgrade_try(up, &input, parts, finish)).await?
+        let outcome = Box::pin(attempts::upgrade(up, &input, parts)).await;
+        record(finish, outcome)?
     } else {
         let admission = attempts::admit(up)?;
         let payload = payload(up, &parts.method, body, route.max_body_size, finish).await?;
@@ -333,7 +333,8 @@ async fn proxy(
             version: parts.version,
             headers: parts.headers,
         };
-        attempts::run(up, &input, head, payload, admission, finish).await?
+        let outcome = attempts::run(up, &input, head, payload, admission).await;
+        record(finish, outcome)?
     };
     let attempts::Served {
         forwarded: mut fwd,
@@ -392,28 +393,12 @@ async fn payload(
     )))
 }
 
-/// An upgrade handshake: one try on a fresh connection (the client's upgrade cannot be
-/// replayed once the target agreed to it).
-async fn upgrade_try(
-    up: &gatehouse_upstream::UpstreamState,
-    input: &PickInput<'_>,
-    parts: http::request::Parts,
-    finish: &mut Finish,
-) -> Result<attempts::Served, ProxyError> {
-    let (pick, target) = up
-        .pick(input, &[])
-        .ok_or_else(|| crate::error::no_healthy_target(up))?;
-    let target = target.clone();
-    finish.ctx.attempts = 1;
-    finish.ctx.upstream_target = Some(Arc::clone(&target.address));
-    finish.inflight = Some(target.begin());
-    let req = Request::from_parts(parts, RequestBody::empty());
-    let forwarded = forward::send_upgrade(up, &target, req).await?;
-    Ok(attempts::Served {
-        forwarded,
-        target,
-        pick,
-    })
+/// Writes what the tries came to into the request's record; yields their result.
+fn record(finish: &mut Finish, o: attempts::Outcome) -> Result<attempts::Served, ProxyError> {
+    finish.ctx.attempts = o.tried.attempts;
+    finish.ctx.upstream_target = o.tried.target;
+    finish.inflight = o.tried.inflight;
+    o.result
 }
 
 /// The checks made before routing, in order: head size, CONNECT, framing, the one
