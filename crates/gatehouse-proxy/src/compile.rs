@@ -176,11 +176,14 @@ pub fn warnings(loaded: &Loaded) -> Vec<gatehouse_config::ConfigError> {
         .collect()
 }
 
-/// Loads and compiles the file at `path`.
+/// Loads and compiles the file at `path`, and resolves its new hostname targets: what a
+/// config about to serve needs.
 pub fn load_and_compile(
     path: &str,
     previous: Option<&Snapshot>,
 ) -> Result<Arc<Snapshot>, ConfigErrors> {
     let loaded = gatehouse_config::load_file(path)?;
-    compile(&loaded, previous).map(Arc::new)
+    let snapshot = compile(&loaded, previous)?;
+    snapshot.upstreams.resolve_new();
+    Ok(Arc::new(snapshot))
 }

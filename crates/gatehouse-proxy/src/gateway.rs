@@ -92,6 +92,8 @@ impl Gateway {
         let prev = self.live.load_full();
         let loaded = gatehouse_config::load_file(&self.config_path)?;
         let next = Arc::new(compile(&loaded, Some(&prev))?);
+        // New hostname targets get addresses before they can be picked.
+        next.upstreams.resolve_new();
         // Everything that binds happens before anything changes, so a busy address
         // rejects the whole reload and leaves the running one as it was.
         let admin_move = if next.config.admin == prev.config.admin {

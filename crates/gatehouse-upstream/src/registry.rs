@@ -14,7 +14,9 @@ pub struct Registry {
 impl Registry {
     /// Builds the registry for `configs`: an unchanged upstream keeps its state object as
     /// is (balancer position included); a changed one is rebuilt but keeps the state of
-    /// targets whose address stayed; upstreams no longer named are dropped.
+    /// targets whose address stayed; upstreams no longer named are dropped. No name is
+    /// resolved here (`validate` compiles too, and must not touch the network): the
+    /// gateway calls [`Registry::resolve_new`] before a registry goes live.
     pub fn build(configs: &BTreeMap<String, Upstream>, previous: Option<&Registry>) -> Self {
         let upstreams = configs
             .iter()
@@ -22,16 +24,20 @@ impl Registry {
                 let old = previous.and_then(|p| p.upstreams.get(name));
                 let state = match old {
                     Some(o) if o.config == *cfg => o.clone(),
-                    _ => {
-                        let s = Arc::new(UpstreamState::build(name, cfg, old.map(|o| o.as_ref())));
-                        crate::resolve::resolve_new(&s);
-                        s
-                    }
+                    _ => Arc::new(UpstreamState::build(name, cfg, old.map(|o| o.as_ref()))),
                 };
                 (name.clone(), state)
             })
             .collect();
         Self { upstreams }
+    }
+
+    /// Resolves the hostname targets that have no address yet (blocking; control plane
+    /// only, before the registry serves).
+    pub fn resolve_new(&self) {
+        for up in self.upstreams.values() {
+            crate::resolve::resolve_new(up);
+        }
     }
 
     /// The upstream named `name`.
@@ -42,5 +48,36 @@ impl Registry {
     /// Every upstream, for background tasks and the admin API.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<UpstreamState>)> {
         self.upstreams.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn building_resolves_nothing_until_asked() {
+        let cfg: BTreeMap<String, Upstream> = BTreeMap::from([(
+            "u".to_string(),
+            Upstream {
+                targets: vec![gatehouse_config::Target {
+                    address: "localhost:8080".into(),
+                    weight: 1,
+                }],
+                ..gatehouse_config::load_str(
+                    "upstreams:\n  x: { targets: [{ address: 127.0.0.1:1 }] }\n",
+                    "t.yaml",
+                )
+                .unwrap()
+                .config
+                .upstreams["x"]
+                    .clone()
+            },
+        )]);
+        let r = Registry::build(&cfg, None);
+        let t = &r.get("u").unwrap().targets[0];
+        assert!(t.socket_addr().is_none(), "compile must not resolve names");
+        r.resolve_new();
+        assert_eq!(t.socket_addr().map(|a| a.port()), Some(8080));
     }
 }

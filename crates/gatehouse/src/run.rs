@@ -54,6 +54,8 @@ pub fn run(path: &str, threads: Option<usize>) -> ExitCode {
         Ok(x) => x,
         Err(errors) => return report(&errors),
     };
+    // Names are resolved when a config is about to serve, never by validate.
+    snapshot.upstreams.resolve_new();
     for w in gatehouse_proxy::compile::warnings(&loaded) {
         tracing::warn!("{}", warning_line(&w));
     }
