@@ -230,6 +230,21 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
             json(StatusCode::OK, body)
         }
         (&Method::GET, "/admin/config") => config_view(gw),
+        (&Method::GET, "/admin/listeners") => {
+            let list: Vec<_> = gw
+                .listeners()
+                .into_iter()
+                .map(|l| {
+                    serde_json::json!({
+                        "name": l.name,
+                        "address": l.address,
+                        "bound": l.bound.map(|b| b.to_string()),
+                        "open_connections": l.open_connections,
+                    })
+                })
+                .collect();
+            json(StatusCode::OK, serde_json::Value::Array(list))
+        }
         (&Method::GET, "/admin/routes") => routes_view(gw),
         (&Method::POST, "/admin/reload") => {
             let g = gw.clone();

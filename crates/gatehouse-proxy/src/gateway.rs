@@ -66,6 +66,16 @@ impl Gateway {
         *self.listeners.lock().unwrap_or_else(|p| p.into_inner()) = Some(set);
     }
 
+    /// The running listeners with their bound addresses and open connections.
+    pub fn listeners(&self) -> Vec<crate::listener_set::ListenerView> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|s| s.views())
+            .unwrap_or_default()
+    }
+
     /// The errors of the last reload, when it was rejected and no good one followed.
     pub fn last_rejected(&self) -> Option<Vec<String>> {
         self.last_rejected

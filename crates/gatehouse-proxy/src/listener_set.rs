@@ -29,8 +29,24 @@ pub struct Started {
 #[derive(Debug)]
 struct Running {
     address: String,
+    /// What the sockets are bound to (the port the kernel chose for port 0).
+    bound: Option<SocketAddr>,
     spec: Arc<ArcSwap<Listener>>,
+    open: Arc<AtomicUsize>,
     stop: watch::Sender<bool>,
+}
+
+/// A running listener as the admin API and the in-process facade report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerView {
+    /// Configured name.
+    pub name: String,
+    /// Configured address.
+    pub address: String,
+    /// Bound address (differs for port 0).
+    pub bound: Option<SocketAddr>,
+    /// Open connections, all workers.
+    pub open_connections: usize,
 }
 
 /// The running listeners and the channels to hand new sockets to the workers.
@@ -74,6 +90,22 @@ impl ListenerSet {
         Ok((set, receivers))
     }
 
+    /// The running listeners, by name.
+    pub fn views(&self) -> Vec<ListenerView> {
+        let mut v: Vec<_> = self
+            .running
+            .iter()
+            .map(|(name, r)| ListenerView {
+                name: name.clone(),
+                address: r.address.clone(),
+                bound: r.bound,
+                open_connections: r.open.load(std::sync::atomic::Ordering::Relaxed),
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
     /// Brings the running listeners in line with `listeners`.
     pub fn apply(&mut self, listeners: &[Listener]) -> Result<(), BindError> {
         // Bind everything new first: an error here leaves the running set untouched.
@@ -115,6 +147,7 @@ impl ListenerSet {
             stays
         });
         for (l, sockets) in fresh {
+            let bound = sockets.first().and_then(|s| s.local_addr().ok());
             let spec = Arc::new(ArcSwap::from_pointee(l.clone()));
             let (stop, stop_rx) = watch::channel(false);
             let open = Arc::new(AtomicUsize::new(0));
@@ -127,12 +160,15 @@ impl ListenerSet {
                     stop: stop_rx.clone(),
                 });
             }
-            tracing::info!(listener = %l.name, address = %l.address, workers = self.workers.len(), "listening");
+            let shown = bound.map_or_else(|| l.address.clone(), |b| b.to_string());
+            tracing::info!(listener = %l.name, address = %shown, workers = self.workers.len(), "listening");
             self.running.insert(
                 l.name.clone(),
                 Running {
                     address: l.address.clone(),
+                    bound,
                     spec,
+                    open,
                     stop,
                 },
             );

@@ -117,3 +117,40 @@ fn header_of(g: &GatewayProcess) -> String {
         .map(|l| format!("{l}\n"))
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_zero_listeners_report_what_they_bound() {
+    let b = Backend::start("app", Kind::Echo).await;
+    let admin = free_port();
+    let yaml = format!(
+        r#"listeners:
+  - name: ephemeral
+    address: "127.0.0.1:0"
+admin:
+  address: "127.0.0.1:{admin}"
+reload: {{ watch: false }}
+upstreams:
+  app: {{ targets: [{{ address: "{}" }}] }}
+routes:
+  - name: app
+    upstream: app
+"#,
+        b.addr
+    );
+    let g = GatewayProcess::start(BIN, &yaml, &[admin]);
+    let c = Client::new();
+    let list = c
+        .get(&format!("http://127.0.0.1:{admin}/admin/listeners"))
+        .await
+        .json();
+    assert_eq!(list[0]["name"], "ephemeral");
+    assert_eq!(list[0]["address"], "127.0.0.1:0");
+    let bound = list[0]["bound"].as_str().unwrap().to_string();
+    assert!(!bound.ends_with(":0"), "{list}");
+    assert_eq!(c.get(&format!("http://{bound}/x")).await.status, 200);
+    assert!(
+        g.stderr_text().contains(&bound),
+        "the listening log line names the bound address: {}",
+        g.stderr_text()
+    );
+}
