@@ -95,7 +95,12 @@ pub async fn handle(
         host: String::new(),
         uri: parts.uri.clone(),
         version: parts.version,
-        user_agent: parts.headers.get(header::USER_AGENT).cloned(),
+        // Only the access log reads it: no lookup when it is off.
+        user_agent: snap
+            .access_log
+            .is_on()
+            .then(|| parts.headers.get(header::USER_AGENT).cloned())
+            .flatten(),
         status: 0,
         bytes_in: Arc::new(BodyMeter::default()),
         bytes_out: 0,
