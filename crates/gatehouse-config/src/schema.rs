@@ -463,7 +463,7 @@ pub struct RouteMatch {
 }
 
 /// How a path is matched.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, JsonSchema)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PathKind {
     /// The whole path equals the value.

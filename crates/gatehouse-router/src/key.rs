@@ -91,11 +91,16 @@ pub fn shadowed(routes: &[RouteMatch]) -> Vec<(usize, usize)> {
             fmt(&m.query, false),
         )
     };
-    let keys: Vec<_> = routes.iter().map(canonical).collect();
+    // One pass with the first route of each match block: linear in the route count, so
+    // a 10,000-route config starts without a quadratic scan.
+    let mut first = std::collections::HashMap::with_capacity(routes.len());
     let mut out = Vec::new();
-    for (j, k) in keys.iter().enumerate() {
-        if let Some(i) = keys[..j].iter().position(|e| e == k) {
-            out.push((i, j));
+    for (j, m) in routes.iter().enumerate() {
+        match first.entry(canonical(m)) {
+            std::collections::hash_map::Entry::Occupied(e) => out.push((*e.get(), j)),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(j);
+            }
         }
     }
     out
