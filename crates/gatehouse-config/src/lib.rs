@@ -21,9 +21,16 @@ pub use resilience::{
 pub use schema::*;
 pub use units::{Duration, Size};
 
-/// The JSON Schema (draft 2020-12) of `gatehouse.yaml`, for editor completion and checks.
+/// The JSON Schema (draft 2020-12) of `gatehouse.yaml` with policy settings left open;
+/// `gatehouse_policies::Kinds::config_schema` fills them in per kind.
 pub fn json_schema() -> serde_json::Value {
     let mut schema = schemars::schema_for!(Config).to_value();
+    describe_schema(&mut schema);
+    schema
+}
+
+/// Gives a generated config schema its title and description.
+pub fn describe_schema(schema: &mut serde_json::Value) {
     if let Some(o) = schema.as_object_mut() {
         o.insert("title".into(), "gatehouse.yaml".into());
         o.insert(
@@ -31,5 +38,4 @@ pub fn json_schema() -> serde_json::Value {
             "Gatehouse configuration (docs/configuration.md)".into(),
         );
     }
-    schema
 }

@@ -67,8 +67,17 @@ fn locate_issue(file: &str, loc: &Locations, path: &str, message: String) -> Con
     }
 }
 
+/// A check run with validation, so its issues are reported together with the config's
+/// own (the policy kinds validate their settings this way).
+pub type Check<'a> = &'a dyn Fn(&Config) -> Vec<Issue>;
+
 /// Reads and loads the config file at `path`.
 pub fn load_file(path: &str) -> Result<Loaded, ConfigErrors> {
+    load_file_with(path, &|_| Vec::new())
+}
+
+/// Reads and loads the config file at `path`, running `check` with validation.
+pub fn load_file_with(path: &str, check: Check<'_>) -> Result<Loaded, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         let message = match e.kind() {
             std::io::ErrorKind::NotFound => "the config file does not exist".to_string(),
@@ -87,11 +96,16 @@ pub fn load_file(path: &str) -> Result<Loaded, ConfigErrors> {
             message,
         }])
     })?;
-    load_str(&text, path)
+    load_str_with(&text, path, check)
 }
 
 /// Loads config text; `file` names it in errors.
 pub fn load_str(text: &str, file: &str) -> Result<Loaded, ConfigErrors> {
+    load_str_with(text, file, &|_| Vec::new())
+}
+
+/// Loads config text, running `check` with validation; `file` names it in errors.
+pub fn load_str_with(text: &str, file: &str, check: Check<'_>) -> Result<Loaded, ConfigErrors> {
     let one = |line, column, path: String, message| {
         ConfigErrors(vec![ConfigError {
             file: file.to_string(),
@@ -150,7 +164,8 @@ pub fn load_str(text: &str, file: &str) -> Result<Loaded, ConfigErrors> {
         text,
         locations: OnceLock::new(),
     };
-    let issues = validate(&loaded.config);
+    let mut issues = validate(&loaded.config);
+    issues.extend(check(&loaded.config));
     if issues.is_empty() {
         Ok(loaded)
     } else {

@@ -342,60 +342,24 @@ fn default_max_idle() -> usize {
     512
 }
 
-/// A named policy; `type` selects the kind.
+/// A named policy: `type` selects the kind (docs/policies.md), which reads the other
+/// fields itself when the config compiles.
 #[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum PolicyConfig {
-    /// Set/add/remove headers on the request and the response.
-    Headers(HeadersPolicy),
-    /// Allow or deny clients by CIDR.
-    IpFilter(IpFilterPolicy),
+pub struct PolicyConfig {
+    /// The policy kind: `headers`, `ip_filter`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Longest a wait of this policy may take (a key-set fetch, a Redis round trip)
+    /// before the request is answered 503; default 5s.
+    #[serde(default = "default_policy_timeout")]
+    pub timeout: Duration,
+    /// The kind's own settings.
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
-/// `type: headers`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HeadersPolicy {
-    /// Edits applied to the request before it goes upstream.
-    #[serde(default)]
-    pub request: HeaderEdits,
-    /// Edits applied to the response before it goes to the client.
-    #[serde(default)]
-    pub response: HeaderEdits,
-}
-
-/// A set of header edits, applied in the order remove, set, add.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HeaderEdits {
-    /// Replace (or create) these headers.
-    #[serde(default)]
-    pub set: BTreeMap<String, String>,
-    /// Append these values, keeping existing ones.
-    #[serde(default)]
-    pub add: BTreeMap<String, String>,
-    /// Remove these headers.
-    #[serde(default)]
-    pub remove: Vec<String>,
-}
-
-/// `type: ip_filter`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct IpFilterPolicy {
-    /// When non-empty, only these CIDRs (or ip_groups) are admitted.
-    #[serde(default)]
-    pub allow: Vec<String>,
-    /// These CIDRs (or ip_groups) are rejected; deny wins over allow.
-    #[serde(default)]
-    pub deny: Vec<String>,
-    /// Status of the rejection; default 403.
-    #[serde(default = "default_forbidden")]
-    pub status: u16,
-}
-
-fn default_forbidden() -> u16 {
-    403
+fn default_policy_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(5))
 }
 
 /// A route: match conditions, policies, an optional rewrite and exactly one action.

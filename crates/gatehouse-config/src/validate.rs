@@ -61,9 +61,6 @@ pub fn validate(c: &Config) -> Vec<Issue> {
     for (name, up) in &c.upstreams {
         upstream(name, up, &mut out);
     }
-    for (name, p) in &c.policies {
-        policy(c, name, p, &mut out);
-    }
     for (i, name) in c.default_policies.iter().enumerate() {
         if !c.policies.contains_key(name) {
             out.push(
@@ -284,57 +281,6 @@ fn check_cidr_or_group(c: &Config, entry: &str, path: &str, out: &mut Issues) {
             path,
             format!("{entry:?} is neither a CIDR, an IP nor an ip_groups name"),
         );
-    }
-}
-
-fn policy(c: &Config, name: &str, p: &PolicyConfig, out: &mut Issues) {
-    let base = format!("policies.{name}");
-    match p {
-        PolicyConfig::Headers(h) => {
-            for (phase, edits) in [("request", &h.request), ("response", &h.response)] {
-                header_edits(&format!("{base}.{phase}"), edits, out);
-            }
-        }
-        PolicyConfig::IpFilter(f) => {
-            for (list, entries) in [("allow", &f.allow), ("deny", &f.deny)] {
-                for (i, e) in entries.iter().enumerate() {
-                    check_cidr_or_group(c, e, &format!("{base}.{list}[{i}]"), out);
-                }
-            }
-            if f.allow.is_empty() && f.deny.is_empty() {
-                out.push(base.clone(), "ip_filter needs allow or deny entries");
-            }
-            if !(400..=599).contains(&f.status) {
-                out.push(format!("{base}.status"), "must be a 4xx or 5xx status");
-            }
-        }
-    }
-}
-
-fn header_edits(base: &str, e: &HeaderEdits, out: &mut Issues) {
-    for (kind, map) in [("set", &e.set), ("add", &e.add)] {
-        for (k, v) in map {
-            if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                out.push(
-                    format!("{base}.{kind}.{k}"),
-                    format!("invalid header name {k:?}"),
-                );
-            }
-            if http::HeaderValue::from_str(v).is_err() {
-                out.push(
-                    format!("{base}.{kind}.{k}"),
-                    format!("invalid header value {v:?}"),
-                );
-            }
-        }
-    }
-    for (i, k) in e.remove.iter().enumerate() {
-        if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
-            out.push(
-                format!("{base}.remove[{i}]"),
-                format!("invalid header name {k:?}"),
-            );
-        }
     }
 }
 

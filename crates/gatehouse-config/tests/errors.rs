@@ -51,7 +51,7 @@ upstreams:
   empty: { targets: [] }
   hashy: { targets: [{ address: "h:1" }], balancer: consistent_hash }
 policies:
-  f: { type: ip_filter, allow: [10.0.0.0/33] }
+  f: { type: ip_filter, allow: [10.0.0.0/8] }
 routes:
   - name: r
     match: { path: { type: regex, value: "(" } }
@@ -68,7 +68,6 @@ routes:
         "listeners[1].name",
         "upstreams.empty.targets",
         "upstreams.hashy.hash_on",
-        "policies.f.allow[0]",
         "routes[0].match.path.value",
         "routes[0].respond",
         "routes[1].name",

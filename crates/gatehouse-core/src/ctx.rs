@@ -1,6 +1,6 @@
 //! Per-request context: what every phase of the pipeline may read or record.
 
-use crate::{Connection, Consumer};
+use crate::{Bodies, Connection, Consumer};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +39,8 @@ pub struct RequestCtx {
     /// Typed per-request state a policy keeps from its request phase to its response
     /// phase (one value per type; use a private type as the key).
     pub extensions: http::Extensions,
+    /// Buffered bodies and response filters, as the route's chain declared them.
+    pub bodies: Bodies,
     /// The client IP after applying trusted proxies.
     pub client_ip: IpAddr,
     /// When the request head was received.
@@ -68,6 +70,7 @@ impl RequestCtx {
             conn,
             consumer: None,
             extensions: http::Extensions::new(),
+            bodies: Bodies::default(),
             started,
             route: None,
             params: Vec::new(),

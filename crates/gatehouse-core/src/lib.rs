@@ -1,17 +1,24 @@
 //! The shared vocabulary of Gatehouse: the per-request context, the policy trait and its
-//! flow, and RFC 9457 problem responses. It performs no I/O and depends on no other crate
-//! of ours, so every layer above can speak it.
+//! flow, body needs and filters, state that outlives a snapshot, and RFC 9457 problem
+//! responses. It performs no I/O and depends on no other crate of ours, so every layer
+//! above can speak it.
 
+pub mod body_needs;
 pub mod connection;
 pub mod consumer;
 pub mod ctx;
 pub mod flow;
 pub mod policy;
 pub mod problem;
+pub mod state;
 
+pub use body_needs::{
+    Bodies, BodyFilter, BodyNeeds, FilterError, RequestBodyNeed, ResponseBodyNeed,
+};
 pub use connection::{Connection, Scheme, TlsInfo};
 pub use consumer::{Consumer, Credential};
 pub use ctx::{PhaseTimings, RequestCtx, ShortCircuit};
-pub use flow::{Flow, LocalResponse};
+pub use flow::{Flow, LocalResponse, Resume, Wait};
 pub use policy::Policy;
 pub use problem::{Problem, ProblemStyle, problem_response};
+pub use state::{Fingerprint, Stage, StateRegistry};

@@ -1,19 +1,41 @@
 //! The policy contract. Policies run in config order on the request, in reverse order on
-//! the response (only those whose request phase ran), and `on_complete` runs on every exit.
+//! the response (only those whose request phase ran), and `on_complete` runs on every
+//! exit. docs/policies.md shows the phases and a worked example.
 
-use crate::{Flow, RequestCtx};
+use crate::{BodyNeeds, Flow, Problem, RequestCtx};
+use http::StatusCode;
 
 /// One compiled policy instance; built once per reload, shared by all requests.
 pub trait Policy: Send + Sync + std::fmt::Debug {
     /// The configured name of this policy, for logs and short-circuit records.
     fn name(&self) -> &str;
 
-    /// Request phase: inspect or edit the request head; `Respond` ends the chain early.
+    /// What this policy needs of the bodies; read once, when a route's chain compiles.
+    fn body_needs(&self) -> BodyNeeds {
+        BodyNeeds::NONE
+    }
+
+    /// Request phase: inspect or edit the request head (and the buffered body in
+    /// `ctx.bodies.request`, when declared); `Respond` ends the chain early, `Wait`
+    /// decides after an asynchronous step.
     fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow;
 
-    /// Response phase: edit the response head (also applied to local responses).
+    /// Response phase: edit the response head (also applied to local responses), the
+    /// buffered body in `ctx.bodies.response`, or attach a filter to `ctx.bodies.filters`.
     fn on_response(&self, _resp: &mut http::response::Parts, _ctx: &mut RequestCtx) {}
 
     /// Finish phase: always runs once the response is decided, whatever happened.
     fn on_complete(&self, _ctx: &RequestCtx) {}
+
+    /// The answer when a wait of this policy outlives its `timeout`.
+    fn on_wait_timeout(&self, waited: std::time::Duration) -> Problem {
+        Problem::internal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "policy {}: no decision within {} ms",
+                self.name(),
+                waited.as_millis()
+            ),
+        )
+    }
 }

@@ -1,8 +1,53 @@
 //! `type: headers`: set, add and remove headers on the request and the response.
 
-use gatehouse_config::{HeaderEdits, HeadersPolicy as Config};
+use crate::{Build, BuildResult, Kind};
+use gatehouse_config::validate::Issue;
 use gatehouse_core::{Flow, Policy, RequestCtx};
 use http::{HeaderMap, HeaderName, HeaderValue};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// `type: headers`.
+pub const KIND: Kind = Kind {
+    name: "headers",
+    schema: |g| g.subschema_for::<Config>(),
+    build,
+};
+
+fn build(b: &Build<'_>) -> BuildResult {
+    let c: Config = b.settings()?;
+    Ok(Arc::new(HeadersPolicy::build(b, &c)?))
+}
+
+/// The settings of `type: headers`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "HeadersPolicy")]
+pub struct Config {
+    /// Edits applied to the request before it goes upstream.
+    #[serde(default)]
+    pub request: HeaderEdits,
+    /// Edits applied to the response before it goes to the client.
+    #[serde(default)]
+    pub response: HeaderEdits,
+}
+
+/// A set of header edits, applied in the order remove, set, add.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderEdits {
+    /// Replace (or create) these headers.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Append these values, keeping existing ones.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    /// Remove these headers.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
 
 #[derive(Debug, Default)]
 struct Edits {
@@ -12,26 +57,36 @@ struct Edits {
 }
 
 impl Edits {
-    fn build(e: &HeaderEdits) -> Result<Self, String> {
-        let pair = |(k, v): (&String, &String)| -> Result<(HeaderName, HeaderValue), String> {
-            Ok((
-                HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|_| format!("invalid header name {k:?}"))?,
-                HeaderValue::from_str(v).map_err(|_| format!("invalid header value {v:?}"))?,
-            ))
-        };
-        Ok(Self {
-            remove: e
-                .remove
-                .iter()
-                .map(|k| {
-                    HeaderName::from_bytes(k.as_bytes())
-                        .map_err(|_| format!("invalid header name {k:?}"))
+    /// Compiles `e` (at `field` of policy `b`), reporting every bad name or value.
+    fn build(b: &Build<'_>, field: &str, e: &HeaderEdits, issues: &mut Vec<Issue>) -> Self {
+        let mut name = |path: String, k: &str| {
+            HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| {
+                    issues.push(b.issue(Some(&path), format!("invalid header name {k:?}")))
                 })
-                .collect::<Result<_, _>>()?,
-            set: e.set.iter().map(pair).collect::<Result<_, _>>()?,
-            add: e.add.iter().map(pair).collect::<Result<_, _>>()?,
-        })
+                .ok()
+        };
+        let remove = (e.remove.iter().enumerate())
+            .filter_map(|(i, k)| name(format!("{field}.remove[{i}]"), k))
+            .collect();
+        let mut pairs =
+            |op: &str, map: &BTreeMap<String, String>| -> Vec<(HeaderName, HeaderValue)> {
+                map.iter()
+                    .filter_map(|(k, v)| {
+                        let path = format!("{field}.{op}.{k}");
+                        let n = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                            issues.push(b.issue(Some(&path), format!("invalid header name {k:?}")))
+                        });
+                        let v = HeaderValue::from_str(v).map_err(|_| {
+                            issues.push(b.issue(Some(&path), format!("invalid header value {v:?}")))
+                        });
+                        Some((n.ok()?, v.ok()?))
+                    })
+                    .collect()
+            };
+        let set = pairs("set", &e.set);
+        let add = pairs("add", &e.add);
+        Self { remove, set, add }
     }
 
     /// Remove first, then set, then add: so `remove: [x]` plus `add: {x: 1}` yields exactly `x: 1`.
@@ -58,11 +113,17 @@ pub struct HeadersPolicy {
 
 impl HeadersPolicy {
     /// Compiles the policy.
-    pub fn build(name: &str, c: &Config) -> Result<Self, String> {
+    pub fn build(b: &Build<'_>, c: &Config) -> Result<Self, Vec<Issue>> {
+        let mut issues = Vec::new();
+        let request = Edits::build(b, "request", &c.request, &mut issues);
+        let response = Edits::build(b, "response", &c.response, &mut issues);
+        if !issues.is_empty() {
+            return Err(issues);
+        }
         Ok(Self {
-            name: name.to_string(),
-            request: Edits::build(&c.request)?,
-            response: Edits::build(&c.response)?,
+            name: b.name.to_string(),
+            request,
+            response,
         })
     }
 }
@@ -85,22 +146,21 @@ impl Policy for HeadersPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     #[test]
     fn edits_apply_in_order() {
-        let cfg = Config {
-            request: HeaderEdits {
-                set: BTreeMap::from([("x-gw".into(), "gatehouse".into())]),
-                add: BTreeMap::from([("x-multi".into(), "b".into())]),
-                remove: vec!["x-internal".into()],
-            },
-            response: HeaderEdits {
-                remove: vec!["server".into()],
-                ..Default::default()
-            },
-        };
-        let p = HeadersPolicy::build("h", &cfg).unwrap();
+        let yaml = r#"
+policies:
+  h:
+    type: headers
+    request:
+      set: { x-gw: gatehouse }
+      add: { x-multi: b }
+      remove: [x-internal]
+    response:
+      remove: [server]
+"#;
+        let p = crate::kind::tests::build_one(yaml, "h").unwrap();
         let (mut parts, ()) = http::Request::builder()
             .header("x-internal", "secret")
             .header("x-gw", "old")

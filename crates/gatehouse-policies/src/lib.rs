@@ -1,21 +1,14 @@
-//! Policy kinds, one module each, and [`build`], which compiles a named policy from its
-//! config. Policies see `http` request/response parts and the RequestCtx only; they never
-//! see connections or each other.
+//! Policy kinds, one module each, and the registry that builds them by `type`. Policies
+//! see `http` request/response parts and the RequestCtx only; they never see connections
+//! or each other. A new kind is one module plus one line in [`BUILTIN`]
+//! (docs/policies.md).
 
 pub mod cidr;
 pub mod headers;
 pub mod ip_filter;
+pub mod kind;
 
-use gatehouse_config::{Config, PolicyConfig};
-use gatehouse_core::Policy;
-use std::sync::Arc;
+pub use kind::{Build, BuildResult, Kind, Kinds};
 
-/// Compiles policy `name` of `config` (already validated).
-pub fn build(name: &str, cfg: &PolicyConfig, config: &Config) -> Result<Arc<dyn Policy>, String> {
-    Ok(match cfg {
-        PolicyConfig::Headers(h) => Arc::new(headers::HeadersPolicy::build(name, h)?),
-        PolicyConfig::IpFilter(f) => {
-            Arc::new(ip_filter::IpFilter::build(name, f, &config.ip_groups)?)
-        }
-    })
-}
+/// The kinds built into gatehouse.
+pub const BUILTIN: &[Kind] = &[headers::KIND, ip_filter::KIND];

@@ -37,7 +37,11 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let loaded = gatehouse_config::load::load_str(black_box(&yaml), "bench.yaml")
                 .expect("valid config");
-            gatehouse_proxy::compile::compile(&loaded, None).expect("compiles")
+            let platform = gatehouse_proxy::compile::Platform::default();
+            let stage = platform.state.stage();
+            gatehouse_proxy::compile::compile(&loaded, None, &platform.kinds, &stage)
+                .map(|_| ())
+                .expect("compiles")
         })
     });
     g.finish();

@@ -5,6 +5,7 @@
 use crate::finish::Finish;
 use crate::pool::Return;
 use bytes::Bytes;
+use gatehouse_core::BodyFilter;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
@@ -154,6 +155,50 @@ pub async fn read_for_replay(body: Incoming, meter: &BodyMeter) -> Result<Bytes,
     Ok(b)
 }
 
+impl RequestBody {
+    /// The next frame, failing only with the client's fault.
+    fn poll_client(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientFault>>> {
+        if let Some(b) = self.replay.take() {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(Pin::new(inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(d) = frame.data_ref() {
+                    self.seen += d.len() as u64;
+                    self.meter.bytes.store(self.seen, Ordering::Relaxed);
+                    if self.seen > self.limit {
+                        return Poll::Ready(Some(Err(ClientFault::TooLarge(self.limit))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(ClientFault::from_read(e)))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    /// Reads the whole body (within its limit) into one buffer; trailers are dropped.
+    pub async fn read_all(mut self) -> Result<Bytes, ClientFault> {
+        let mut chunks: Vec<Bytes> = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| self.poll_client(cx)).await {
+            if let Ok(d) = frame?.into_data() {
+                chunks.push(d);
+            }
+        }
+        Ok(match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.swap_remove(0),
+            _ => Bytes::from(chunks.concat()),
+        })
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -162,27 +207,8 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if let Some(b) = this.replay.take() {
-            return Poll::Ready(Some(Ok(Frame::data(b))));
-        }
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match ready!(Pin::new(inner).poll_frame(cx)) {
-            Some(Ok(frame)) => {
-                if let Some(d) = frame.data_ref() {
-                    this.seen += d.len() as u64;
-                    this.meter.bytes.store(this.seen, Ordering::Relaxed);
-                    if this.seen > this.limit {
-                        return Poll::Ready(Some(Err(ClientFault::TooLarge(this.limit).into())));
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Some(Err(e)) => Poll::Ready(Some(Err(ClientFault::from_read(e).into()))),
-            None => Poll::Ready(None),
-        }
+        self.poll_client(cx)
+            .map(|f| f.map(|r| r.map_err(BoxError::from)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -201,6 +227,97 @@ impl Body for RequestBody {
 enum Kind {
     Full(Option<Bytes>),
     Upstream(Incoming, Option<Return>),
+    Filtered(Box<Filtered>),
+}
+
+/// A body passed through the filters policies attached, in order.
+struct Filtered {
+    inner: Kind,
+    filters: Vec<Box<dyn BodyFilter>>,
+    done: bool,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl Filtered {
+    /// Feeds `data` through the filters from index `from` on.
+    fn through(&mut self, from: usize, mut data: Bytes) -> Result<Bytes, BoxError> {
+        for f in &mut self.filters[from..] {
+            data = f.on_data(data)?;
+        }
+        Ok(data)
+    }
+
+    /// The end of the stream: each filter flushes, and what it flushes goes through the
+    /// filters after it.
+    fn finish(&mut self) -> Result<Bytes, BoxError> {
+        let mut out = Vec::new();
+        for i in 0..self.filters.len() {
+            let tail = self.filters[i].on_end()?;
+            let passed = self.through(i + 1, tail)?;
+            out.extend_from_slice(&passed);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if self.done {
+                return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            match ready!(poll_kind(&mut self.inner, cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(d) => {
+                        let out = self.through(0, d)?;
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                    }
+                    // Trailers end the body: the filters flush before them.
+                    Err(frame) => {
+                        self.done = true;
+                        self.trailers = frame.into_trailers().ok();
+                        let tail = self.finish()?;
+                        if !tail.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(tail))));
+                        }
+                    }
+                },
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {
+                    self.done = true;
+                    let tail = self.finish()?;
+                    if !tail.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(tail))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Polls one body kind.
+fn poll_kind(
+    kind: &mut Kind,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    Poll::Ready(match kind {
+        Kind::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
+        Kind::Upstream(b, ret) => match ready!(Pin::new(b).poll_frame(cx)) {
+            None => {
+                if let Some(r) = ret.take() {
+                    r.give_back();
+                }
+                None
+            }
+            Some(Err(e)) => {
+                // A broken body must not go back to the pool.
+                ret.take();
+                Some(Err(e.into()))
+            }
+            Some(Ok(f)) => Some(Ok(f)),
+        },
+        Kind::Filtered(f) => return f.poll(cx),
+    })
 }
 
 /// The response body sent to the client. Dropping it ends the request (access log, finish phase).
@@ -236,6 +353,18 @@ impl ProxyBody {
         s
     }
 
+    /// This body passed through `filters`, in order (the finish stays outside).
+    pub fn filtered(mut self, filters: Vec<Box<dyn BodyFilter>>) -> Self {
+        let inner = std::mem::replace(&mut self.kind, Kind::Full(None));
+        self.kind = Kind::Filtered(Box::new(Filtered {
+            inner,
+            filters,
+            done: false,
+            trailers: None,
+        }));
+        self
+    }
+
     /// Attaches the finish phase, run when the body is done or dropped.
     pub fn with_finish(mut self, f: Finish) -> Self {
         self.finish = Some(Box::new(f));
@@ -260,30 +389,14 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let polled = match &mut this.kind {
-            Kind::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
-            Kind::Upstream(b, ret) => match ready!(Pin::new(b).poll_frame(cx)) {
-                None => {
-                    if let Some(r) = ret.take() {
-                        r.give_back();
-                    }
-                    None
-                }
-                Some(Err(e)) => {
-                    // A broken body must not go back to the pool.
-                    ret.take();
-                    Some(Err(e))
-                }
-                Some(Ok(f)) => Some(Ok(f)),
-            },
-        };
+        let polled = ready!(poll_kind(&mut this.kind, cx));
         if let Some(Ok(f)) = &polled
             && let Some(d) = f.data_ref()
         {
@@ -298,6 +411,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
             Kind::Upstream(b, _) => b.is_end_stream(),
+            Kind::Filtered(f) => f.done && f.trailers.is_none(),
         }
     }
 
@@ -305,6 +419,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0)),
             Kind::Upstream(b, _) => b.size_hint(),
+            Kind::Filtered(_) => SizeHint::default(),
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Config to snapshot: builds routers, policy chains, upstream state (carried over from
 //! the previous snapshot by name) and the access-log sink. All parsing happens here.
 
-use crate::route::{Action, CompiledRoute};
+use crate::route::{Action, CompiledRoute, Step};
 use crate::snapshot::Snapshot;
 use bytes::Bytes;
 use gatehouse_config::load::Loaded;
 use gatehouse_config::validate::Issue;
 use gatehouse_config::{ConfigErrors, PathKind};
+use gatehouse_core::{BodyNeeds, Stage};
 use gatehouse_observe::AccessLog;
 use gatehouse_policies::cidr::CidrSet;
 use gatehouse_router::Router;
@@ -15,31 +16,53 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Compiles a loaded config. `previous` lends upstream state and the access-log sink
-/// when its target did not change.
-pub fn compile(loaded: &Loaded, previous: Option<&Snapshot>) -> Result<Snapshot, ConfigErrors> {
+/// What outlives every config: the policy kinds the gateway knows and the state
+/// registry that keeps upstream, limiter and policy state across reloads by name.
+#[derive(Debug, Default)]
+pub struct Platform {
+    /// Policy kinds by `type`.
+    pub kinds: gatehouse_policies::Kinds,
+    /// State kept across reloads.
+    pub state: gatehouse_core::StateRegistry,
+}
+
+/// Compiles a loaded config, taking state from `stage` (committed by the caller once the
+/// snapshot serves). `previous` lends the access-log sink when its target did not change.
+pub fn compile(
+    loaded: &Loaded,
+    previous: Option<&Snapshot>,
+    kinds: &gatehouse_policies::Kinds,
+    stage: &Stage<'_>,
+) -> Result<Snapshot, ConfigErrors> {
     let c = &loaded.config;
     let mut issues = Vec::new();
-    let mut issue = |path: String, message: String| issues.push(Issue { path, message });
 
     let matches: Vec<_> = c.routes.iter().map(|r| r.matches.clone()).collect();
     let router = match Router::build(&matches) {
         Ok(r) => Some(r),
         Err(e) => {
-            issue(format!("routes[{}].{}", e.route, e.field), e.message);
+            issues.push(Issue {
+                path: format!("routes[{}].{}", e.route, e.field),
+                message: e.message,
+            });
             None
         }
     };
-    let upstreams = Registry::build(&c.upstreams, previous.map(|p| &p.upstreams));
+    let upstreams = Registry::build(&c.upstreams, stage);
     let mut policies = HashMap::new();
     for (name, cfg) in &c.policies {
-        match gatehouse_policies::build(name, cfg, c) {
+        match kinds.build(name, cfg, c, stage) {
             Ok(p) => {
-                policies.insert(name.as_str(), p);
+                let step = Step {
+                    policy: p,
+                    timeout: cfg.timeout.get(),
+                };
+                policies.insert(name.as_str(), step);
             }
-            Err(e) => issue(format!("policies.{name}"), e),
+            Err(found) => issues.extend(found),
         }
     }
+    let mut issue = |path: String, message: String| issues.push(Issue { path, message });
     let trusted = CidrSet::build(&c.trusted_proxies, &c.ip_groups).unwrap_or_else(|e| {
         issue("trusted_proxies".into(), e);
         CidrSet::default()
@@ -47,12 +70,15 @@ pub fn compile(loaded: &Loaded, previous: Option<&Snapshot>) -> Result<Snapshot,
 
     let mut routes = Vec::with_capacity(c.routes.len());
     for (i, r) in c.routes.iter().enumerate() {
-        let chain = c
+        let chain: Vec<Step> = c
             .default_policies
             .iter()
             .chain(&r.policies)
             .filter_map(|n| policies.get(n.as_str()).cloned())
             .collect();
+        let needs = chain
+            .iter()
+            .fold(BodyNeeds::NONE, |n, s| n.fold(s.policy.body_needs()));
         let up = |n: &str| upstreams.get(n).cloned();
         let action = if let Some(u) = r.upstream.as_deref().and_then(up) {
             Action::Upstream(u)
@@ -103,6 +129,7 @@ pub fn compile(loaded: &Loaded, previous: Option<&Snapshot>) -> Result<Snapshot,
         routes.push(CompiledRoute {
             name: r.name.as_str().into(),
             policies: chain,
+            needs,
             rewrite: r.rewrite.clone(),
             prefix,
             max_body_size: r.max_body_size.map(|s| s.0),
@@ -181,9 +208,11 @@ pub fn warnings(loaded: &Loaded) -> Vec<gatehouse_config::ConfigError> {
 pub fn load_and_compile(
     path: &str,
     previous: Option<&Snapshot>,
+    kinds: &gatehouse_policies::Kinds,
+    stage: &Stage<'_>,
 ) -> Result<Arc<Snapshot>, ConfigErrors> {
     let loaded = gatehouse_config::load_file(path)?;
-    let snapshot = compile(&loaded, previous)?;
+    let snapshot = compile(&loaded, previous, kinds, stage)?;
     snapshot.upstreams.resolve_new();
     Ok(Arc::new(snapshot))
 }

@@ -50,8 +50,8 @@ impl Drop for Finish {
         }
         let snap = &self.snapshot;
         if let Some(r) = self.route.and_then(|i| snap.routes.get(i)) {
-            for p in &r.policies {
-                p.on_complete(&self.ctx);
+            for s in &r.policies {
+                s.policy.on_complete(&self.ctx);
             }
         }
         if !snap.access_log.is_on() {

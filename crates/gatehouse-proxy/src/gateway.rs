@@ -1,7 +1,7 @@
 //! The running gateway: the live snapshot, reload, and shutdown state shared by workers,
 //! the admin API and signal handlers.
 
-use crate::compile::compile;
+use crate::compile::{Platform, compile};
 use crate::listener_set::ListenerSet;
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
@@ -24,11 +24,42 @@ pub fn bind_admin(address: &str) -> Result<std::net::TcpListener, String> {
     Ok(l)
 }
 
+/// Where reloads read the config: a file, or text handed over by an embedder.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A file, read again on every reload.
+    File(String),
+    /// Text (the in-process facade); `name` labels its errors.
+    Text {
+        /// Shown as the file in error messages.
+        name: String,
+        /// The config.
+        text: String,
+    },
+}
+
+impl ConfigSource {
+    /// Loads (reads, interpolates, parses, validates) the config; the settings of its
+    /// policies are checked by `kinds` at the same time.
+    pub fn load(
+        &self,
+        kinds: &gatehouse_policies::Kinds,
+    ) -> Result<gatehouse_config::load::Loaded, ConfigErrors> {
+        let check = |c: &gatehouse_config::Config| kinds.check(c);
+        match self {
+            Self::File(path) => gatehouse_config::load::load_file_with(path, &check),
+            Self::Text { name, text } => gatehouse_config::load::load_str_with(text, name, &check),
+        }
+    }
+}
+
 /// Shared handle on a running gateway.
 #[derive(Debug)]
 pub struct Gateway {
-    /// The config file reloads read.
-    pub config_path: String,
+    /// Where reloads read the config.
+    source: std::sync::Mutex<ConfigSource>,
+    /// Policy kinds and the state registry, shared by every config this gateway runs.
+    pub platform: Arc<Platform>,
     /// The live snapshot; requests load it once at their start.
     pub live: Arc<ArcSwap<Snapshot>>,
     /// Open downstream connections, all listeners and workers.
@@ -42,10 +73,15 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway serving `snapshot`, reloading from `config_path`.
-    pub fn new(config_path: String, snapshot: Arc<Snapshot>) -> Arc<Self> {
+    /// A gateway serving `snapshot` (compiled on `platform`), reloading from `source`.
+    pub fn new(
+        source: ConfigSource,
+        snapshot: Arc<Snapshot>,
+        platform: Arc<Platform>,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            config_path,
+            source: std::sync::Mutex::new(source),
+            platform,
             live: Arc::new(ArcSwap::new(snapshot)),
             connections: Arc::new(AtomicUsize::new(0)),
             shutdown: watch::channel(false).0,
@@ -76,6 +112,19 @@ impl Gateway {
             .unwrap_or_default()
     }
 
+    /// Where reloads read the config.
+    pub fn source(&self) -> ConfigSource {
+        self.source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the config text reloads read (the in-process facade).
+    pub fn set_source(&self, source: ConfigSource) {
+        *self.source.lock().unwrap_or_else(|p| p.into_inner()) = source;
+    }
+
     /// The errors of the last reload, when it was rejected and no good one followed.
     pub fn last_rejected(&self) -> Option<Vec<String>> {
         self.last_rejected
@@ -100,8 +149,11 @@ impl Gateway {
 
     fn reload_locked(&self) -> Result<u64, ConfigErrors> {
         let prev = self.live.load_full();
-        let loaded = gatehouse_config::load_file(&self.config_path)?;
-        let next = Arc::new(compile(&loaded, Some(&prev))?);
+        let loaded = self.source().load(&self.platform.kinds)?;
+        // State the new config names is staged; it is committed only once it serves.
+        let stage = self.platform.state.stage();
+        let kinds = &self.platform.kinds;
+        let next = Arc::new(compile(&loaded, Some(&prev), kinds, &stage)?);
         // New hostname targets get addresses before they can be picked.
         next.upstreams.resolve_new();
         // Everything that binds happens before anything changes, so a busy address
@@ -141,6 +193,7 @@ impl Gateway {
         }
         let generation = next.generation;
         self.live.store(next);
+        self.platform.state.commit(stage);
         tracing::info!(generation, "config reloaded");
         Ok(generation)
     }

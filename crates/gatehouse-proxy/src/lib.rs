@@ -5,6 +5,7 @@
 
 pub mod attempts;
 pub mod body;
+pub mod chain;
 pub mod compile;
 pub mod downstream;
 pub mod error;

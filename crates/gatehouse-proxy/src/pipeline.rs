@@ -3,6 +3,7 @@
 
 use crate::attempts;
 use crate::body::{BodyMeter, ProxyBody, RequestBody};
+use crate::chain;
 use crate::error::ProxyError;
 use crate::finish::Finish;
 use crate::forwarded::{self, X_REQUEST_ID};
@@ -14,8 +15,8 @@ use crate::upgrade;
 use arc_swap::ArcSwap;
 use gatehouse_core::problem::render;
 use gatehouse_core::{
-    Connection, Flow, LocalResponse, Problem, ProblemStyle, RequestCtx, ShortCircuit,
-    problem_response,
+    Connection, LocalResponse, Problem, ProblemStyle, RequestBodyNeed, RequestCtx,
+    ResponseBodyNeed, problem_response,
 };
 use gatehouse_router::RequestView;
 use gatehouse_router::{Normalization, normalize};
@@ -197,52 +198,73 @@ pub async fn handle(
         );
     }
 
-    // Request policies, in config order; the first Respond ends the chain. Timing is only
+    // The body, when the chain declared it needs it whole: read now, before any policy
+    // or upstream, so an oversized one is refused before anything is contacted.
+    let body = match route.needs.request {
+        RequestBodyNeed::Untouched => ClientBody::Stream(body),
+        RequestBodyNeed::Buffered { max } => {
+            let limit = route.max_body_size.map_or(max, |m| m.min(max));
+            match chain::buffer_request(body, limit, &finish.bytes_in).await {
+                Ok(b) => finish.ctx.bodies.request = Some(b),
+                Err(fault) => {
+                    return local(
+                        problem(&mut finish, ProxyError::from(fault).problem()),
+                        finish,
+                    );
+                }
+            }
+            ClientBody::Buffered
+        }
+    };
+
+    // Request policies, in config order; the first answer ends the chain. Timing is only
     // taken when there is a chain, since clock reads show up in the per-request CPU.
     let timed = !route.policies.is_empty();
     let t = timed.then(Instant::now);
-    let mut ran = 0;
-    let mut answered = None;
-    for p in &route.policies {
-        ran += 1;
-        if let Flow::Respond { response, reason } = p.on_request(&mut parts, &mut finish.ctx) {
-            // Recorded here, for every policy: who answered, why, with what.
-            finish.ctx.short_circuit = Some(ShortCircuit {
-                policy: p.name().to_string(),
-                reason,
-                status: response.status().as_u16(),
-            });
-            answered = Some(response);
-            break;
-        }
-    }
+    let phase = chain::request_phase(&route.policies, &mut parts, &mut finish.ctx).await;
     if let Some(t) = t {
         finish.ctx.timings.policies = t.elapsed();
     }
 
     // The action, unless a policy already answered.
-    let resp = match answered {
+    let resp = match phase.answered {
         Some(r) => r.map(ProxyBody::full),
         None => run_action(route, parts, body, port, &mut finish).await,
     };
 
     // Response policies, in reverse, over the policies whose request phase ran.
-    if ran == 0 {
+    if phase.ran == 0 {
         return respond(resp, finish);
     }
-    let t = Instant::now();
-    let (mut rparts, rbody) = resp.into_parts();
-    for p in route.policies[..ran].iter().rev() {
-        p.on_response(&mut rparts, &mut finish.ctx);
-    }
-    finish.ctx.timings.policies += t.elapsed();
-    respond(Response::from_parts(rparts, rbody), finish)
+    let steps = &route.policies[..phase.ran];
+    let (rparts, rbody) = match route.needs.response {
+        ResponseBodyNeed::Buffered { max } => {
+            match chain::buffer_response(resp, max, &finish.ctx.request_id).await {
+                Ok((rparts, b)) => {
+                    finish.ctx.bodies.response = Some(b);
+                    (rparts, ProxyBody::full(bytes::Bytes::new()))
+                }
+                // The policies that must see the whole body cannot: answered as is.
+                Err(answer) => return local(answer, finish),
+            }
+        }
+        _ => resp.into_parts(),
+    };
+    let resp = chain::response_phase(steps, &finish.method, rparts, rbody, &mut finish.ctx);
+    respond(resp, finish)
+}
+
+/// The client's body as the action gets it: still streaming, or already read into
+/// `ctx.bodies.request` for a chain that declared it.
+enum ClientBody {
+    Stream(Incoming),
+    Buffered,
 }
 
 async fn run_action(
     route: &CompiledRoute,
     parts: http::request::Parts,
-    body: Incoming,
+    body: ClientBody,
     port: Option<u16>,
     finish: &mut Finish,
 ) -> Response<ProxyBody> {
@@ -292,7 +314,7 @@ async fn run_action(
 async fn proxy(
     route: &CompiledRoute,
     mut parts: http::request::Parts,
-    body: Incoming,
+    body: ClientBody,
     finish: &mut Finish,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let Some(up) = route.upstream(&parts, finish.ctx.client_ip) else {
@@ -331,7 +353,16 @@ async fn proxy(
         record(finish, outcome)?
     } else {
         let admission = attempts::admit(up)?;
-        let payload = payload(up, &parts.method, body, route.max_body_size, finish).await?;
+        let payload = match body {
+            ClientBody::Stream(b) => {
+                payload(up, &parts.method, b, route.max_body_size, &finish.bytes_in).await?
+            }
+            ClientBody::Buffered => {
+                let b = finish.ctx.bodies.request.take().unwrap_or_default();
+                chain::settle_request_body(&mut parts, &b);
+                attempts::Payload::Replay(b)
+            }
+        };
         let head = attempts::Head {
             method: parts.method,
             uri: parts.uri,
@@ -368,7 +399,7 @@ async fn payload(
     method: &http::Method,
     body: Incoming,
     max_body_size: Option<u64>,
-    finish: &Finish,
+    meter: &Arc<BodyMeter>,
 ) -> Result<attempts::Payload, ProxyError> {
     use http_body::Body as _;
     if body.is_end_stream() {
@@ -386,7 +417,7 @@ async fn payload(
             return Err(crate::error::no_healthy_target(up));
         }
         // Content-Length is known and was checked against max_body_size already.
-        return crate::body::read_for_replay(body, &finish.bytes_in)
+        return crate::body::read_for_replay(body, meter)
             .await
             .map(attempts::Payload::Replay)
             .map_err(ProxyError::from);
@@ -394,7 +425,7 @@ async fn payload(
     Ok(attempts::Payload::Stream(RequestBody::new(
         body,
         max_body_size,
-        finish.bytes_in.clone(),
+        meter.clone(),
     )))
 }
 

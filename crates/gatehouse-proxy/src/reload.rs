@@ -21,7 +21,10 @@ pub fn watch_file(
     gw: Arc<Gateway>,
     debounce: std::time::Duration,
 ) -> notify::Result<notify::RecommendedWatcher> {
-    let path = std::fs::canonicalize(&gw.config_path)?;
+    let crate::gateway::ConfigSource::File(file) = gw.source() else {
+        return Err(notify::Error::generic("the config is not a file"));
+    };
+    let path = std::fs::canonicalize(file)?;
     let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let target = path.clone();

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use gatehouse_config::validate::HashOn;
 use gatehouse_config::{Redirect, Rewrite};
-use gatehouse_core::{LocalResponse, Policy};
+use gatehouse_core::{BodyNeeds, LocalResponse, Policy};
 use gatehouse_upstream::UpstreamState;
 use gatehouse_upstream::upstream::request_hash;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -90,13 +90,24 @@ impl Split {
     }
 }
 
+/// One policy of a route's chain, with the bound on its waits.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The policy.
+    pub policy: Arc<dyn Policy>,
+    /// Longest it may wait before the request is answered (its `timeout`).
+    pub timeout: std::time::Duration,
+}
+
 /// A route as the pipeline uses it.
 #[derive(Debug)]
 pub struct CompiledRoute {
     /// Route name.
     pub name: Arc<str>,
     /// default_policies then the route's own, in config order.
-    pub policies: Vec<Arc<dyn Policy>>,
+    pub policies: Vec<Step>,
+    /// What the chain needs of the bodies, folded over its policies.
+    pub needs: BodyNeeds,
     /// Path rewrite.
     pub rewrite: Option<Rewrite>,
     /// The route's matched prefix (for replace_prefix).

@@ -1,9 +1,15 @@
-//! Upstream state by name, carried from one snapshot to the next.
+//! The upstreams of one snapshot. Their state (health, breakers, balancer position,
+//! connection counts) lives in the gateway's state registry under kind `upstream`, so a
+//! reload keeps it by name.
 
 use crate::upstream::UpstreamState;
 use gatehouse_config::Upstream;
+use gatehouse_core::{Fingerprint, Stage};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+/// The state-registry kind of upstream state.
+pub const STATE_KIND: &str = "upstream";
 
 /// All upstreams of one snapshot.
 #[derive(Debug, Default, Clone)]
@@ -17,16 +23,14 @@ impl Registry {
     /// targets whose address stayed; upstreams no longer named are dropped. No name is
     /// resolved here (`validate` compiles too, and must not touch the network): the
     /// gateway calls [`Registry::resolve_new`] before a registry goes live.
-    pub fn build(configs: &BTreeMap<String, Upstream>, previous: Option<&Registry>) -> Self {
+    pub fn build(configs: &BTreeMap<String, Upstream>, state: &Stage<'_>) -> Self {
         let upstreams = configs
             .iter()
             .map(|(name, cfg)| {
-                let old = previous.and_then(|p| p.upstreams.get(name));
-                let state = match old {
-                    Some(o) if o.config == *cfg => o.clone(),
-                    _ => Arc::new(UpstreamState::build(name, cfg, old.map(|o| o.as_ref()))),
-                };
-                (name.clone(), state)
+                let s = state.get_or_build(STATE_KIND, name, Fingerprint::of(cfg), |old| {
+                    UpstreamState::build(name, cfg, old)
+                });
+                (name.clone(), s)
             })
             .collect();
         Self { upstreams }
@@ -74,7 +78,8 @@ mod tests {
                     .clone()
             },
         )]);
-        let r = Registry::build(&cfg, None);
+        let states = gatehouse_core::StateRegistry::new();
+        let r = Registry::build(&cfg, &states.stage());
         let t = &r.get("u").unwrap().targets[0];
         assert!(t.socket_addr().is_none(), "compile must not resolve names");
         r.resolve_new();

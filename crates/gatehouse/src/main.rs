@@ -4,6 +4,8 @@
 mod demo;
 mod run;
 
+use gatehouse::server;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -89,7 +91,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Schema => match serde_json::to_string_pretty(&gatehouse_config::json_schema()) {
+        Command::Schema => match serde_json::to_string_pretty(
+            &gatehouse_policies::Kinds::builtin().config_schema(),
+        ) {
             Ok(s) => {
                 println!("{s}");
                 ExitCode::SUCCESS

@@ -1,16 +1,21 @@
 //! `run` and `validate`: load, compile, bind, start workers and the control thread.
 
-use gatehouse_proxy::listener_set::ListenerSet;
-use gatehouse_proxy::{Gateway, listener};
+use crate::server::{self, Failure};
+use gatehouse_proxy::compile::Platform;
+use gatehouse_proxy::gateway::ConfigSource;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 /// `gatehouse validate`: prints `FILE:LINE:COL: path: message` per problem.
 pub fn validate(path: &str) -> ExitCode {
-    match gatehouse_config::load_file(path).and_then(|mut l| {
-        // Compile too (templates, policies), but never open sinks or bind sockets.
+    let platform = Platform::default();
+    let check = |c: &gatehouse_config::Config| platform.kinds.check(c);
+    match gatehouse_config::load::load_file_with(path, &check).and_then(|mut l| {
+        // Compile too (templates, policies), but never open sinks, bind sockets or
+        // resolve names; the stage is dropped, never committed.
         let access_log = std::mem::replace(&mut l.config.access_log, "off".into());
-        gatehouse_proxy::compile::compile(&l, None)?;
+        let stage = platform.state.stage();
+        gatehouse_proxy::compile::compile(&l, None, &platform.kinds, &stage)?;
         l.config.access_log = access_log;
         Ok(l)
     }) {
@@ -28,12 +33,7 @@ pub fn validate(path: &str) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            ExitCode::FAILURE
-        }
+        Err(errors) => report(&errors),
     }
 }
 
@@ -47,19 +47,12 @@ fn warning_line(w: &gatehouse_config::ConfigError) -> String {
 
 /// `gatehouse run`.
 pub fn run(path: &str, threads: Option<usize>) -> ExitCode {
-    let compiled = gatehouse_config::load_file(path).and_then(|loaded| {
-        gatehouse_proxy::compile::compile(&loaded, None).map(|s| (loaded, Arc::new(s)))
-    });
-    let (loaded, snapshot) = match compiled {
+    let platform = Arc::new(Platform::default());
+    let (loaded, gw) = match server::prepare(ConfigSource::File(path.to_string()), platform) {
         Ok(x) => x,
         Err(errors) => return report(&errors),
     };
-    // Names are resolved when a config is about to serve, never by validate.
-    snapshot.upstreams.resolve_new();
-    for w in gatehouse_proxy::compile::warnings(&loaded) {
-        tracing::warn!("{}", warning_line(&w));
-    }
-    match serve(path, &loaded, snapshot, threads) {
+    match serve(&loaded, gw, threads) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(errors)) => report(&errors),
         Err(Failure::Other(e)) => {
@@ -77,47 +70,14 @@ fn report(errors: &gatehouse_config::ConfigErrors) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Why serving stopped with an error: something in the config (an address that cannot
-/// be bound, reported with its location), or the process itself.
-pub enum Failure {
-    /// A config field could not be put into effect.
-    Config(gatehouse_config::ConfigErrors),
-    /// Anything else.
-    Other(anyhow::Error),
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Failure {
-    fn from(e: E) -> Self {
-        Self::Other(e.into())
-    }
-}
-
-/// Binds, starts workers and the control plane, and blocks until shutdown completes.
-pub fn serve(
-    path: &str,
+/// Binds, starts workers and the control plane, and blocks until a stop signal and the
+/// drain that follows it complete.
+fn serve(
     loaded: &gatehouse_config::load::Loaded,
-    snapshot: Arc<gatehouse_proxy::Snapshot>,
+    gw: Arc<gatehouse_proxy::Gateway>,
     threads: Option<usize>,
 ) -> Result<(), Failure> {
-    let workers = threads.filter(|n| *n > 0).unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    if snapshot.config.listeners.is_empty() {
-        tracing::warn!("no listeners configured: only the admin API (if any) will answer");
-    }
-    let located = |field: String, message: String| {
-        Failure::Config(loaded.errors(vec![gatehouse_config::validate::Issue {
-            path: field,
-            message,
-        }]))
-    };
-    let reload_cfg = snapshot.config.reload.clone();
-    let admin = snapshot.config.admin.clone();
-    let listener_specs = snapshot.config.listeners.clone();
-    let gw = Gateway::new(path.to_string(), snapshot);
-
+    let reload_cfg = gw.live.load().config.reload.clone();
     // Signal handlers and the file watcher come before any socket accepts: a SIGHUP (whose
     // default action ends the process) or a config edit that arrives as soon as a port
     // answers is never missed. Their tasks run once the control loop starts below.
@@ -142,45 +102,13 @@ pub fn serve(
     };
     drop(entered);
 
-    // The admin socket is bound before the listeners, so a busy admin address stops the
-    // start before any client port is taken.
-    let first_admin = match &admin {
-        Some(a) => Some(
-            gatehouse_proxy::gateway::bind_admin(&a.address)
-                .map_err(|m| located("admin.address".into(), m))?,
-        ),
-        None => None,
-    };
-    let (listeners, receivers) = ListenerSet::bind(&listener_specs, workers)
-        .map_err(|e| located(format!("listeners[{}].address", e.index), e.message))?;
-    gw.install_listeners(listeners);
-    let handles = listener::spawn_workers(&gw, receivers)?;
-
+    let mut bound = server::bind(gw.clone(), loaded, threads)?;
     control.block_on(async {
-        // The admin task runs even without an admin listener, so a reload can add one.
-        let (admin_moves, moves) = tokio::sync::mpsc::unbounded_channel();
-        gw.install_admin(admin_moves);
-        tokio::spawn(gatehouse_admin::run(gw.clone(), first_admin, moves));
+        bound.spawn_control();
         tokio::spawn(gatehouse_proxy::reload::on_sighup(gw.clone(), hup));
-        let live = gw.live.clone();
-        tokio::spawn(gatehouse_upstream::resolve::refresh_loop(move || {
-            live.load().upstreams.clone()
-        }));
-        tokio::spawn(gatehouse_proxy::health_check::supervise(gw.clone()));
-
         wait_for_stop_signal(term, int).await;
-        let deadline = gw.live.load().config.shutdown.drain_timeout.get();
-        tracing::info!(?deadline, "shutting down: draining connections");
-        gw.begin_shutdown();
-        if !gw.drained(deadline).await {
-            tracing::warn!("drain deadline passed with connections still open");
-        }
-        Ok::<_, anyhow::Error>(())
-    })?;
-    for h in handles {
-        let _ = h.join();
-    }
-    tracing::info!("stopped");
+        bound.shutdown().await;
+    });
     Ok(())
 }
 

@@ -1,0 +1,168 @@
+//! Running a route's policy chain: the request phase (with bounded waits), the buffered
+//! bodies the chain declared, and the response phase with its body filters. The
+//! pipeline calls these in order; a chain that needs nothing costs a loop over
+//! synchronous calls and nothing else.
+
+use crate::body::{BodyMeter, ClientFault, ProxyBody, RequestBody};
+use crate::route::Step;
+use bytes::Bytes;
+use gatehouse_core::{Flow, LocalResponse, Problem, RequestCtx, ShortCircuit, problem_response};
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use hyper::body::Incoming;
+use std::time::Instant;
+
+/// What the request phase came to.
+pub struct RequestPhase {
+    /// How many policies ran their request phase (their response phases run in reverse).
+    pub ran: usize,
+    /// The answer of the policy that stopped the chain, if one did.
+    pub answered: Option<LocalResponse>,
+}
+
+/// Runs the request phase of `steps` in order; the first answer ends it and is recorded
+/// (policy, reason, status) whatever the policy remembered to do.
+pub async fn request_phase(
+    steps: &[Step],
+    parts: &mut http::request::Parts,
+    ctx: &mut RequestCtx,
+) -> RequestPhase {
+    let mut ran = 0;
+    for step in steps {
+        ran += 1;
+        let mut flow = step.policy.on_request(parts, ctx);
+        if let Flow::Wait(_) = flow {
+            // Boxed: the waiting path pays for its own state, the request future does not.
+            flow = Box::pin(wait(step, flow, parts, ctx)).await;
+        }
+        if let Flow::Respond { response, reason } = flow {
+            ctx.short_circuit = Some(ShortCircuit {
+                policy: step.policy.name().to_string(),
+                reason,
+                status: response.status().as_u16(),
+            });
+            return RequestPhase {
+                ran,
+                answered: Some(response),
+            };
+        }
+    }
+    RequestPhase {
+        ran,
+        answered: None,
+    }
+}
+
+/// Awaits a policy's waits (it may wait again after resuming) until it decides, all
+/// within its `timeout`. A failed or timed-out wait becomes its problem answer.
+async fn wait(
+    step: &Step,
+    mut flow: Flow,
+    parts: &mut http::request::Parts,
+    ctx: &mut RequestCtx,
+) -> Flow {
+    let deadline = tokio::time::Instant::now() + step.timeout;
+    let name = step.policy.name();
+    while let Flow::Wait(w) = flow {
+        let (reason, problem) = match tokio::time::timeout_at(deadline, w.into_future()).await {
+            Ok(Ok(resume)) => {
+                flow = resume(parts, ctx);
+                continue;
+            }
+            Ok(Err(p)) => ("wait_failed", p),
+            Err(_) => ("wait_timeout", step.policy.on_wait_timeout(step.timeout)),
+        };
+        tracing::warn!(request_id = %ctx.request_id, policy = name, reason, cause = problem.log_text(), "policy wait ended without a decision");
+        return Flow::respond(reason, problem_response(&problem, &ctx.request_id));
+    }
+    flow
+}
+
+/// Reads the whole client body for a chain that declared it, refusing more than `limit`
+/// bytes (413) before any upstream is contacted.
+pub async fn buffer_request(
+    body: Incoming,
+    limit: u64,
+    meter: &std::sync::Arc<BodyMeter>,
+) -> Result<Bytes, ClientFault> {
+    use http_body::Body as _;
+    if body.size_hint().lower() > limit {
+        return Err(ClientFault::TooLarge(limit));
+    }
+    RequestBody::new(body, Some(limit), meter.clone())
+        .read_all()
+        .await
+}
+
+/// Makes the request head describe the buffered body the chain leaves (a policy may have
+/// replaced it): an exact Content-Length, no chunked framing.
+pub fn settle_request_body(parts: &mut http::request::Parts, body: &Bytes) {
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    if body.is_empty() && !had_body(parts) {
+        return;
+    }
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+}
+
+fn had_body(parts: &http::request::Parts) -> bool {
+    parts.headers.contains_key(header::CONTENT_LENGTH)
+}
+
+/// Reads the whole response body for a chain that declared it. A body larger than `max`
+/// cannot be shown to the policies that asked for all of it, nor passed on unseen: 502.
+pub async fn buffer_response(
+    resp: Response<ProxyBody>,
+    max: u64,
+    request_id: &str,
+) -> Result<(http::response::Parts, Bytes), LocalResponse> {
+    use http_body_util::BodyExt;
+    let (parts, body) = resp.into_parts();
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok((parts, c.to_bytes())),
+        Err(e) => {
+            let p = Problem::internal(
+                StatusCode::BAD_GATEWAY,
+                format!("response body could not be buffered (limit {max} bytes): {e}"),
+            );
+            Err(problem_response(&p, request_id))
+        }
+    }
+}
+
+/// Runs the response phase of the policies that ran, in reverse, then puts the chain's
+/// buffered body and filters in place with a truthful Content-Length.
+pub fn response_phase(
+    steps: &[Step],
+    method: &Method,
+    mut parts: http::response::Parts,
+    mut body: ProxyBody,
+    ctx: &mut RequestCtx,
+) -> Response<ProxyBody> {
+    let t = Instant::now();
+    for s in steps.iter().rev() {
+        s.policy.on_response(&mut parts, ctx);
+    }
+    let bodiless = *method == Method::HEAD
+        || parts.status.is_informational()
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED;
+    if let Some(b) = ctx.bodies.response.take() {
+        if !bodiless {
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+        }
+        body = ProxyBody::full(b);
+    }
+    let filters = std::mem::take(&mut ctx.bodies.filters);
+    if !filters.is_empty() && !bodiless {
+        // The length is known only at the end; chunked (or h2 framing) tells the truth.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        body = body.filtered(filters);
+    }
+    ctx.timings.policies += t.elapsed();
+    Response::from_parts(parts, body)
+}
