@@ -1,5 +1,8 @@
-//! The admin API (JSON over HTTP/1.1 on its own listener): health, reload, upstream state.
-//! It reads the same live snapshot the workers serve; it never sits on the request path.
+//! The admin API (JSON over HTTP/1.1 on its own listener): health, reload, upstream state,
+//! and `GET /metrics`. It reads the same live snapshot the workers serve; it never sits
+//! on the request path.
+
+pub mod scrape;
 
 use bytes::Bytes;
 use gatehouse_core::{Problem, problem_response};
@@ -159,10 +162,8 @@ fn redact(v: &mut serde_json::Value) {
 /// `GET /admin/config`: the live config (after `${VAR}` interpolation, secrets redacted)
 /// and the SHA-256 of its text, which changes whenever any value does.
 fn config_view(gw: &Gateway) -> Response<Full<Bytes>> {
-    use sha2::Digest;
     let snap = gw.live.load();
-    let hash = sha2::Sha256::digest(snap.source.as_bytes());
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = config_hash(&snap.source);
     let mut doc = match gatehouse_config::load::document_json(&snap.source) {
         Ok(d) => d,
         Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, e, None),
@@ -176,6 +177,13 @@ fn config_view(gw: &Gateway) -> Response<Full<Bytes>> {
             "config": doc,
         }),
     )
+}
+
+/// The SHA-256 of a config text, lower-case hex.
+pub fn config_hash(source: &str) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(source.as_bytes());
+    hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `GET /admin/routes`: routes in precedence order, the order in which routes that all
@@ -230,6 +238,25 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
             json(StatusCode::OK, body)
         }
         (&Method::GET, "/admin/config") => config_view(gw),
+        (&Method::GET, "/metrics") => {
+            let g = gw.clone();
+            // Reading /proc and summing shards is blocking work: off the async thread.
+            match tokio::task::spawn_blocking(move || scrape::render(&g)).await {
+                Ok(text) => {
+                    let mut r = Response::new(Full::new(Bytes::from(text)));
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    );
+                    r
+                }
+                Err(e) => problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("metrics task failed: {e}"),
+                    None,
+                ),
+            }
+        }
         (&Method::GET, "/admin/listeners") => {
             let list: Vec<_> = gw
                 .listeners()

@@ -39,6 +39,9 @@ pub struct Config {
     /// Where the JSON access log goes: stdout | stderr | off | a file path.
     #[serde(default = "default_access_log")]
     pub access_log: String,
+    /// The Prometheus endpoint and request-path recording.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Reload behaviour.
     #[serde(default)]
     pub reload: ReloadConfig,
@@ -340,6 +343,26 @@ impl Default for PoolConfig {
 
 fn default_max_idle() -> usize {
     512
+}
+
+/// `metrics:`: the Prometheus endpoint (`GET /metrics` on the admin listener).
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Record metrics on the request path; default true. When false, `/metrics` still
+    /// answers with the control-plane and process families.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A named policy: `type` selects the kind (docs/policies.md), which reads the other

@@ -1,7 +1,9 @@
 //! Observability: the JSON access log (one line per request, written off the request
-//! path by a writer thread) and process log setup (tracing to stderr, text or JSON).
+//! path by a writer thread), metrics (per-worker counters, Prometheus exposition) and
+//! process log setup (tracing to stderr, text or JSON).
 
 pub mod access_log;
 pub mod logging;
+pub mod metrics;
 
 pub use access_log::{AccessLog, AccessRecord};

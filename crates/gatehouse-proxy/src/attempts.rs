@@ -8,6 +8,7 @@ use crate::body::RequestBody;
 use crate::error::{ProxyError, RetryClass, retry_after_secs};
 use crate::forward::{self, Forwarded};
 use bytes::Bytes;
+use gatehouse_observe::metrics;
 use gatehouse_upstream::balancer::Pick;
 use gatehouse_upstream::breaker::Admission;
 use gatehouse_upstream::clock::now_ms;
@@ -213,8 +214,10 @@ async fn tries(
                 .as_ref()
                 .is_some_and(|b| b.state(now_ms()) == gatehouse_upstream::breaker::State::Open);
             if open || !up.budget.try_retry(now_ms()) {
+                metrics::retry(&up.name, false);
                 break;
             }
+            metrics::retry(&up.name, true);
             tokio::time::sleep(backoff(policy, k)).await;
         }
         let Some((pick, target)) = up.pick(input, &tried[..k]) else {
@@ -224,10 +227,12 @@ async fn tries(
         let target = target.clone();
         record.trying(k as u32 + 1, &target);
         let more = k + 1 < max;
+        let began = Instant::now();
 
         let conn = match forward::connect(up, &target).await {
             Ok(c) => c,
             Err(e) => {
+                metered(up, &target, e.status().as_u16(), began);
                 outcome(up, pick.index, admission.take(), true);
                 let retry = on.connect_failure;
                 last = Some(Last::Error(e));
@@ -255,6 +260,7 @@ async fn tries(
             // when `admission` drops), and nothing is retried.
             Err(e) if e.is_client_fault() => return Err(e),
             Err(e) => {
+                metered(up, &target, e.status().as_u16(), began);
                 outcome(up, pick.index, admission.take(), true);
                 let class = e.retry_class();
                 let listed = match class {
@@ -271,6 +277,7 @@ async fn tries(
             }
             Ok(forwarded) => {
                 let status = forwarded.response.status().as_u16();
+                metered(up, &target, status, began);
                 outcome(
                     up,
                     pick.index,
@@ -294,6 +301,13 @@ async fn tries(
         Some(Last::Response(served)) => Ok(*served),
         Some(Last::Error(e)) => Err(e),
         None => Err(crate::error::no_healthy_target(up)),
+    }
+}
+
+/// Counts one try that started at `began` in the upstream metrics.
+fn metered(up: &UpstreamState, target: &TargetState, status: u16, began: Instant) {
+    if metrics::enabled() {
+        metrics::upstream_try(&up.name, &target.address, status, began.elapsed());
     }
 }
 

@@ -54,6 +54,7 @@ pub fn compile(
         match kinds.build(name, cfg, c, stage) {
             Ok(p) => {
                 let step = Step {
+                    name: name.as_str().into(),
                     policy: p,
                     timeout: cfg.timeout.get(),
                 };

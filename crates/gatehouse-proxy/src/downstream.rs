@@ -43,16 +43,19 @@ pub struct DownstreamStream {
     /// The next bytes read are expected to start a request head: at the start, and after
     /// the gateway wrote (answered) something.
     head_next: bool,
+    /// The listener's name, for the rejection metric of hyper's own answers.
+    listener: Arc<str>,
 }
 
 impl DownstreamStream {
-    /// Wraps `inner`, counting activity on `activity`.
-    pub fn new(inner: tokio::net::TcpStream, activity: Arc<Activity>) -> Self {
+    /// Wraps `inner` of listener `listener`, counting activity on `activity`.
+    pub fn new(inner: tokio::net::TcpStream, activity: Arc<Activity>, listener: Arc<str>) -> Self {
         Self {
             inner,
             activity,
             replacement: None,
             head_next: true,
+            listener,
         }
     }
 }
@@ -171,6 +174,9 @@ impl AsyncWrite for DownstreamStream {
         if this.replacement.is_none()
             && let Some(status) = bare_error_status(buf)
         {
+            if let Some(why) = gatehouse_observe::metrics::Rejection::of_status(status.as_u16()) {
+                gatehouse_observe::metrics::rejection(&this.listener, why);
+            }
             this.replacement = Some(problem_answer(status));
         }
         if this.replacement.is_some() {

@@ -83,9 +83,9 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    /// The problem sent to the client for this error.
-    pub fn problem(&self) -> Problem {
-        let status = match self {
+    /// The status the client gets for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
             Self::NoTarget { .. } | Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. } | Self::Exchange { .. } => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout { .. } | Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -94,7 +94,12 @@ impl ProxyError {
                 ClientFault::Malformed(_) => StatusCode::BAD_REQUEST,
                 ClientFault::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             },
-        };
+        }
+    }
+
+    /// The problem sent to the client for this error.
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
         match self {
             // The client's own mistakes are safe to explain to it.
             Self::Client {

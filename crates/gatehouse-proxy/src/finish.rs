@@ -4,6 +4,7 @@
 use crate::snapshot::Snapshot;
 use gatehouse_core::RequestCtx;
 use gatehouse_observe::access_log::{AccessRecord, Phases, ShortCircuitRecord, ms, rfc3339};
+use gatehouse_observe::metrics;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -49,16 +50,24 @@ impl Drop for Finish {
             });
         }
         let snap = &self.snapshot;
-        if let Some(r) = self.route.and_then(|i| snap.routes.get(i)) {
+        let route = self.route.and_then(|i| snap.routes.get(i));
+        if let Some(r) = route {
             for s in &r.policies {
                 s.policy.on_complete(&self.ctx);
             }
         }
-        if !snap.access_log.is_on() {
+        let metered = metrics::enabled();
+        if !metered && !snap.access_log.is_on() {
             return;
         }
         let ctx = &self.ctx;
         let total = ctx.started.elapsed();
+        if metered {
+            self.meter(route, total);
+        }
+        if !snap.access_log.is_on() {
+            return;
+        }
         let rec = AccessRecord {
             timestamp: rfc3339(SystemTime::now().checked_sub(total).unwrap_or(UNIX_EPOCH)),
             request_id: &ctx.request_id,
@@ -96,6 +105,38 @@ impl Drop for Finish {
             error: self.error.as_deref(),
         };
         snap.access_log.write(&rec);
+    }
+}
+
+impl Finish {
+    /// Counts the request in the metrics: the request and its duration, the policy that
+    /// answered it, or the reason the gateway refused it.
+    fn meter(&self, route: Option<&crate::route::CompiledRoute>, total: std::time::Duration) {
+        let ctx = &self.ctx;
+        let listener = &ctx.conn.listener;
+        metrics::active_requests(-1);
+        metrics::request(
+            listener,
+            ctx.route.as_ref(),
+            &self.method,
+            self.status,
+            total,
+        );
+        match &ctx.short_circuit {
+            Some(sc) => {
+                let step = route.and_then(|r| r.policies.iter().find(|s| *s.name == *sc.policy));
+                if let Some(step) = step {
+                    metrics::short_circuit(ctx.route.as_ref(), &step.name, sc.reason);
+                }
+            }
+            // A problem the gateway made itself for the client's request.
+            None if self.error.is_some() => {
+                if let Some(why) = metrics::Rejection::of_status(self.status) {
+                    metrics::rejection(listener, why);
+                }
+            }
+            None => {}
+        }
     }
 }
 

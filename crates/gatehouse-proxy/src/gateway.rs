@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use gatehouse_config::ConfigErrors;
 use gatehouse_config::validate::Issue;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -70,6 +70,16 @@ pub struct Gateway {
     /// The errors of the last reload when it was rejected; cleared by a good one.
     last_rejected: std::sync::Mutex<Option<Vec<String>>>,
     admin: std::sync::Mutex<Option<mpsc::UnboundedSender<Option<std::net::TcpListener>>>>,
+    /// Reloads that went live, and that were rejected (metrics).
+    pub reloads: [AtomicU64; 2],
+    /// When the running config went live (start or reload), Unix seconds.
+    pub last_reload: AtomicU64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Gateway {
@@ -79,7 +89,10 @@ impl Gateway {
         snapshot: Arc<Snapshot>,
         platform: Arc<Platform>,
     ) -> Arc<Self> {
+        gatehouse_observe::metrics::set_enabled(snapshot.config.metrics.enabled);
         Arc::new(Self {
+            reloads: [AtomicU64::new(0), AtomicU64::new(0)],
+            last_reload: AtomicU64::new(unix_now()),
             source: std::sync::Mutex::new(source),
             platform,
             live: Arc::new(ArcSwap::new(snapshot)),
@@ -140,6 +153,10 @@ impl Gateway {
         // One reload at a time, so state carry-over always starts from the latest snapshot.
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let result = self.reload_locked();
+        self.reloads[usize::from(result.is_err())].fetch_add(1, Ordering::Relaxed);
+        if result.is_ok() {
+            self.last_reload.store(unix_now(), Ordering::Relaxed);
+        }
         *self.last_rejected.lock().unwrap_or_else(|p| p.into_inner()) = result
             .as_ref()
             .err()
@@ -192,6 +209,7 @@ impl Gateway {
             let _ = to.send(socket);
         }
         let generation = next.generation;
+        gatehouse_observe::metrics::set_enabled(next.config.metrics.enabled);
         self.live.store(next);
         self.platform.state.commit(stage);
         tracing::info!(generation, "config reloaded");

@@ -9,6 +9,7 @@ use crate::listener_set::Started;
 use crate::pipeline::{self, ConnInfo};
 use arc_swap::ArcSwap;
 use gatehouse_config::{Listener, Protocol};
+use gatehouse_observe::metrics;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -109,9 +110,11 @@ async fn accept_loop(
         }
         if open.load(Ordering::Relaxed) >= current.max_connections {
             tracing::warn!(listener = %current.name, %peer, "max_connections reached; closing new connection");
+            metrics::connection(&name, false);
             drop(stream);
             continue;
         }
+        metrics::connection(&name, true);
         let _ = stream.set_nodelay(true);
         let guard = ConnGuard::new(&open, &gw.connections);
         let info = ConnInfo {
@@ -195,27 +198,50 @@ async fn serve_connection(
 ) {
     let live = gw.live.clone();
     let info = Arc::new(info);
+    let listener = Arc::clone(&info.conn.listener);
     let svc = service_fn(move |req| {
         let live = live.clone();
         let info = info.clone();
         async move { Ok::<_, Infallible>(pipeline::handle_contained(&live, &info, req).await) }
     });
     let activity = Arc::new(Activity::default());
-    let io = TokioIo::new(DownstreamStream::new(stream, activity.clone()));
+    let io = TokioIo::new(DownstreamStream::new(
+        stream,
+        activity.clone(),
+        listener.clone(),
+    ));
     let stop = gw.shutdown_signal();
     match &*server {
         Server::Auto(b) => {
             let conn = b.serve_connection_with_upgrades(io, svc);
-            drive(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await;
+            let end = drive(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await;
+            ended(&listener, end.err().as_deref());
         }
         Server::Http1(b) => {
             let conn = b.serve_connection(io, svc).with_upgrades();
-            drive(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await;
+            let end = drive(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await;
+            ended(&listener, end.err().as_ref().map(|e| e as _));
         }
         Server::H2(b) => {
             let conn = b.serve_connection(io, svc);
-            drive(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await;
+            let end = drive(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await;
+            ended(&listener, end.err().as_ref().map(|e| e as _));
         }
+    }
+}
+
+/// A connection ended: one that timed out waiting for a request head counts as a
+/// rejected request (hyper closes it without an answer, as nginx does with 408).
+fn ended(listener: &Arc<str>, error: Option<&(dyn std::error::Error + Send + Sync + 'static)>) {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = error.map(|e| e as _);
+    while let Some(e) = cur {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
+            metrics::rejection(listener, metrics::Rejection::Timeout);
+            return;
+        }
+        cur = e.source();
     }
 }
 
@@ -227,7 +253,7 @@ async fn drive<C: Future>(
     mut stop: watch::Receiver<bool>,
     activity: &Activity,
     idle: Duration,
-) {
+) -> C::Output {
     tokio::pin!(conn);
     // A connection accepted just as shutdown began has missed the change: close it after
     // the request it may carry, like every other connection.
@@ -242,7 +268,7 @@ async fn drive<C: Future>(
     let mut draining = *stop.borrow();
     loop {
         tokio::select! {
-            _ = conn.as_mut() => break,
+            end = conn.as_mut() => return end,
             _ = stop.changed(), if !draining => {
                 draining = true;
                 graceful(conn.as_mut());

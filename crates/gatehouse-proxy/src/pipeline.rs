@@ -80,6 +80,8 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let snap = live.load_full();
+    // Paired with the decrement in the finish phase, which runs on every exit.
+    gatehouse_observe::metrics::active_requests(1);
     let (mut parts, body) = req.into_parts();
     let peer = conn.conn.peer.ip();
     let mut ctx = RequestCtx::new(

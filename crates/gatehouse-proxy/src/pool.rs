@@ -3,6 +3,7 @@
 //! target. No cross-thread locking on the request path.
 
 use crate::body::RequestBody;
+use gatehouse_observe::metrics;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::cell::RefCell;
@@ -41,6 +42,7 @@ impl Return {
             let mut m = m.borrow_mut();
             let list = m.entry(self.addr).or_default();
             if list.len() < self.max_idle {
+                metrics::pool_idle(self.addr, 1);
                 list.push(Idle {
                     tx: self.tx,
                     since: Instant::now(),
@@ -54,6 +56,7 @@ impl Return {
 pub async fn checkout(addr: SocketAddr, idle_timeout: Duration) -> Option<H1> {
     loop {
         let idle = IDLE.with(|m| m.borrow_mut().get_mut(&addr).and_then(|l| l.pop()))?;
+        metrics::pool_idle(addr, -1);
         if idle.tx.is_closed() || idle.since.elapsed() > idle_timeout {
             continue;
         }
@@ -99,13 +102,16 @@ pub async fn connect_h1(
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ConnectError::Io(std::io::Error::other(e)))?;
+    metrics::pool_open(addr, 1);
     if upgrades {
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
+            metrics::pool_open(addr, -1);
         });
     } else {
         tokio::spawn(async move {
             let _ = conn.await;
+            metrics::pool_open(addr, -1);
         });
     }
     Ok(tx)
@@ -121,8 +127,10 @@ pub async fn h2(addr: SocketAddr, timeout: Duration) -> Result<H2, ConnectError>
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ConnectError::Io(std::io::Error::other(e)))?;
+    metrics::pool_open(addr, 1);
     tokio::spawn(async move {
         let _ = conn.await;
+        metrics::pool_open(addr, -1);
     });
     H2_CONNS.with(|m| m.borrow_mut().insert(addr, tx.clone()));
     Ok(tx)

@@ -95,6 +95,8 @@ impl Split {
 pub struct Step {
     /// The policy.
     pub policy: Arc<dyn Policy>,
+    /// Its name, shared (a metric label).
+    pub name: Arc<str>,
     /// Longest it may wait before the request is answered (its `timeout`).
     pub timeout: std::time::Duration,
 }

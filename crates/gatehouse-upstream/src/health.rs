@@ -22,6 +22,8 @@ pub struct Health {
     admitted_at: AtomicU64,
     /// Health transitions (down or up, active or passive), for the admin API.
     transitions: AtomicU64,
+    /// Passive ejections since start (never reset; the metric of the same name).
+    ejections_total: AtomicU64,
 }
 
 /// Why a target is not taking traffic.
@@ -36,6 +38,11 @@ pub enum Verdict {
 }
 
 impl Health {
+    /// Passive ejections since start.
+    pub fn ejections_total(&self) -> u64 {
+        self.ejections_total.load(Ordering::Relaxed)
+    }
+
     /// Whether the target may get new requests at `now` (ms).
     pub fn usable(&self, now: u64) -> bool {
         self.usable_with(|| now)
@@ -95,6 +102,7 @@ impl Health {
         let changed = was_down == healthy;
         if changed {
             self.transitions.fetch_add(1, Ordering::Relaxed);
+            self.ejections_total.fetch_add(1, Ordering::Relaxed);
             if healthy {
                 self.admitted_at.store(now_ms().max(1), Ordering::Relaxed);
                 // A target that proved itself again starts over on ejection doubling.

@@ -1,0 +1,220 @@
+//! `GET /metrics`: the Prometheus text exposition (format 0.0.4). Request-path families
+//! come summed from the workers' shards; gauges of upstream state, listeners, reloads
+//! and the process are read here, at scrape time, so they cost the request path nothing.
+
+use gatehouse_observe::metrics::{self, Exposition, name};
+use gatehouse_proxy::Gateway;
+use gatehouse_upstream::health::Verdict;
+use std::sync::atomic::Ordering;
+
+/// The exposition text for one scrape.
+pub fn render(gw: &Gateway) -> String {
+    let mut e = Exposition::default();
+    metrics::write_recorded(&mut e);
+    upstream_gauges(gw, &mut e);
+    listener_gauges(gw, &mut e);
+    config_families(gw, &mut e);
+    process_families(&mut e);
+    e.finish()
+}
+
+fn upstream_gauges(gw: &Gateway, e: &mut Exposition) {
+    let snap = gw.live.load();
+    let now = gatehouse_upstream::clock::now_ms();
+    let mut ups: Vec<_> = snap.upstreams.iter().collect();
+    ups.sort_by(|a, b| a.0.cmp(b.0));
+
+    e.family(
+        name::UPSTREAM_TARGET_HEALTHY,
+        "gauge",
+        "1 when the target is in rotation.",
+    );
+    for (n, u) in &ups {
+        for t in &u.targets {
+            let up = matches!(t.health.verdict(now), Verdict::Healthy);
+            let labels = [("upstream", n.as_str()), ("target", &*t.address)];
+            e.sample(
+                name::UPSTREAM_TARGET_HEALTHY,
+                &labels,
+                f64::from(u8::from(up)),
+            );
+        }
+    }
+    e.family(
+        name::UPSTREAM_EJECTIONS,
+        "counter",
+        "Passive ejections of the target.",
+    );
+    for (n, u) in &ups {
+        for t in &u.targets {
+            let labels = [("upstream", n.as_str()), ("target", &*t.address)];
+            e.sample(
+                name::UPSTREAM_EJECTIONS,
+                &labels,
+                t.health.ejections_total() as f64,
+            );
+        }
+    }
+    e.family(
+        name::CIRCUIT_BREAKER_STATE,
+        "gauge",
+        "1 on the breaker's current state.",
+    );
+    for (n, u) in &ups {
+        let Some(b) = &u.breaker else { continue };
+        let current = b.state(now).as_str();
+        for state in ["closed", "open", "half_open"] {
+            let labels = [("upstream", n.as_str()), ("state", state)];
+            e.sample(
+                name::CIRCUIT_BREAKER_STATE,
+                &labels,
+                f64::from(u8::from(state == current)),
+            );
+        }
+    }
+    let pools = metrics::pool_gauges();
+    e.family(
+        name::UPSTREAM_CONNECTIONS,
+        "gauge",
+        "Upstream connections: open, and idle in the pools.",
+    );
+    for (n, u) in &ups {
+        let (mut open, mut idle) = (0i64, 0i64);
+        for t in &u.targets {
+            // Connections go to the first resolved address.
+            if let Some((o, i)) = t.socket_addr().and_then(|a| pools.get(&a)) {
+                open += o;
+                idle += i;
+            }
+        }
+        e.sample(
+            name::UPSTREAM_CONNECTIONS,
+            &[("upstream", n.as_str()), ("state", "open")],
+            open.max(0) as f64,
+        );
+        e.sample(
+            name::UPSTREAM_CONNECTIONS,
+            &[("upstream", n.as_str()), ("state", "idle")],
+            idle.max(0) as f64,
+        );
+    }
+}
+
+fn listener_gauges(gw: &Gateway, e: &mut Exposition) {
+    e.family(
+        name::LISTENER_CONNECTIONS_OPEN,
+        "gauge",
+        "Connections open on the listener.",
+    );
+    for l in gw.listeners() {
+        e.sample(
+            name::LISTENER_CONNECTIONS_OPEN,
+            &[("listener", l.name.as_str())],
+            l.open_connections as f64,
+        );
+    }
+}
+
+fn config_families(gw: &Gateway, e: &mut Exposition) {
+    e.family(name::CONFIG_RELOADS, "counter", "Config reloads by result.");
+    for (i, result) in ["success", "failure"].iter().enumerate() {
+        let n = gw.reloads[i].load(Ordering::Relaxed);
+        e.sample(name::CONFIG_RELOADS, &[("result", result)], n as f64);
+    }
+    e.family(
+        name::CONFIG_LAST_RELOAD,
+        "gauge",
+        "When the running config went live, Unix seconds.",
+    );
+    e.sample(
+        name::CONFIG_LAST_RELOAD,
+        &[],
+        gw.last_reload.load(Ordering::Relaxed) as f64,
+    );
+    e.family(
+        name::CONFIG_HASH_INFO,
+        "gauge",
+        "The SHA-256 of the running config text.",
+    );
+    let hash = crate::config_hash(&gw.live.load().source);
+    e.sample(name::CONFIG_HASH_INFO, &[("hash", &hash)], 1.0);
+    e.family(
+        name::BUILD_INFO,
+        "gauge",
+        "The version and commit of this binary.",
+    );
+    let labels = [
+        ("version", env!("CARGO_PKG_VERSION")),
+        (
+            "commit",
+            option_env!("GATEHOUSE_COMMIT").unwrap_or("unknown"),
+        ),
+    ];
+    e.sample(name::BUILD_INFO, &labels, 1.0);
+}
+
+/// Linux reports CPU times in clock ticks of USER_HZ, which is 100 on every platform
+/// the kernel ABI exposes to user space.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+fn process_families(e: &mut Exposition) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which may hold spaces, start at field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+    if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+        e.family(
+            name::PROCESS_CPU_SECONDS,
+            "counter",
+            "CPU time used, user and system.",
+        );
+        e.sample(
+            name::PROCESS_CPU_SECONDS,
+            &[],
+            (utime + stime) / TICKS_PER_SECOND,
+        );
+    }
+    let rss_pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok());
+    if let Some(pages) = rss_pages {
+        e.family(name::PROCESS_RESIDENT_MEMORY, "gauge", "Resident memory.");
+        e.sample(name::PROCESS_RESIDENT_MEMORY, &[], pages * 4096.0);
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        e.family(name::PROCESS_OPEN_FDS, "gauge", "Open file descriptors.");
+        e.sample(name::PROCESS_OPEN_FDS, &[], dir.count() as f64);
+    }
+    let max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse::<f64>().ok()
+        });
+    if let Some(m) = max_fds {
+        e.family(name::PROCESS_MAX_FDS, "gauge", "Descriptor limit.");
+        e.sample(name::PROCESS_MAX_FDS, &[], m);
+    }
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse::<f64>()
+            .ok()
+    });
+    if let (Some(boot), Some(start)) = (boot, field(22)) {
+        e.family(
+            name::PROCESS_START_TIME,
+            "gauge",
+            "Start time, Unix seconds.",
+        );
+        e.sample(
+            name::PROCESS_START_TIME,
+            &[],
+            boot + start / TICKS_PER_SECOND,
+        );
+    }
+}
