@@ -1,9 +1,71 @@
-//! Proxy errors: where they came from, and the one place they become HTTP problems.
+//! Proxy errors: where they came from, and [`answer`], the one place an error becomes an
+//! HTTP answer (status, problem body, Retry-After, the attempts header).
 
 use crate::body::ClientFault;
-use gatehouse_core::Problem;
-use http::StatusCode;
+use gatehouse_core::{LocalResponse, Problem, problem_response};
+use http::{HeaderValue, StatusCode, header};
 use std::sync::Arc;
+
+/// The answer to a request that failed with `e`: the first error of ours found walking
+/// its source chain decides the status, the problem (client-safe detail, logged cause)
+/// and the headers; anything else is a 500 whose cause is only logged. `attempts` is
+/// the number of upstream tries sent (0 = none, no header).
+pub fn answer(
+    e: &(dyn std::error::Error + 'static),
+    request_id: &str,
+    attempts: u32,
+) -> LocalResponse {
+    let mut cur = Some(e);
+    let (problem, retry_after) = loop {
+        let Some(err) = cur else {
+            break (
+                Problem::internal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                None,
+            );
+        };
+        if let Some(p) = err.downcast_ref::<ProxyError>() {
+            break (p.problem(), p.retry_after());
+        }
+        if let Some(f) = err.downcast_ref::<ClientFault>() {
+            break (fault_problem(f, &e.to_string()), None);
+        }
+        cur = err.source();
+    };
+    let mut r = problem_response(&problem, request_id);
+    if let Some(secs) = retry_after {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if attempts > 0 {
+        r.headers_mut().insert(
+            crate::outbound::X_GATEHOUSE_ATTEMPTS.clone(),
+            HeaderValue::from(attempts),
+        );
+    }
+    r
+}
+
+/// The status of a client fault: 499 (gone), 400 (malformed), 413 (too large).
+fn fault_status(f: &ClientFault) -> StatusCode {
+    match f {
+        ClientFault::Aborted(_) => CLIENT_CLOSED_REQUEST,
+        ClientFault::Malformed(_) => StatusCode::BAD_REQUEST,
+        ClientFault::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+    }
+}
+
+/// A client fault as a problem: its own mistakes are safe to explain to the client.
+fn fault_problem(f: &ClientFault, cause: &str) -> Problem {
+    let status = fault_status(f);
+    match f {
+        ClientFault::Malformed(_) | ClientFault::TooLarge(_) => {
+            let mut p = Problem::new(status, f.to_string());
+            p.cause = Some(cause.to_string());
+            p
+        }
+        ClientFault::Aborted(_) => Problem::internal(status, cause.to_string()),
+    }
+}
 
 /// nginx's status for a request whose client went away before the response: it only
 /// reaches the access log, since nobody is left to read it.
@@ -89,27 +151,15 @@ impl ProxyError {
             Self::NoTarget { .. } | Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. } | Self::Exchange { .. } => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout { .. } | Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::Client { source } => match source {
-                ClientFault::Aborted(_) => CLIENT_CLOSED_REQUEST,
-                ClientFault::Malformed(_) => StatusCode::BAD_REQUEST,
-                ClientFault::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            },
+            Self::Client { source } => fault_status(source),
         }
     }
 
     /// The problem sent to the client for this error.
     pub fn problem(&self) -> Problem {
-        let status = self.status();
         match self {
-            // The client's own mistakes are safe to explain to it.
-            Self::Client {
-                source: source @ (ClientFault::Malformed(_) | ClientFault::TooLarge(_)),
-            } => {
-                let mut p = Problem::new(status, source.to_string());
-                p.cause = Some(self.to_string());
-                p
-            }
-            _ => Problem::internal(status, self.to_string()),
+            Self::Client { source } => fault_problem(source, &self.to_string()),
+            _ => Problem::internal(self.status(), self.to_string()),
         }
     }
 
@@ -178,4 +228,41 @@ pub fn no_healthy_target(up: &gatehouse_upstream::UpstreamState) -> ProxyError {
 /// Rounds milliseconds up to whole seconds, at least 1, for Retry-After.
 pub fn retry_after_secs(ms: u64) -> u64 {
     ms.div_ceil(1000).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_comes_from_the_first_known_error_in_the_chain() {
+        let inner = ProxyError::Unavailable {
+            upstream: "billing".into(),
+            reason: "no healthy target",
+            retry_after: 7,
+        };
+        // Wrapped by a layer that knows nothing of it, as a body or a library would.
+        #[derive(Debug, thiserror::Error)]
+        #[error("body failed")]
+        struct Wrap(#[source] ProxyError);
+        let wrapped = Wrap(inner);
+        let r = answer(&wrapped, "rid", 2);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "7");
+        assert_eq!(r.headers()["x-gatehouse-attempts"], "2");
+        let p = r.extensions().get::<Problem>().unwrap();
+        assert!(
+            !p.detail.contains("billing"),
+            "no upstream name for the client: {}",
+            p.detail
+        );
+        assert!(p.log_text().contains("billing"), "the log has it");
+
+        let r = answer(&ClientFault::TooLarge(10), "rid", 0);
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(r.headers().get("x-gatehouse-attempts").is_none());
+
+        let r = answer(&std::io::Error::other("something else"), "rid", 0);
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

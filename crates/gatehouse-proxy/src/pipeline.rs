@@ -209,10 +209,8 @@ pub async fn handle(
             match chain::buffer_request(body, limit, &finish.bytes_in).await {
                 Ok(b) => finish.ctx.bodies.request = Some(b),
                 Err(fault) => {
-                    return local(
-                        problem(&mut finish, ProxyError::from(fault).problem()),
-                        finish,
-                    );
+                    let r = crate::error::answer(&fault, &finish.ctx.request_id, 0);
+                    return local(r, finish);
                 }
             }
             ClientBody::Buffered
@@ -293,20 +291,9 @@ async fn run_action(
         Action::Upstream(_) | Action::Split(..) => match proxy(route, parts, body, finish).await {
             Ok(r) => r,
             Err(e) => {
-                let p = e.problem();
                 tracing::debug!(request_id = %finish.ctx.request_id, error = %e, "upstream request failed");
-                let mut r = problem_response(&p, &finish.ctx.request_id);
-                if let Some(secs) = e.retry_after() {
-                    r.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-                }
-                if finish.ctx.attempts > 0 {
-                    r.headers_mut().insert(
-                        outbound::X_GATEHOUSE_ATTEMPTS.clone(),
-                        HeaderValue::from(finish.ctx.attempts),
-                    );
-                }
-                r.map(ProxyBody::full)
+                crate::error::answer(&e, &finish.ctx.request_id, finish.ctx.attempts)
+                    .map(ProxyBody::full)
             }
         },
     }
