@@ -12,7 +12,9 @@
 # With one worker the proxy is pinned to CPU 1, wrk and the backend to CPU 0. Everything
 # listens on 127.0.0.1; every wrk run is bounded; on exit the script stops exactly the
 # PIDs it started. GATEHOUSE_BIN picks the gatehouse build; for an A/B run of two builds,
-# set GATEHOUSE_B_BIN too and add `gatehouse-b` to --proxies.
+# set GATEHOUSE_B_BIN too and add `gatehouse-b` to --proxies; GATEHOUSE_B_EXTRA adds
+# top-level YAML to gatehouse-b's config (`metrics: { enabled: false }` measures the
+# cost of metrics with one binary).
 set -u -o pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -153,6 +155,9 @@ routes:
 access_log: "off"
 reload: { watch: false }
 EOF
+      if [ "$1" = gatehouse-b ] && [ -n "${GATEHOUSE_B_EXTRA:-}" ]; then
+        echo "$GATEHOUSE_B_EXTRA" >> "$OUT/conf/$1.yaml"
+      fi
       ;;
   esac
 }

@@ -87,7 +87,7 @@ async fn aborted_uploads_leave_targets_healthy() {
 async fn malformed_chunked_bodies_are_400_and_blame_nobody() {
     let a = Backend::start("a", Kind::Echo).await;
     let b = Backend::start("b", Kind::Echo).await;
-    let (_g, url, admin) = gateway(&strict_upstream(a.addr, b.addr));
+    let (_g, url, admin) = embedded(&strict_upstream(a.addr, b.addr));
     let addr: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
 
     for _ in 0..20 {

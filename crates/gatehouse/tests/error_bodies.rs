@@ -83,7 +83,7 @@ async fn public_bodies_have_no_internals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verbose_and_type_base() {
-    let (_g, url, _) = gateway(&rest(
+    let (_g, url, _) = embedded(&rest(
         "errors: { verbose: true, type_base: \"https://errors.example.com/problems/\" }\n",
     ));
     let r = Client::new().get(&format!("{url}/broken/x")).await;

@@ -43,7 +43,7 @@ fn status(raw: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disguised_paths_select_the_scoped_route() {
     let b = Backend::start("app", Kind::Echo).await;
-    let (_g, url, _) = gateway(&routes(b.addr));
+    let (_g, url, _) = embedded(&routes(b.addr));
     let addr = url.trim_start_matches("http://").parse().unwrap();
     for target in [
         "/v1/admin",
@@ -79,7 +79,7 @@ async fn disguised_paths_select_the_scoped_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_escapes_are_400() {
     let b = Backend::start("app", Kind::Echo).await;
-    let (_g, url, _) = gateway(&routes(b.addr));
+    let (_g, url, _) = embedded(&routes(b.addr));
     let addr = url.trim_start_matches("http://").parse().unwrap();
     for target in ["/v1/%zz", "/v1/%4", "/v1/a%00b"] {
         let r = get_raw(addr, target).await;

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 async fn split_redirect_and_respond_actions() {
     let stable = Backend::start("stable", Kind::Echo).await;
     let canary = Backend::start("canary", Kind::Echo).await;
-    let (_g, url, _) = gateway(&format!(
+    let (_g, url, _) = embedded(&format!(
         r#"upstreams:
   stable: {{ targets: [{{ address: "{}" }}] }}
   canary: {{ targets: [{{ address: "{}" }}] }}
@@ -61,7 +61,7 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_clients_reach_http1_upstreams() {
     let a = Backend::start("a", Kind::Echo).await;
-    let (_g, url, _) = gateway(&format!(
+    let (_g, url, _) = embedded(&format!(
         "upstreams:\n  u: {{ targets: [{{ address: \"{}\" }}] }}\nroutes:\n  - name: r\n    upstream: u\n",
         a.addr
     ));
@@ -90,7 +90,7 @@ async fn http2_clients_reach_http1_upstreams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_100_continue_is_answered_before_the_body() {
     let a = Backend::start("a", Kind::Echo).await;
-    let (_g, url, _) = gateway(&format!(
+    let (_g, url, _) = embedded(&format!(
         "upstreams:\n  u: {{ targets: [{{ address: \"{}\" }}] }}\nroutes:\n  - name: small\n    match: {{ path: {{ type: prefix, value: /small }} }}\n    upstream: u\n    max_body_size: 10\n  - name: r\n    upstream: u\n",
         a.addr
     ));
@@ -326,7 +326,7 @@ routes:
 async fn a_split_side_without_healthy_targets_falls_back() {
     let stable = Backend::start("stable", Kind::Echo).await;
     let dead = format!("127.0.0.1:{}", free_port());
-    let (_g, url, _) = gateway(&split_config(stable.addr, &dead, ""));
+    let (_g, url, _) = embedded(&split_config(stable.addr, &dead, ""));
     let c = Client::new();
     // Let the active check find the canary down.
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -335,7 +335,7 @@ async fn a_split_side_without_healthy_targets_falls_back() {
         assert_eq!(r.status, 200, "{}", r.body_text());
     }
 
-    let (_g, url, _) = gateway(&split_config(
+    let (_g, url, _) = embedded(&split_config(
         stable.addr,
         &dead,
         "    split_fallback: false\n",
@@ -354,7 +354,7 @@ async fn a_split_side_without_healthy_targets_falls_back() {
 async fn split_hash_on_keeps_a_client_on_one_side() {
     let a = Backend::start("a", Kind::Echo).await;
     let b = Backend::start("b", Kind::Echo).await;
-    let (_g, url, _) = gateway(&format!(
+    let (_g, url, _) = embedded(&format!(
         r#"upstreams:
   a: {{ targets: [{{ address: "{}" }}] }}
   b: {{ targets: [{{ address: "{}" }}] }}

@@ -10,7 +10,7 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_with_forwarding_headers_and_strips_hop_by_hop() {
     let a = Backend::start("a", Kind::Echo).await;
-    let (_g, url, _) = gateway(&format!(
+    let (_g, url, _) = embedded(&format!(
         "upstreams:\n  u: {{ targets: [{{ address: {} }}] }}\npolicies:\n  h:\n    type: headers\n    request: {{ set: {{ x-gw: gatehouse }}, remove: [x-internal] }}\n    response: {{ remove: [server] }}\nroutes:\n  - name: r\n    upstream: u\n    policies: [h]\naccess_log: stdout\n",
         a.addr
     ));
@@ -71,7 +71,7 @@ async fn forwards_with_forwarding_headers_and_strips_hop_by_hop() {
 async fn round_robin_honours_weights() {
     let a = Backend::start("a", Kind::Echo).await;
     let b = Backend::start("b", Kind::Echo).await;
-    let (_g, url, _) = gateway(&format!(
+    let (_g, url, _) = embedded(&format!(
         "upstreams:\n  u:\n    targets: [{{ address: {}, weight: 3 }}, {{ address: {} }}]\nroutes:\n  - name: r\n    upstream: u\naccess_log: off\n",
         a.addr, b.addr
     ));
@@ -93,7 +93,7 @@ async fn upstream_failures_are_problems() {
     let reset = Backend::start("reset", Kind::Reset).await;
     let hang = Backend::start("hang", Kind::Hang).await;
     let refused = free_port();
-    let (_g, url, _) = gateway(&format!(
+    let (_g, url, _) = embedded(&format!(
         "upstreams:\n  refused: {{ targets: [{{ address: 127.0.0.1:{refused} }}] }}\n  reset: {{ targets: [{{ address: {} }}] }}\n  hang: {{ targets: [{{ address: {} }}], timeouts: {{ request: 300ms }} }}\nroutes:\n  - {{ name: a, match: {{ path: {{ value: /refused }} }}, upstream: refused }}\n  - {{ name: b, match: {{ path: {{ value: /reset }} }}, upstream: reset }}\n  - {{ name: c, match: {{ path: {{ value: /hang }} }}, upstream: hang }}\naccess_log: off\n",
         reset.addr, hang.addr
     ));
@@ -109,7 +109,7 @@ async fn upstream_failures_are_problems() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_requests() {
     let a = Backend::start("a", Kind::Echo).await;
-    let (_g, url, _) = gateway(&format!(
+    let (_g, url, _) = embedded(&format!(
         "upstreams:\n  u: {{ targets: [{{ address: {} }}] }}\nroutes:\n  - name: r\n    upstream: u\n    max_body_size: 1KiB\naccess_log: off\n",
         a.addr
     ));
@@ -144,7 +144,7 @@ async fn malformed_and_oversized_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_download_streams() {
     let a = Backend::start("a", Kind::Echo).await;
-    let (_g, url, _) = gateway(&format!(
+    let (_g, url, _) = embedded(&format!(
         "upstreams:\n  u: {{ targets: [{{ address: {} }}] }}\nroutes:\n  - name: r\n    upstream: u\naccess_log: off\n",
         a.addr
     ));

@@ -113,7 +113,7 @@ async fn killing_one_of_three_backends_under_load_fails_no_request() {
     let b = Backend::start("b", Kind::Echo).await;
     let c = Backend::start("c", Kind::Echo).await;
     let b_addr = b.addr;
-    let (_g, url, admin) = gateway(&format!(
+    let (_g, url, admin) = embedded(&format!(
         r#"upstreams:
   u:
     targets: [{{ address: "{}" }}, {{ address: "{}" }}, {{ address: "{}" }}]
@@ -172,7 +172,7 @@ routes:
 async fn a_hanging_target_is_retried_elsewhere_but_post_is_not() {
     let hang = Backend::start("hang", Kind::Hang).await;
     let ok = Backend::start("ok", Kind::Echo).await;
-    let (_g, url, _) = gateway(&format!(
+    let (_g, url, _) = embedded(&format!(
         r#"upstreams:
   u:
     targets: [{{ address: "{}" }}, {{ address: "{}" }}]
@@ -295,7 +295,7 @@ async fn a_flapping_backend_trips_the_breaker_and_the_budget_caps_retries() {
     let flap = Backend::start("flap", Kind::Flap).await;
     let flap2 = Backend::start("flap2", Kind::Flap).await;
     let addr = flap.addr;
-    let (_g, url, admin) = gateway(&format!(
+    let (_g, url, admin) = embedded(&format!(
         r#"upstreams:
   cb:
     targets: [{{ address: "{addr}" }}]
@@ -444,7 +444,7 @@ async fn a_refused_connect_moves_any_request_to_another_target() {
     // method, because nothing reached the target; the streamed body is still unread.
     let ok = Backend::start("ok", Kind::Echo).await;
     let dead = free_port();
-    let (_g, url, _) = gateway(&format!(
+    let (_g, url, _) = embedded(&format!(
         "upstreams:\n  u: {{ targets: [{{ address: \"127.0.0.1:{dead}\" }}, {{ address: \"{}\" }}] }}\nroutes:\n  - name: r\n    upstream: u\n",
         ok.addr
     ));

@@ -48,3 +48,19 @@ pub fn assert_problem(r: &Reply, status: u16) {
         r.header("x-request-id").as_deref()
     );
 }
+
+/// The in-process gateway (gatehouse::embed) for `rest`, with a listener and the admin
+/// API on ports the kernel picks; returns it with its base URL and admin URL. For tests
+/// that only speak HTTP; the CLI, signals and reload-by-file keep the real binary.
+pub fn embedded(rest: &str) -> (gatehouse::embed::Embedded, String, String) {
+    let yaml = format!(
+        "listeners:\n  - name: public\n    address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nreload: {{ watch: false }}\nshutdown: {{ drain_timeout: 5s }}\n{rest}"
+    );
+    let g = gatehouse::embed::Embedded::builder()
+        .threads(2)
+        .start(&yaml)
+        .unwrap_or_else(|e| panic!("gateway did not start:\n{e}"));
+    let url = format!("http://{}", g.listener("public").unwrap());
+    let admin = format!("http://{}", g.admin().unwrap());
+    (g, url, admin)
+}
