@@ -219,12 +219,17 @@ pub async fn handle(
 
     // Request policies, in config order; the first answer ends the chain. Timing is only
     // taken when there is a chain, since clock reads show up in the per-request CPU.
-    let timed = !route.policies.is_empty();
-    let t = timed.then(Instant::now);
-    let phase = chain::request_phase(&route.policies, &mut parts, &mut finish.ctx).await;
-    if let Some(t) = t {
+    let phase = if route.policies.is_empty() {
+        chain::RequestPhase {
+            ran: 0,
+            answered: None,
+        }
+    } else {
+        let t = Instant::now();
+        let phase = chain::request_phase(&route.policies, &mut parts, &mut finish.ctx).await;
         finish.ctx.timings.policies = t.elapsed();
-    }
+        phase
+    };
 
     // The action, unless a policy already answered.
     let resp = match phase.answered {

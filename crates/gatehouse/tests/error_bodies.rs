@@ -84,7 +84,9 @@ async fn public_bodies_have_no_internals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verbose_and_type_base() {
     let (_g, url, _) = embedded(&rest(
-        "errors: { verbose: true, type_base: \"https://errors.example.com/problems/\" }\n",
+        r#"
+errors: { verbose: true, type_base: "https://errors.example.com/problems/" }
+"#,
     ));
     let r = Client::new().get(&format!("{url}/broken/x")).await;
     assert_problem(&r, 502);

@@ -91,7 +91,17 @@ async fn http2_clients_reach_http1_upstreams() {
 async fn expect_100_continue_is_answered_before_the_body() {
     let a = Backend::start("a", Kind::Echo).await;
     let (_g, url, _) = embedded(&format!(
-        "upstreams:\n  u: {{ targets: [{{ address: \"{}\" }}] }}\nroutes:\n  - name: small\n    match: {{ path: {{ type: prefix, value: /small }} }}\n    upstream: u\n    max_body_size: 10\n  - name: r\n    upstream: u\n",
+        r#"
+upstreams:
+  u: {{ targets: [{{ address: "{}" }}] }}
+routes:
+  - name: small
+    match: {{ path: {{ type: prefix, value: /small }} }}
+    upstream: u
+    max_body_size: 10
+  - name: r
+    upstream: u
+"#,
         a.addr
     ));
     let addr = url.trim_start_matches("http://").to_string();
@@ -150,7 +160,17 @@ async fn ipv6_listener_serves_and_reports_the_v6_peer() {
     let a = Backend::start("a", Kind::Echo).await;
     let (port, admin) = (free_port(), free_port());
     let yaml = format!(
-        "listeners:\n  - {{ name: v6, address: \"[::1]:{port}\" }}\nadmin: {{ address: \"127.0.0.1:{admin}\" }}\nreload: {{ watch: false }}\nupstreams:\n  u: {{ targets: [{{ address: \"{}\" }}] }}\nroutes:\n  - name: r\n    upstream: u\n",
+        r#"
+listeners:
+  - {{ name: v6, address: "[::1]:{port}" }}
+admin: {{ address: "127.0.0.1:{admin}" }}
+reload: {{ watch: false }}
+upstreams:
+  u: {{ targets: [{{ address: "{}" }}] }}
+routes:
+  - name: r
+    upstream: u
+"#,
         a.addr
     );
     let _g = GatewayProcess::start(BIN, &yaml, &[admin]);
@@ -179,7 +199,17 @@ async fn max_connections_closes_the_excess() {
     let a = Backend::start("a", Kind::Echo).await;
     let (port, admin) = (free_port(), free_port());
     let yaml = format!(
-        "listeners:\n  - {{ name: small, address: \"127.0.0.1:{port}\", max_connections: 2 }}\nadmin: {{ address: \"127.0.0.1:{admin}\" }}\nreload: {{ watch: false }}\nupstreams:\n  u: {{ targets: [{{ address: \"{}\" }}] }}\nroutes:\n  - name: r\n    upstream: u\n",
+        r#"
+listeners:
+  - {{ name: small, address: "127.0.0.1:{port}", max_connections: 2 }}
+admin: {{ address: "127.0.0.1:{admin}" }}
+reload: {{ watch: false }}
+upstreams:
+  u: {{ targets: [{{ address: "{}" }}] }}
+routes:
+  - name: r
+    upstream: u
+"#,
         a.addr
     );
     let _g = GatewayProcess::start(BIN, &yaml, &[port, admin]);
@@ -212,7 +242,17 @@ async fn idle_connections_are_closed_after_idle_timeout() {
     let a = Backend::start("a", Kind::Echo).await;
     let (port, admin) = (free_port(), free_port());
     let yaml = format!(
-        "listeners:\n  - {{ name: p, address: \"127.0.0.1:{port}\", idle_timeout: 400ms }}\nadmin: {{ address: \"127.0.0.1:{admin}\" }}\nreload: {{ watch: false }}\nupstreams:\n  u: {{ targets: [{{ address: \"{}\" }}] }}\nroutes:\n  - name: r\n    upstream: u\n",
+        r#"
+listeners:
+  - {{ name: p, address: "127.0.0.1:{port}", idle_timeout: 400ms }}
+admin: {{ address: "127.0.0.1:{admin}" }}
+reload: {{ watch: false }}
+upstreams:
+  u: {{ targets: [{{ address: "{}" }}] }}
+routes:
+  - name: r
+    upstream: u
+"#,
         a.addr
     );
     let _g = GatewayProcess::start(BIN, &yaml, &[port, admin]);
@@ -240,7 +280,14 @@ async fn one_gib_upload_streams_in_bounded_memory() {
     let a = Backend::start("a", Kind::Echo).await;
     let (port, admin) = (free_port(), free_port());
     let rest = format!(
-        "upstreams:\n  u: {{ targets: [{{ address: \"{}\" }}] }}\nroutes:\n  - name: r\n    upstream: u\naccess_log: \"off\"\n",
+        r#"
+upstreams:
+  u: {{ targets: [{{ address: "{}" }}] }}
+routes:
+  - name: r
+    upstream: u
+access_log: "off"
+"#,
         a.addr
     );
     // One worker, so both uploads share one allocator heap and one set of buffers.

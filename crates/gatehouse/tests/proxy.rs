@@ -11,7 +11,20 @@ use support::*;
 async fn forwards_with_forwarding_headers_and_strips_hop_by_hop() {
     let a = Backend::start("a", Kind::Echo).await;
     let (_g, url, _) = embedded(&format!(
-        "upstreams:\n  u: {{ targets: [{{ address: {} }}] }}\npolicies:\n  h:\n    type: headers\n    request: {{ set: {{ x-gw: gatehouse }}, remove: [x-internal] }}\n    response: {{ remove: [server] }}\nroutes:\n  - name: r\n    upstream: u\n    policies: [h]\naccess_log: stdout\n",
+        r#"
+upstreams:
+  u: {{ targets: [{{ address: {} }}] }}
+policies:
+  h:
+    type: headers
+    request: {{ set: {{ x-gw: gatehouse }}, remove: [x-internal] }}
+    response: {{ remove: [server] }}
+routes:
+  - name: r
+    upstream: u
+    policies: [h]
+access_log: stdout
+"#,
         a.addr
     ));
     let c = Client::new();
@@ -72,7 +85,15 @@ async fn round_robin_honours_weights() {
     let a = Backend::start("a", Kind::Echo).await;
     let b = Backend::start("b", Kind::Echo).await;
     let (_g, url, _) = embedded(&format!(
-        "upstreams:\n  u:\n    targets: [{{ address: {}, weight: 3 }}, {{ address: {} }}]\nroutes:\n  - name: r\n    upstream: u\naccess_log: off\n",
+        r#"
+upstreams:
+  u:
+    targets: [{{ address: {}, weight: 3 }}, {{ address: {} }}]
+routes:
+  - name: r
+    upstream: u
+access_log: off
+"#,
         a.addr, b.addr
     ));
     let c = Client::new();
@@ -94,7 +115,17 @@ async fn upstream_failures_are_problems() {
     let hang = Backend::start("hang", Kind::Hang).await;
     let refused = free_port();
     let (_g, url, _) = embedded(&format!(
-        "upstreams:\n  refused: {{ targets: [{{ address: 127.0.0.1:{refused} }}] }}\n  reset: {{ targets: [{{ address: {} }}] }}\n  hang: {{ targets: [{{ address: {} }}], timeouts: {{ request: 300ms }} }}\nroutes:\n  - {{ name: a, match: {{ path: {{ value: /refused }} }}, upstream: refused }}\n  - {{ name: b, match: {{ path: {{ value: /reset }} }}, upstream: reset }}\n  - {{ name: c, match: {{ path: {{ value: /hang }} }}, upstream: hang }}\naccess_log: off\n",
+        r#"
+upstreams:
+  refused: {{ targets: [{{ address: 127.0.0.1:{refused} }}] }}
+  reset: {{ targets: [{{ address: {} }}] }}
+  hang: {{ targets: [{{ address: {} }}], timeouts: {{ request: 300ms }} }}
+routes:
+  - {{ name: a, match: {{ path: {{ value: /refused }} }}, upstream: refused }}
+  - {{ name: b, match: {{ path: {{ value: /reset }} }}, upstream: reset }}
+  - {{ name: c, match: {{ path: {{ value: /hang }} }}, upstream: hang }}
+access_log: off
+"#,
         reset.addr, hang.addr
     ));
     let c = Client::new();
@@ -110,7 +141,15 @@ async fn upstream_failures_are_problems() {
 async fn malformed_and_oversized_requests() {
     let a = Backend::start("a", Kind::Echo).await;
     let (_g, url, _) = embedded(&format!(
-        "upstreams:\n  u: {{ targets: [{{ address: {} }}] }}\nroutes:\n  - name: r\n    upstream: u\n    max_body_size: 1KiB\naccess_log: off\n",
+        r#"
+upstreams:
+  u: {{ targets: [{{ address: {} }}] }}
+routes:
+  - name: r
+    upstream: u
+    max_body_size: 1KiB
+access_log: off
+"#,
         a.addr
     ));
     let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
@@ -145,7 +184,14 @@ async fn malformed_and_oversized_requests() {
 async fn large_download_streams() {
     let a = Backend::start("a", Kind::Echo).await;
     let (_g, url, _) = embedded(&format!(
-        "upstreams:\n  u: {{ targets: [{{ address: {} }}] }}\nroutes:\n  - name: r\n    upstream: u\naccess_log: off\n",
+        r#"
+upstreams:
+  u: {{ targets: [{{ address: {} }}] }}
+routes:
+  - name: r
+    upstream: u
+access_log: off
+"#,
         a.addr
     ));
     let r = Client::new().get(&format!("{url}/bytes/{}", 8 << 20)).await;
@@ -157,7 +203,14 @@ async fn large_download_streams() {
 async fn access_log_has_one_json_line_per_request() {
     let a = Backend::start("a", Kind::Echo).await;
     let (g, url, _) = gateway(&format!(
-        "upstreams:\n  u: {{ targets: [{{ address: {} }}] }}\nroutes:\n  - name: logged\n    upstream: u\naccess_log: stdout\n",
+        r#"
+upstreams:
+  u: {{ targets: [{{ address: {} }}] }}
+routes:
+  - name: logged
+    upstream: u
+access_log: stdout
+"#,
         a.addr
     ));
     let c = Client::new();

@@ -445,7 +445,13 @@ async fn a_refused_connect_moves_any_request_to_another_target() {
     let ok = Backend::start("ok", Kind::Echo).await;
     let dead = free_port();
     let (_g, url, _) = embedded(&format!(
-        "upstreams:\n  u: {{ targets: [{{ address: \"127.0.0.1:{dead}\" }}, {{ address: \"{}\" }}] }}\nroutes:\n  - name: r\n    upstream: u\n",
+        r#"
+upstreams:
+  u: {{ targets: [{{ address: "127.0.0.1:{dead}" }}, {{ address: "{}" }}] }}
+routes:
+  - name: r
+    upstream: u
+"#,
         ok.addr
     ));
     let c = Client::new();
