@@ -39,8 +39,9 @@ pub struct RequestCtx {
     /// Typed per-request state a policy keeps from its request phase to its response
     /// phase (one value per type; use a private type as the key).
     pub extensions: http::Extensions,
-    /// Buffered bodies and response filters, as the route's chain declared them.
-    pub bodies: Bodies,
+    /// Buffered bodies and response filters ([`RequestCtx::bodies`]); boxed and made on
+    /// first use, so a request whose chain needs no body carries one pointer for them.
+    bodies: Option<Box<Bodies>>,
     /// The client IP after applying trusted proxies.
     pub client_ip: IpAddr,
     /// When the request head was received.
@@ -70,7 +71,7 @@ impl RequestCtx {
             conn,
             consumer: None,
             extensions: http::Extensions::new(),
-            bodies: Bodies::default(),
+            bodies: None,
             started,
             route: None,
             params: Vec::new(),
@@ -87,6 +88,17 @@ impl RequestCtx {
     pub fn detached(request_id: &str, peer: std::net::SocketAddr) -> Self {
         let conn = Connection::plain(peer, peer, "test".into());
         Self::new(request_id.to_string(), Arc::new(conn), Instant::now())
+    }
+
+    /// The request's buffered bodies and response filters, as the route's chain declared
+    /// them (docs/policies.md).
+    pub fn bodies(&mut self) -> &mut Bodies {
+        self.bodies.get_or_insert_with(Box::default)
+    }
+
+    /// The bodies, if any policy or the pipeline touched them.
+    pub fn bodies_if_any(&mut self) -> Option<&mut Bodies> {
+        self.bodies.as_deref_mut()
     }
 
     /// The value of a captured path parameter.

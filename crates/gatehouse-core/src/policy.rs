@@ -16,12 +16,12 @@ pub trait Policy: Send + Sync + std::fmt::Debug {
     }
 
     /// Request phase: inspect or edit the request head (and the buffered body in
-    /// `ctx.bodies.request`, when declared); `Respond` ends the chain early, `Wait`
+    /// `ctx.bodies().request`, when declared); `Respond` ends the chain early, `Wait`
     /// decides after an asynchronous step.
     fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow;
 
     /// Response phase: edit the response head (also applied to local responses), the
-    /// buffered body in `ctx.bodies.response`, or attach a filter to `ctx.bodies.filters`.
+    /// buffered body in `ctx.bodies().response`, or attach a filter to `ctx.bodies().filters`.
     fn on_response(&self, _resp: &mut http::response::Parts, _ctx: &mut RequestCtx) {}
 
     /// Finish phase: always runs once the response is decided, whatever happened.

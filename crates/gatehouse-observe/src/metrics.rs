@@ -375,8 +375,9 @@ pub fn active_requests(delta: i64) {
     let _ = LOCAL.try_with(|l| add(&l.shard.active, delta));
 }
 
-/// One upstream try ended with `status` (the gateway's answer for a failed try).
-pub fn upstream_try(upstream: &Arc<str>, target: &Arc<str>, status: u16, took: Duration) {
+/// One upstream try ended with `status` (the gateway's answer for a failed try); `took`
+/// is observed when known (tries that got a response head).
+pub fn upstream_try(upstream: &Arc<str>, target: &Arc<str>, status: u16, took: Option<Duration>) {
     let key = Key {
         family: Family::Upstream,
         small: [class_index(status), 0],
@@ -385,7 +386,9 @@ pub fn upstream_try(upstream: &Arc<str>, target: &Arc<str>, status: u16, took: D
     let labels = || ([Some(upstream.clone()), Some(target.clone()), None], None);
     record(key, labels, |s| {
         add(&s.value, 1);
-        s.observe(took);
+        if let Some(d) = took {
+            s.observe(d);
+        }
     });
 }
 
@@ -716,7 +719,7 @@ pub fn write_recorded(e: &mut Exposition) {
     e.family(
         name::UPSTREAM_REQUEST_DURATION,
         "histogram",
-        "Time from sending a try to its response head.",
+        "Time of a try that got a response: connect and wait for the response head.",
     );
     for (l, h) in &upstream_durations {
         let labels = [("upstream", l[0].as_str()), ("target", &l[1])];

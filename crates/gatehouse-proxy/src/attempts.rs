@@ -144,19 +144,6 @@ impl Tried {
     }
 }
 
-/// Runs the tries for one request admitted by [`admit`].
-pub async fn run(
-    up: &UpstreamState,
-    input: &PickInput<'_>,
-    head: Head,
-    payload: Payload,
-    admission: Pending<'_>,
-) -> Outcome {
-    let mut tried = Tried::default();
-    let result = tries(up, input, head, payload, admission, &mut tried).await;
-    Outcome { result, tried }
-}
-
 /// An upgrade handshake: one try on a fresh connection (the client's upgrade cannot be
 /// replayed once the target agreed to it).
 pub async fn upgrade(
@@ -182,133 +169,146 @@ pub async fn upgrade(
     Outcome { result, tried }
 }
 
-/// The loop of [`run`]; `record` follows each try.
-async fn tries(
+/// Runs the tries for one request admitted by [`admit`]. One async fn, not a wrapper
+/// around another: the arguments of an async fn live for its whole run, so a wrapper
+/// would hold the request head and body twice in the request's future.
+pub async fn run(
     up: &UpstreamState,
     input: &PickInput<'_>,
     mut head: Head,
     payload: Payload,
     mut admission: Pending<'_>,
-    record: &mut Tried,
-) -> Result<Served, ProxyError> {
-    let policy = &up.retries;
-    let on = &up.retry_on;
-    let max = policy.attempts.clamp(1, 10) as usize;
-    let resend_allowed = up.resends_after_send(head.method.as_str());
-    let (mut replay, mut stream) = match payload {
-        Payload::Replay(b) => (Some(b), None),
-        Payload::Stream(s) => (None, Some(s)),
-    };
-    let deadline = Instant::now() + up.config.timeouts.request.get();
-    let per_try = policy
-        .per_try_timeout
-        .map_or(up.config.timeouts.request.get(), |d| d.get());
-    let mut tried = [usize::MAX; 10];
-    let mut last: Option<Last> = None;
-    up.budget.request(now_ms());
-
-    for k in 0..max {
-        if k > 0 {
-            let open = up
-                .breaker
-                .as_ref()
-                .is_some_and(|b| b.state(now_ms()) == gatehouse_upstream::breaker::State::Open);
-            if open || !up.budget.try_retry(now_ms()) {
-                metrics::retry(&up.name, false);
-                break;
-            }
-            metrics::retry(&up.name, true);
-            tokio::time::sleep(backoff(policy, k)).await;
-        }
-        let Some((pick, target)) = up.pick(input, &tried[..k]) else {
-            break;
+) -> Outcome {
+    let mut record = Tried::default();
+    let result = 'tries: {
+        let policy = &up.retries;
+        let on = &up.retry_on;
+        let max = policy.attempts.clamp(1, 10) as usize;
+        let resend_allowed = up.resends_after_send(head.method.as_str());
+        let (mut replay, mut stream) = match payload {
+            Payload::Replay(b) => (Some(b), None),
+            Payload::Stream(s) => (None, Some(s)),
         };
-        tried[k] = pick.index;
-        let target = target.clone();
-        record.trying(k as u32 + 1, &target);
-        let more = k + 1 < max;
-        // Read only for the metrics: a clock read per try is not free.
-        let began = metrics::enabled().then(Instant::now);
+        let deadline = Instant::now() + up.config.timeouts.request.get();
+        let per_try = policy
+            .per_try_timeout
+            .map_or(up.config.timeouts.request.get(), |d| d.get());
+        let mut tried = [usize::MAX; 10];
+        let mut last: Option<Last> = None;
+        up.budget.request(now_ms());
 
-        let conn = match forward::connect(up, &target).await {
-            Ok(c) => c,
-            Err(e) => {
-                metered(up, &target, e.status().as_u16(), began);
-                outcome(up, pick.index, admission.take(), true);
-                let retry = on.connect_failure;
-                last = Some(Last::Error(e));
-                if retry {
-                    continue;
+        for k in 0..max {
+            if k > 0 {
+                let open = up
+                    .breaker
+                    .as_ref()
+                    .is_some_and(|b| b.state(now_ms()) == gatehouse_upstream::breaker::State::Open);
+                if open || !up.budget.try_retry(now_ms()) {
+                    metrics::retry(&up.name, false);
+                    break;
                 }
-                break;
+                metrics::retry(&up.name, true);
+                tokio::time::sleep(backoff(policy, k)).await;
             }
-        };
-        // With a stream body this try is the only one that can send it.
-        let resend = resend_allowed && more && replay.is_some();
-        let body = match (&replay, stream.take()) {
-            (Some(b), _) => RequestBody::buffered(b.clone()),
-            (None, Some(s)) => s,
-            (None, None) => RequestBody::empty(),
-        };
-        if !resend {
-            replay = None;
-        }
-        let limit = per_try.min(deadline.saturating_duration_since(Instant::now()));
-        let limit = limit.max(Duration::from_millis(1));
-        match forward::exchange(up, &target, conn, head.request(body, resend), limit).await {
-            // The client broke the exchange: nothing is known about the target, so
-            // neither health nor the breaker hears of it (the admission is handed back
-            // when `admission` drops), and nothing is retried.
-            Err(e) if e.is_client_fault() => return Err(e),
-            Err(e) => {
-                metered(up, &target, e.status().as_u16(), began);
-                outcome(up, pick.index, admission.take(), true);
-                let class = e.retry_class();
-                let listed = match class {
-                    RetryClass::Reset => on.reset,
-                    RetryClass::Timeout => on.timeout,
-                    RetryClass::ConnectFailure => on.connect_failure,
-                    RetryClass::Never => false,
-                };
-                if resend && listed {
+            let Some((pick, target)) = up.pick(input, &tried[..k]) else {
+                break;
+            };
+            tried[k] = pick.index;
+            let target = target.clone();
+            record.trying(k as u32 + 1, &target);
+            let more = k + 1 < max;
+
+            let conn = match forward::connect(up, &target).await {
+                Ok(c) => c,
+                Err(e) => {
+                    metered(up, &target, e.status().as_u16(), None);
+                    outcome(up, pick.index, admission.take(), true);
+                    let retry = on.connect_failure;
                     last = Some(Last::Error(e));
-                    continue;
+                    if retry {
+                        continue;
+                    }
+                    break;
                 }
-                return Err(e);
+            };
+            // With a stream body this try is the only one that can send it.
+            let resend = resend_allowed && more && replay.is_some();
+            let body = match (&replay, stream.take()) {
+                (Some(b), _) => RequestBody::buffered(b.clone()),
+                (None, Some(s)) => s,
+                (None, None) => RequestBody::empty(),
+            };
+            if !resend {
+                replay = None;
             }
-            Ok(forwarded) => {
-                let status = forwarded.response.status().as_u16();
-                metered(up, &target, status, began);
-                outcome(
-                    up,
-                    pick.index,
-                    admission.take(),
-                    is_failure_status(up, status),
-                );
-                let served = Served {
-                    forwarded,
-                    target,
-                    pick,
-                };
-                if resend && on.statuses.contains(&status) {
-                    last = Some(Last::Response(Box::new(served)));
-                    continue;
+            let limit = per_try.min(deadline.saturating_duration_since(Instant::now()));
+            let limit = limit.max(Duration::from_millis(1));
+            match forward::exchange(up, &target, conn, head.request(body, resend), limit).await {
+                // The client broke the exchange: nothing is known about the target, so
+                // neither health nor the breaker hears of it (the admission is handed back
+                // when `admission` drops), and nothing is retried.
+                Err(e) if e.is_client_fault() => break 'tries Err(e),
+                Err(e) => {
+                    metered(up, &target, e.status().as_u16(), None);
+                    outcome(up, pick.index, admission.take(), true);
+                    let class = e.retry_class();
+                    let listed = match class {
+                        RetryClass::Reset => on.reset,
+                        RetryClass::Timeout => on.timeout,
+                        RetryClass::ConnectFailure => on.connect_failure,
+                        RetryClass::Never => false,
+                    };
+                    if resend && listed {
+                        last = Some(Last::Error(e));
+                        continue;
+                    }
+                    break 'tries Err(e);
                 }
-                return Ok(served);
+                Ok(forwarded) => {
+                    let status = forwarded.response.status().as_u16();
+                    metered(
+                        up,
+                        &target,
+                        status,
+                        Some(forwarded.connect + forwarded.first_byte),
+                    );
+                    outcome(
+                        up,
+                        pick.index,
+                        admission.take(),
+                        is_failure_status(up, status),
+                    );
+                    let served = Served {
+                        forwarded,
+                        target,
+                        pick,
+                    };
+                    if resend && on.statuses.contains(&status) {
+                        last = Some(Last::Response(Box::new(served)));
+                        continue;
+                    }
+                    break 'tries Ok(served);
+                }
             }
         }
-    }
-    match last {
-        Some(Last::Response(served)) => Ok(*served),
-        Some(Last::Error(e)) => Err(e),
-        None => Err(crate::error::no_healthy_target(up)),
+        match last {
+            Some(Last::Response(served)) => Ok(*served),
+            Some(Last::Error(e)) => Err(e),
+            None => Err(crate::error::no_healthy_target(up)),
+        }
+    };
+    Outcome {
+        result,
+        tried: record,
     }
 }
 
-/// Counts one try that started at `began` in the upstream metrics.
-fn metered(up: &UpstreamState, target: &TargetState, status: u16, began: Option<Instant>) {
-    if let Some(t) = began {
-        metrics::upstream_try(&up.name, &target.address, status, t.elapsed());
+/// Counts one try in the upstream metrics; `took` (connect and time to the response
+/// head, already measured by the exchange) only for a try that got a response, so the
+/// metrics read no clock of their own.
+fn metered(up: &UpstreamState, target: &TargetState, status: u16, took: Option<Duration>) {
+    if metrics::enabled() {
+        metrics::upstream_try(&up.name, &target.address, status, took);
     }
 }
 

@@ -148,7 +148,11 @@ pub fn response_phase(
         || parts.status.is_informational()
         || parts.status == StatusCode::NO_CONTENT
         || parts.status == StatusCode::NOT_MODIFIED;
-    if let Some(b) = ctx.bodies.response.take() {
+    let (buffered, filters) = match ctx.bodies_if_any() {
+        Some(b) => (b.response.take(), std::mem::take(&mut b.filters)),
+        None => (None, Vec::new()),
+    };
+    if let Some(b) = buffered {
         if !bodiless {
             parts.headers.remove(header::TRANSFER_ENCODING);
             parts
@@ -157,7 +161,6 @@ pub fn response_phase(
         }
         body = ProxyBody::full(b);
     }
-    let filters = std::mem::take(&mut ctx.bodies.filters);
     if !filters.is_empty() && !bodiless {
         // The length is known only at the end; chunked (or h2 framing) tells the truth.
         parts.headers.remove(header::CONTENT_LENGTH);

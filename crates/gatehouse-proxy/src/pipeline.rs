@@ -207,7 +207,7 @@ pub async fn handle(
         RequestBodyNeed::Buffered { max } => {
             let limit = route.max_body_size.map_or(max, |m| m.min(max));
             match chain::buffer_request(body, limit, &finish.bytes_in).await {
-                Ok(b) => finish.ctx.bodies.request = Some(b),
+                Ok(b) => finish.ctx.bodies().request = Some(b),
                 Err(fault) => {
                     let r = crate::error::answer(&fault, &finish.ctx.request_id, 0);
                     return local(r, finish);
@@ -246,7 +246,7 @@ pub async fn handle(
         ResponseBodyNeed::Buffered { max } => {
             match chain::buffer_response(resp, max, &finish.ctx.request_id).await {
                 Ok((rparts, b)) => {
-                    finish.ctx.bodies.response = Some(b);
+                    finish.ctx.bodies().response = Some(b);
                     (rparts, ProxyBody::full(bytes::Bytes::new()))
                 }
                 // The policies that must see the whole body cannot: answered as is.
@@ -352,7 +352,7 @@ async fn proxy(
                 payload(up, &parts.method, b, route.max_body_size, &finish.bytes_in).await?
             }
             ClientBody::Buffered => {
-                let b = finish.ctx.bodies.request.take().unwrap_or_default();
+                let b = finish.ctx.bodies().request.take().unwrap_or_default();
                 chain::settle_request_body(&mut parts, &b);
                 attempts::Payload::Replay(b)
             }

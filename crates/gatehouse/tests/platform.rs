@@ -103,10 +103,10 @@ impl Policy for BodyTap {
         }
     }
     fn on_request(&self, _req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
-        let body = ctx.bodies.request.take().unwrap_or_default();
+        let body = ctx.bodies().request.take().unwrap_or_default();
         let mut up = body.to_ascii_uppercase();
         up.extend_from_slice(b"-TAPPED");
-        ctx.bodies.request = Some(Bytes::from(up));
+        ctx.bodies().request = Some(Bytes::from(up));
         Flow::Continue
     }
 }
@@ -168,7 +168,7 @@ impl Policy for FrameTally {
         Flow::Continue
     }
     fn on_response(&self, _resp: &mut http::response::Parts, ctx: &mut RequestCtx) {
-        ctx.bodies.filters.push(Box::new(Tally {
+        ctx.bodies().filters.push(Box::new(Tally {
             bytes: 0,
             frames: 0,
         }));
@@ -206,8 +206,8 @@ impl Policy for BodySize {
         Flow::Continue
     }
     fn on_response(&self, _resp: &mut http::response::Parts, ctx: &mut RequestCtx) {
-        let n = ctx.bodies.response.as_ref().map_or(0, Bytes::len);
-        ctx.bodies.response = Some(Bytes::from(format!("upstream sent {n} bytes")));
+        let n = ctx.bodies().response.as_ref().map_or(0, Bytes::len);
+        ctx.bodies().response = Some(Bytes::from(format!("upstream sent {n} bytes")));
     }
 }
 
@@ -338,6 +338,8 @@ async fn a_waiting_policy_decides_after_its_wait_and_is_bounded_by_its_timeout()
 listeners:
   - name: public
     address: "127.0.0.1:0"
+admin:
+  address: "127.0.0.1:0"
 upstreams:
   u:
     targets: [{{ address: "{a}" }}]
@@ -410,6 +412,16 @@ access_log: {log}
     assert_eq!(sc("/broken")["policy"], "broken");
     assert_eq!(sc("/broken")["reason"], "wait_failed");
     assert!(sc("/quick").is_null());
+
+    // The same short circuits in the metrics, whatever the policy kind.
+    let admin = format!("http://{}/metrics", g.admin().unwrap());
+    let text = c.get(&admin).await.body_text();
+    for line in [
+        r#"gatehouse_short_circuits_total{route="times-out",policy="slow",reason="wait_timeout"} 1"#,
+        r#"gatehouse_short_circuits_total{route="fails",policy="broken",reason="wait_failed"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
