@@ -90,7 +90,9 @@ impl Builder {
     }
 }
 
-/// A gateway running inside this process; dropping it shuts it down.
+/// A gateway running inside this process; dropping it shuts it down, blocking until
+/// open connections finish or `shutdown.drain_timeout` passes (so drop it from a
+/// multi-threaded runtime, or after closing its clients).
 #[derive(Debug)]
 pub struct Embedded {
     gw: Arc<Gateway>,
