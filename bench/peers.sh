@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Side-by-side loopback benchmark of HTTP/1.1 reverse proxies, all in one run: the backend
-# directly (the ceiling), nginx, HAProxy and Gatehouse, in front of the same two nginx
+# directly (the ceiling), nginx, HAProxy, the yardstick (bench/yardstick: the smallest
+# forwarder on Gatehouse's own architecture, no features) and Gatehouse, in front of the same two nginx
 # backends (127.0.0.1:19001 and :19002: `GET /` answers 100 bytes, `GET /16k` 16 KiB),
 # loaded by the same wrk. Reports req/s, p50/p99, peak RSS and the proxy's CPU time per
 # request (the steadiest figure on a small shared machine).
 #
-#   bench/peers.sh [--proxies direct,nginx,haproxy,gatehouse] [--workers "1 2"]
+#   bench/peers.sh [--proxies direct,nginx,haproxy,yardstick,gatehouse] [--workers "1 2"]
 #                  [--conns "64 256"] [--bodies "small 16k"] [--duration 10] [--runs 3]
 #                  [--warmup 2] [--out DIR]
 #
@@ -18,7 +19,7 @@
 set -u -o pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PROXIES="direct,nginx,haproxy,gatehouse"
+PROXIES="nginx,haproxy,yardstick,gatehouse"
 WORKERS_LIST="1 2"; CONNS_LIST="64 256"; BODIES="small 16k"
 DURATION=10; RUNS=3; WARMUP=2; OUT=""
 while [ $# -gt 0 ]; do
@@ -43,8 +44,9 @@ mkdir -p "$OUT"/{wrk,logs,conf,tmp,docroot}
 OUT="$(cd "$OUT" && pwd)"
 GATEHOUSE_BIN="${GATEHOUSE_BIN:-$ROOT/target/release/gatehouse}"
 GATEHOUSE_B_BIN="${GATEHOUSE_B_BIN:-$GATEHOUSE_BIN}"
+YARDSTICK_BIN="${YARDSTICK_BIN:-$ROOT/bench/yardstick/target/release/yardstick}"
 UP1=19001; UP2=19002
-declare -A PORT=([direct]=$UP1 [nginx]=18081 [haproxy]=18082 [gatehouse]=18090 [gatehouse-b]=18091)
+declare -A PORT=([direct]=$UP1 [nginx]=18081 [haproxy]=18082 [yardstick]=18085 [gatehouse]=18090 [gatehouse-b]=18091)
 IFS=',' read -r -a LIST <<< "$PROXIES"
 head -c 16384 /dev/zero | tr '\0' 'y' > "$OUT/docroot/16k.bin"
 SMALL="$(head -c 100 /dev/zero | tr '\0' 'x')"
@@ -168,6 +170,7 @@ start_proxy() {  # name workers pin: sets STARTED
   case "$1" in
     nginx) bg nginx "$3" nginx -p "$OUT" -c "$OUT/conf/nginx.conf" -e "$OUT/logs/nginx.error.log" ;;
     haproxy) bg haproxy "$3" haproxy -db -f "$OUT/conf/haproxy.cfg" ;;
+    yardstick) bg yardstick "$3" "$YARDSTICK_BIN" "127.0.0.1:$port" "$2" "127.0.0.1:$UP1" "127.0.0.1:$UP2" ;;
     gatehouse) bg gatehouse "$3" "$GATEHOUSE_BIN" run -c "$OUT/conf/gatehouse.yaml" --threads "$2" ;;
     gatehouse-b) bg gatehouse-b "$3" "$GATEHOUSE_B_BIN" run -c "$OUT/conf/gatehouse-b.yaml" --threads "$2" ;;
     *) say "unknown proxy $1"; return 1 ;;
