@@ -13,7 +13,6 @@ use gatehouse_observe::metrics;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -137,14 +136,16 @@ async fn accept_loop(
     }
 }
 
-/// The connection server a listener's `protocols` call for. hyper-util's auto server
-/// always sniffs the preface when upgrades are on, so single-protocol listeners use
-/// hyper's own servers: an `[http1]` listener never speaks h2c and an `[h2c]` one
-/// answers anything but the HTTP/2 preface with GOAWAY.
+/// The connection server a listener's `protocols` call for: hyper's own HTTP/1 and
+/// HTTP/2 servers. A listener with both tells them apart once per connection by peeking
+/// at its first bytes (the HTTP/2 preface or not), then runs the plain server: hyper-util's
+/// auto server does the same detection but keeps a rewinding wrapper on every read of
+/// the connection's life. An `[http1]` listener never speaks h2c and an `[h2c]` one
+/// answers anything but the preface with GOAWAY.
 #[derive(Clone)]
 enum Server {
     /// HTTP/1.1 and h2c on one port, told apart by the preface.
-    Auto(auto::Builder<TokioExecutor>),
+    Both(http1::Builder, http2::Builder<TokioExecutor>, Duration),
     /// HTTP/1 only.
     Http1(http1::Builder),
     /// h2c only.
@@ -175,17 +176,44 @@ fn server_builder(spec: &Listener) -> Server {
         b.timer(TokioTimer::new()).max_header_list_size(h2_headers);
         return Server::H2(b);
     }
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
+    let mut b1 = http1::Builder::new();
+    b1.timer(TokioTimer::new())
         .header_read_timeout(spec.header_read_timeout.get())
         .max_buf_size(buf)
         .max_headers(1000)
         .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(h2_headers);
-    Server::Auto(b)
+    let mut b2 = http2::Builder::new(TokioExecutor::new());
+    b2.timer(TokioTimer::new()).max_header_list_size(h2_headers);
+    Server::Both(b1, b2, spec.header_read_timeout.get())
+}
+
+/// The HTTP/2 connection preface (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the connection starts with the HTTP/2 preface, found by peeking (nothing is
+/// consumed). Decided at the first byte that differs, so an HTTP/1 request is known at
+/// once; a client that sends nothing within `within` is treated as HTTP/1, whose own
+/// header-read timeout then closes it.
+async fn starts_with_preface(stream: &tokio::net::TcpStream, within: Duration) -> bool {
+    let peek = async {
+        let mut buf = [0u8; 24];
+        loop {
+            let n = match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            if buf[..n] != H2_PREFACE[..n] {
+                return false;
+            }
+            if n == H2_PREFACE.len() {
+                return true;
+            }
+            // A preface split across packets (rare): peek again shortly, since the
+            // socket stays readable with the bytes already there.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(within, peek).await.unwrap_or(false)
 }
 
 async fn serve_connection(
@@ -204,6 +232,12 @@ async fn serve_connection(
         let info = info.clone();
         async move { Ok::<_, Infallible>(pipeline::handle_contained(&live, &info, req).await) }
     });
+    // The protocol, decided once per connection.
+    let h2 = match &*server {
+        Server::Both(_, b2, within) => starts_with_preface(&stream, *within).await.then_some(b2),
+        Server::H2(b2) => Some(b2),
+        Server::Http1(_) => None,
+    };
     let activity = Arc::new(Activity::default());
     let io = TokioIo::new(DownstreamStream::new(
         stream,
@@ -211,25 +245,16 @@ async fn serve_connection(
         listener.clone(),
     ));
     let stop = gw.shutdown_signal();
-    match &*server {
-        Server::Auto(b) => {
-            let conn = b.serve_connection_with_upgrades(io, svc);
-            let end = drive(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await;
-            ended(&listener, end.err().as_deref());
-        }
-        Server::Http1(b) => {
-            let conn = b.serve_connection(io, svc).with_upgrades();
-            let end = drive(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await;
-            ended(&listener, end.err().as_ref().map(|e| e as _));
-        }
-        Server::H2(b) => {
-            let conn = b.serve_connection(io, svc);
-            let end = drive(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await;
-            ended(&listener, end.err().as_ref().map(|e| e as _));
-        }
+    if let Some(b) = h2 {
+        let conn = b.serve_connection(io, svc);
+        let end = drive(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await;
+        ended(&listener, end.err().as_ref().map(|e| e as _));
+    } else if let Server::Both(b, ..) | Server::Http1(b) = &*server {
+        let conn = b.serve_connection(io, svc).with_upgrades();
+        let end = drive(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await;
+        ended(&listener, end.err().as_ref().map(|e| e as _));
     }
 }
-
 /// A connection ended: one that timed out waiting for a request head counts as a
 /// rejected request (hyper closes it without an answer, as nginx does with 408).
 fn ended(listener: &Arc<str>, error: Option<&(dyn std::error::Error + Send + Sync + 'static)>) {
