@@ -34,8 +34,9 @@ pub struct RequestCtx {
     pub request_id: String,
     /// The downstream connection (shared by the requests it carries).
     pub conn: Arc<Connection>,
-    /// The authenticated consumer, once an authentication policy set it.
-    pub consumer: Option<Consumer>,
+    /// The authenticated consumer, once an authentication policy set it (shared: consumers
+    /// are long-lived records, and a pointer keeps the context small).
+    pub consumer: Option<Arc<Consumer>>,
     /// Typed per-request state a policy keeps from its request phase to its response
     /// phase (one value per type; use a private type as the key).
     pub extensions: http::Extensions,
