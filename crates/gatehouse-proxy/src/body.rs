@@ -366,8 +366,8 @@ impl ProxyBody {
     }
 
     /// Attaches the finish phase, run when the body is done or dropped.
-    pub fn with_finish(mut self, f: Finish) -> Self {
-        self.finish = Some(Box::new(f));
+    pub fn with_finish(mut self, f: Box<Finish>) -> Self {
+        self.finish = Some(f);
         self
     }
 

@@ -90,7 +90,9 @@ pub async fn handle(
         started,
     );
     ctx.client_ip = forwarded::client_ip(&parts.headers, peer, &snap.trusted_proxies);
-    let mut finish = Finish {
+    // Boxed from the start: the record rides on the response body in the end, and a
+    // pointer is all the request future and its moves carry meanwhile.
+    let mut finish = Box::new(Finish {
         snapshot: snap.clone(),
         route: None,
         ctx,
@@ -110,7 +112,7 @@ pub async fn handle(
         error: None,
         inflight: None,
         slot: None,
-    };
+    });
 
     // Limits and head checks that apply before routing.
     let (authority, port) = match check_head(&mut parts, conn, &mut finish) {
@@ -542,14 +544,14 @@ fn problem(finish: &mut Finish, p: Problem) -> LocalResponse {
 }
 
 /// Sends a local response that bypassed the policy chain.
-fn local(resp: LocalResponse, finish: Finish) -> Response<ProxyBody> {
+fn local(resp: LocalResponse, finish: Box<Finish>) -> Response<ProxyBody> {
     respond(resp.map(ProxyBody::full), finish)
 }
 
 /// Stamps the request id and attaches the finish phase to the body. Every problem the
 /// gateway or a policy made passes here: its cause goes to the log, and its body is
 /// rendered again when the config asks for another style than the default.
-fn respond(mut resp: Response<ProxyBody>, mut finish: Finish) -> Response<ProxyBody> {
+fn respond(mut resp: Response<ProxyBody>, mut finish: Box<Finish>) -> Response<ProxyBody> {
     if let Some(p) = resp.extensions_mut().remove::<Problem>() {
         if finish.error.is_none() {
             finish.error = Some(p.log_text().to_string());
