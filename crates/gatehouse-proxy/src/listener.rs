@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -270,8 +271,23 @@ fn ended(listener: &Arc<str>, error: Option<&(dyn std::error::Error + Send + Syn
     }
 }
 
+/// What woke a connection's driver.
+enum Woke<T> {
+    /// The connection ended.
+    Done(T),
+    /// Shutdown began.
+    Stop,
+    /// The idle check is due.
+    Tick,
+}
+
 /// Runs a connection to its end, shutting it down gracefully when the gateway stops or
 /// the connection has been idle for `idle`.
+///
+/// Written as one hand-rolled poll rather than a `select!`: the connection wakes its task
+/// at least twice per request, and a `select!` would poll the idle timer every time. The
+/// timer is polled once after each reset (which registers the task's waker with it) and
+/// then only once it reports elapsed.
 async fn drive<C: Future>(
     conn: C,
     graceful: fn(std::pin::Pin<&mut C>),
@@ -279,26 +295,49 @@ async fn drive<C: Future>(
     activity: &Activity,
     idle: Duration,
 ) -> C::Output {
-    tokio::pin!(conn);
+    let mut conn = std::pin::pin!(conn);
     // A connection accepted just as shutdown began has missed the change: close it after
     // the request it may carry, like every other connection.
     if *stop.borrow_and_update() {
         graceful(conn.as_mut());
     }
-    // Idle when no byte moved for `idle`: checked on ticks of a quarter of it, so the
-    // connection closes between `idle` and 1.25 x `idle` after its last activity.
-    let mut tick = tokio::time::interval(idle.max(Duration::from_millis(100)) / 4);
+    // Idle when no byte moved for `idle`: checked every quarter of it, so the connection
+    // closes between `idle` and 1.25 x `idle` after its last activity.
+    let period = idle.max(Duration::from_millis(100)) / 4;
     let mut seen = activity.events();
     let mut quiet_since = tokio::time::Instant::now();
     let mut draining = *stop.borrow();
+    let mut tick = std::pin::pin!(tokio::time::sleep(period));
+    let mut armed = false;
     loop {
-        tokio::select! {
-            end = conn.as_mut() => return end,
-            _ = stop.changed(), if !draining => {
+        let mut changed = std::pin::pin!(stop.changed());
+        let woke = std::future::poll_fn(|cx| {
+            if let Poll::Ready(end) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Woke::Done(end));
+            }
+            if draining {
+                return Poll::Pending;
+            }
+            if changed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Woke::Stop);
+            }
+            if !armed || tick.is_elapsed() {
+                armed = true;
+                if tick.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Tick);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match woke {
+            Woke::Done(end) => return end,
+            Woke::Stop => {
                 draining = true;
                 graceful(conn.as_mut());
             }
-            now = tick.tick(), if !draining => {
+            Woke::Tick => {
+                let now = tokio::time::Instant::now();
                 let events = activity.events();
                 if events != seen {
                     seen = events;
@@ -307,6 +346,8 @@ async fn drive<C: Future>(
                     draining = true;
                     graceful(conn.as_mut());
                 }
+                tick.as_mut().reset(now + period);
+                armed = false;
             }
         }
     }
