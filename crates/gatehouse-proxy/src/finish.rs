@@ -38,6 +38,8 @@ pub struct Finish {
     pub inflight: Option<gatehouse_upstream::InFlight>,
     /// Holds the upstream's `max_concurrent_requests` slot until the response body ends.
     pub slot: Option<gatehouse_upstream::Slot>,
+    /// `ctx.request_id` as a header value, for the upstream request and the response.
+    pub request_id_value: http::HeaderValue,
 }
 
 impl Drop for Finish {

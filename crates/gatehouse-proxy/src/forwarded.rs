@@ -63,16 +63,21 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
     &header::PROXY_AUTHORIZATION,
 ];
 
-/// The request id: the client's when well formed (1-200 visible ASCII chars), else a new one.
-pub fn request_id(h: &HeaderMap) -> String {
+/// The request id: the client's when well formed (1-200 visible ASCII chars), else a new one;
+/// with it as a header value, made once for both the upstream request and the response
+/// (the client's own value is shared, not copied).
+pub fn request_id(h: &HeaderMap) -> (String, HeaderValue) {
     if let Some(v) = h.get(&X_REQUEST_ID)
         && let Ok(s) = v.to_str()
         && (1..=200).contains(&s.len())
         && s.bytes().all(|b| b.is_ascii_graphic())
     {
-        return s.to_string();
+        return (s.to_string(), v.clone());
     }
-    new_request_id()
+    let id = new_request_id();
+    // Hex digits only: always a valid header value.
+    let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("-"));
+    (id, value)
 }
 
 /// A random 128-bit id in hex.
@@ -219,9 +224,19 @@ mod tests {
     fn request_id_kept_or_generated() {
         let mut h = HeaderMap::new();
         h.insert("x-request-id", HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&h), "abc-123");
+        let (id, value) = request_id(&h);
+        assert_eq!(
+            (id.as_str(), value.to_str().unwrap()),
+            ("abc-123", "abc-123")
+        );
         h.insert("x-request-id", HeaderValue::from_static("has space"));
-        assert_eq!(request_id(&h).len(), 32);
+        let (id, value) = request_id(&h);
+        assert_eq!(id.len(), 32);
+        assert_eq!(
+            value.to_str().unwrap(),
+            id,
+            "the header carries the same id"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub fn rewrite_request(
     up: &UpstreamState,
     ctx: &RequestCtx,
     trusted: &CidrSet,
+    request_id: &HeaderValue,
 ) -> Result<(), ProxyError> {
     let is_upgrade = crate::upgrade::is_upgrade(parts);
     let rewritten = route.rewritten_path(parts.uri.path(), &ctx.params);
@@ -47,9 +48,9 @@ pub fn rewrite_request(
     let host = parts.headers.get(header::HOST).cloned();
     let proto = ctx.conn.scheme.as_str();
     forwarded::add_forwarded(&mut parts.headers, peer, proto, host, peer_trusted);
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        parts.headers.insert(X_REQUEST_ID.clone(), v);
-    }
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
     if up.config.protocol == gatehouse_config::UpstreamProtocol::H2c {
         // gRPC needs `te: trailers` end to end; HTTP/2 carries the host as :authority.
         parts

@@ -84,11 +84,8 @@ pub async fn handle(
     gatehouse_observe::metrics::active_requests(1);
     let (mut parts, body) = req.into_parts();
     let peer = conn.conn.peer.ip();
-    let mut ctx = RequestCtx::new(
-        forwarded::request_id(&parts.headers),
-        Arc::clone(&conn.conn),
-        started,
-    );
+    let (request_id, request_id_value) = forwarded::request_id(&parts.headers);
+    let mut ctx = RequestCtx::new(request_id, Arc::clone(&conn.conn), started);
     ctx.client_ip = forwarded::client_ip(&parts.headers, peer, &snap.trusted_proxies);
     // Boxed from the start: the record rides on the response body in the end, and a
     // pointer is all the request future and its moves carry meanwhile.
@@ -112,6 +109,7 @@ pub async fn handle(
         error: None,
         inflight: None,
         slot: None,
+        request_id_value,
     });
 
     // Limits and head checks that apply before routing.
@@ -341,7 +339,8 @@ async fn proxy(
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
     let trusted = &finish.snapshot.trusted_proxies;
-    outbound::rewrite_request(&mut parts, route, up, ctx, trusted)?;
+    let id = &finish.request_id_value;
+    outbound::rewrite_request(&mut parts, route, up, ctx, trusted, id)?;
 
     let served = if is_upgrade {
         // Rare and large: kept out of the request future's size.
@@ -561,9 +560,8 @@ fn respond(mut resp: Response<ProxyBody>, mut finish: Box<Finish>) -> Response<P
             *resp.body_mut() = ProxyBody::full(render(&p, &finish.ctx.request_id, style));
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&finish.ctx.request_id) {
-        resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
-    }
+    resp.headers_mut()
+        .insert(X_REQUEST_ID.clone(), finish.request_id_value.clone());
     finish.status = resp.status().as_u16();
     resp.map(|b| b.with_finish(finish))
 }
