@@ -157,11 +157,22 @@ enum Family {
 }
 
 /// A series key: its family, two small indexes and up to three label addresses.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Key {
     family: Family,
     small: [u8; 2],
     ptrs: [usize; 3],
+}
+
+/// One word per key: the derived hash would feed the hasher field by field (and the
+/// small indexes byte by byte), on every request. Equality still compares whole keys.
+impl std::hash::Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let tag =
+            (self.family as u64) << 16 | u64::from(self.small[0]) << 8 | u64::from(self.small[1]);
+        let [a, b, c] = self.ptrs.map(|p| p as u64);
+        state.write_u64(a ^ b.rotate_left(21) ^ c.rotate_left(42) ^ tag.rotate_left(56));
+    }
 }
 
 /// One series: its labels (kept alive, see the module docs), a counter or gauge, and a
