@@ -39,7 +39,7 @@ pub fn answer(
     if attempts > 0 {
         r.headers_mut().insert(
             crate::outbound::X_GATEHOUSE_ATTEMPTS.clone(),
-            HeaderValue::from(attempts),
+            crate::outbound::attempts_value(attempts),
         );
     }
     r

@@ -17,6 +17,16 @@ use http::{HeaderValue, Response, StatusCode, Version, header};
 pub static X_GATEHOUSE_ATTEMPTS: http::HeaderName =
     http::HeaderName::from_static("x-gatehouse-attempts");
 
+/// The value of `x-gatehouse-attempts`: a static value for the counts retries can reach
+/// (at most 10 tries), so the header costs no formatting and no allocation per response.
+pub fn attempts_value(n: u32) -> HeaderValue {
+    const COUNTS: [&str; 11] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10"];
+    match COUNTS.get(n as usize) {
+        Some(s) => HeaderValue::from_static(s),
+        None => HeaderValue::from(n),
+    }
+}
+
 /// Rewrites the client's request head into the one sent to `up`.
 pub fn rewrite_request(
     parts: &mut http::request::Parts,
@@ -84,7 +94,7 @@ pub fn rewrite_response(
         forwarded::strip_hop_by_hop(resp.headers_mut());
     }
     resp.headers_mut()
-        .insert(X_GATEHOUSE_ATTEMPTS.clone(), HeaderValue::from(attempts));
+        .insert(X_GATEHOUSE_ATTEMPTS.clone(), attempts_value(attempts));
     if pick.set_cookie
         && let Some(name) = up.sticky_cookie()
     {
