@@ -53,17 +53,24 @@ pub struct Connection {
     pub scheme: Scheme,
     /// The TLS session, on a TLS listener.
     pub tls: Option<TlsInfo>,
+    /// The peer's IP as header text (`X-Forwarded-For`), made once per connection rather
+    /// than once per request.
+    pub peer_ip: http::HeaderValue,
 }
 
 impl Connection {
     /// A cleartext connection from `peer` accepted on `local` by `listener`.
     pub fn plain(peer: SocketAddr, local: SocketAddr, listener: Arc<str>) -> Self {
+        // An IP's text is always a valid header value.
+        let peer_ip = http::HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
         Self {
             peer,
             local,
             listener,
             scheme: Scheme::Http,
             tls: None,
+            peer_ip,
         }
     }
 }
