@@ -126,18 +126,24 @@ pub fn client_ip(h: &HeaderMap, peer: IpAddr, trusted: &CidrSet) -> IpAddr {
 pub fn add_forwarded(
     h: &mut HeaderMap,
     peer: IpAddr,
+    peer_text: &HeaderValue,
     proto: &'static str,
     host: Option<HeaderValue>,
     peer_trusted: bool,
 ) {
-    let mut xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, "),
-        _ => String::with_capacity(15),
-    };
-    push_ip(&mut xff, peer);
-    // The string is already valid header text; this hands its buffer over without a copy.
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
-        h.insert(X_FORWARDED_FOR.clone(), v);
+    match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => {
+            let mut xff = format!("{prev}, ");
+            push_ip(&mut xff, peer);
+            // The string is already valid header text; its buffer is handed over as is.
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
+                h.insert(X_FORWARDED_FOR.clone(), v);
+            }
+        }
+        // The usual case: the connection's own text of the peer, shared.
+        _ => {
+            h.insert(X_FORWARDED_FOR.clone(), peer_text.clone());
+        }
     }
     if !peer_trusted || !h.contains_key(&X_FORWARDED_PROTO) {
         h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));

@@ -57,7 +57,15 @@ pub fn rewrite_request(
     // The Host the pipeline settled on, port included, is also X-Forwarded-Host.
     let host = parts.headers.get(header::HOST).cloned();
     let proto = ctx.conn.scheme.as_str();
-    forwarded::add_forwarded(&mut parts.headers, peer, proto, host, peer_trusted);
+    let peer_text = &ctx.conn.peer_ip;
+    forwarded::add_forwarded(
+        &mut parts.headers,
+        peer,
+        peer_text,
+        proto,
+        host,
+        peer_trusted,
+    );
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), request_id.clone());
