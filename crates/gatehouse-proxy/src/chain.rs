@@ -97,16 +97,13 @@ pub async fn buffer_request(
 /// replaced it): an exact Content-Length, no chunked framing.
 pub fn settle_request_body(parts: &mut http::request::Parts, body: &Bytes) {
     parts.headers.remove(header::TRANSFER_ENCODING);
-    if body.is_empty() && !had_body(parts) {
+    // An empty body stays without a length unless the client announced one.
+    if body.is_empty() && !parts.headers.contains_key(header::CONTENT_LENGTH) {
         return;
     }
     parts
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-}
-
-fn had_body(parts: &http::request::Parts) -> bool {
-    parts.headers.contains_key(header::CONTENT_LENGTH)
 }
 
 /// Reads the whole response body for a chain that declared it. A body larger than `max`

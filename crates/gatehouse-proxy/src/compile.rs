@@ -14,7 +14,6 @@ use gatehouse_router::Router;
 use gatehouse_upstream::Registry;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// What outlives every config: the policy kinds the gateway knows and the state
 /// registry that keeps upstream, limiter and policy state across reloads by name.
@@ -202,18 +201,4 @@ pub fn warnings(loaded: &Loaded) -> Vec<gatehouse_config::ConfigError> {
             )
         })
         .collect()
-}
-
-/// Loads and compiles the file at `path`, and resolves its new hostname targets: what a
-/// config about to serve needs.
-pub fn load_and_compile(
-    path: &str,
-    previous: Option<&Snapshot>,
-    kinds: &gatehouse_policies::Kinds,
-    stage: &Stage<'_>,
-) -> Result<Arc<Snapshot>, ConfigErrors> {
-    let loaded = gatehouse_config::load_file(path)?;
-    let snapshot = compile(&loaded, previous, kinds, stage)?;
-    snapshot.upstreams.resolve_new();
-    Ok(Arc::new(snapshot))
 }
