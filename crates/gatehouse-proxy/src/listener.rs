@@ -248,7 +248,17 @@ async fn serve_connection(
     let stop = gw.shutdown_signal();
     if let Some(b) = h2 {
         let conn = b.serve_connection(io, svc);
-        let end = drive(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await;
+        // Boxed: an HTTP/2 connection's state is about twice an HTTP/1 one's, and the
+        // connection task is sized for the largest branch, so every HTTP/1 connection
+        // would carry the difference for its whole life.
+        let end = Box::pin(drive(
+            conn,
+            |c| c.graceful_shutdown(),
+            stop,
+            &activity,
+            idle,
+        ))
+        .await;
         ended(&listener, end.err().as_ref().map(|e| e as _));
     } else if let Server::Both(b, ..) | Server::Http1(b) = &*server {
         let conn = b.serve_connection(io, svc).with_upgrades();
