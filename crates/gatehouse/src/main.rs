@@ -1,6 +1,7 @@
 //! The `gatehouse` binary: parses the command line and wires the crates together.
 //! No request-path logic lives here.
 
+mod allocator;
 mod demo;
 mod run;
 
@@ -8,9 +9,6 @@ use gatehouse::server;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ENV_HELP: &str = "Environment:\n  RUST_LOG  process log filter when --log-level is not given: error, warn, info,\n            debug, trace, or per-module directives such as info,gatehouse_proxy=debug";
 
@@ -74,6 +72,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::tune();
     let cli = Cli::parse();
     match cli.command {
         Command::Completions { shell } => {

@@ -309,11 +309,13 @@ access_log: "off"
         "streaming working set is {} KiB",
         warmed - idle
     );
-    // Transparent huge pages make RSS move in 2 MiB steps, so allow a few of them.
+    // Transparent huge pages make RSS move in 2 MiB steps, so allow a few of them. The
+    // kernel records the peak lazily, so with pages given back at once (see the binary's
+    // allocator) a later reading can be a little below an earlier one.
+    let grew = after.saturating_sub(warmed);
     assert!(
-        after - warmed <= 6 * 1024,
-        "peak RSS grew by {} KiB during the 1 GiB upload",
-        after - warmed
+        grew <= 6 * 1024,
+        "peak RSS grew by {grew} KiB during the 1 GiB upload"
     );
 }
 
