@@ -249,8 +249,8 @@ async fn grpc_over_h2c_keeps_trailers() {
 
 #[test]
 fn validate_cli_prints_located_errors_and_exits_1() {
-    let dir = std::env::temp_dir().join(format!("gh-validate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let bad = dir.join("bad.yaml");
     std::fs::write(&bad, "upstreams:\n  users: { targets: [{ address: 127.0.0.1:1 }] }\nroutes:\n  - name: a\n    upstream: user\n").unwrap();
     let out = std::process::Command::new(BIN)
@@ -523,9 +523,8 @@ async fn a_port_held_by_another_gateway_is_refused_at_start_and_reload() {
     );
 
     // A second process with the same listener port does not start.
-    let dir = std::env::temp_dir().join(format!("gatehouse-second-{port}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("second.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("second.yaml");
     let admin2 = free_port();
     std::fs::write(
         &cfg,
@@ -576,5 +575,4 @@ async fn a_port_held_by_another_gateway_is_refused_at_start_and_reload() {
         assert_eq!(&r.body[..], b"first");
     }
     drop(first);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -95,9 +95,8 @@ fn systemd_unit_verifies_and_is_hardened() {
         .filter(|l| !l.starts_with("Documentation="))
         .collect::<Vec<_>>()
         .join("\n");
-    let dir = std::env::temp_dir().join(format!("gh-unit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("gatehouse.service");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.service");
     std::fs::write(&path, local).unwrap();
     let verify = Command::new("systemd-analyze")
         .args(["verify", path.to_str().unwrap()])
@@ -122,5 +121,4 @@ fn systemd_unit_verifies_and_is_hardened() {
         "exposure above 2.0: {}",
         String::from_utf8_lossy(&security.stdout)
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -267,22 +267,6 @@ const COUNTER: PolicyKind = PolicyKind {
     },
 };
 
-/// A fresh directory for this test's files.
-fn tempdir() -> String {
-    let dir = std::env::temp_dir().join(format!(
-        "gatehouse-platform-{}-{}",
-        std::process::id(),
-        fastrand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.display().to_string()
-}
-
-fn fastrand_suffix() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::Instant::now())
-}
-
 /// An address nothing listens on (bound, then released).
 fn dead_addr() -> std::net::SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -331,8 +315,8 @@ fn post(url: &str, body: &'static [u8]) -> http::Request<Full<Bytes>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_policy_decides_after_its_wait_and_is_bounded_by_its_timeout() {
     let a = Backend::start("a", Kind::Echo).await;
-    let dir = tempdir();
-    let log = format!("{dir}/access.log");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log").display().to_string();
     let g = embedded(&format!(
         r#"
 listeners:
