@@ -25,7 +25,7 @@ impl Scheme {
     }
 }
 
-/// Facts of a TLS session. Every field is empty until TLS listeners exist.
+/// Facts of a TLS session, read once after the handshake.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsInfo {
     /// Server name the client asked for (SNI).
@@ -34,9 +34,10 @@ pub struct TlsInfo {
     pub alpn: Option<Vec<u8>>,
     /// The client's certificate chain (DER, leaf first), when it presented one.
     pub client_chain: Vec<Vec<u8>>,
-    /// Subject of the client's leaf certificate.
+    /// Subject of the client's leaf certificate, RFC 4514 text (`CN=mobile-app,O=Example`).
     pub client_subject: Option<String>,
-    /// Subject alternative names of the client's leaf certificate.
+    /// Subject alternative names of the client's leaf certificate: DNS names, URIs
+    /// (`spiffe://...`), e-mail addresses and IPs, as text.
     pub client_sans: Vec<String>,
 }
 
@@ -71,6 +72,15 @@ impl Connection {
             scheme: Scheme::Http,
             tls: None,
             peer_ip,
+        }
+    }
+
+    /// A TLS connection from `peer` accepted on `local` by `listener`.
+    pub fn secure(peer: SocketAddr, local: SocketAddr, listener: Arc<str>, tls: TlsInfo) -> Self {
+        Self {
+            scheme: Scheme::Https,
+            tls: Some(tls),
+            ..Self::plain(peer, local, listener)
         }
     }
 }

@@ -120,6 +120,8 @@ pub enum Rejection {
     Malformed,
     /// The head did not arrive in time.
     Timeout,
+    /// The TLS handshake failed or did not finish in time (no request was read).
+    TlsHandshake,
 }
 
 impl Rejection {
@@ -129,6 +131,7 @@ impl Rejection {
             Self::BodyTooLarge => "body_too_large",
             Self::Malformed => "malformed",
             Self::Timeout => "timeout",
+            Self::TlsHandshake => "tls_handshake",
         }
     }
 
