@@ -97,6 +97,72 @@ pub struct Listener {
     /// How request paths are normalized before routing (docs/routing.md).
     #[serde(default)]
     pub path_normalization: PathNormalization,
+    /// TLS on this listener (docs/tls.md); absent means cleartext.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+}
+
+/// TLS settings of a listener.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Certificates with their keys (PEM). SNI picks the one whose own names (DNS SANs, or
+    /// the CN without SANs; `*.` wildcards) match; the first is the default.
+    pub certificates: Vec<CertificateFiles>,
+    /// Lowest TLS version accepted: `"1.2"` (default) or `"1.3"`.
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// Client certificates: none (default), optional or required, checked against `ca`.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// A certificate chain and its private key, PEM files; relative paths are resolved
+/// against the config file's directory.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// Certificate chain, leaf first.
+    pub cert: String,
+    /// Private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: String,
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, JsonSchema)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// Whether clients must present a certificate.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuth {
+    /// `none` (default), `optional` (checked when presented) or `required`.
+    #[serde(default)]
+    pub mode: ClientAuthMode,
+    /// CA certificates (PEM) client certificates must chain to; required unless `none`.
+    #[serde(default)]
+    pub ca: Option<String>,
+}
+
+/// How a listener treats client certificates.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    /// No certificate is asked for.
+    #[default]
+    None,
+    /// A certificate is asked for and verified when sent; clients without one connect.
+    Optional,
+    /// The handshake fails without a valid certificate.
+    Required,
 }
 
 /// Path normalization settings of a listener; normalization itself is always on.
@@ -159,8 +225,10 @@ fn default_max_connections() -> usize {
 pub enum Protocol {
     /// HTTP/1.1 (and 1.0).
     Http1,
-    /// HTTP/2 over cleartext with prior knowledge.
+    /// HTTP/2 over cleartext with prior knowledge; on a TLS listener, HTTP/2 by ALPN.
     H2c,
+    /// HTTP/2: by ALPN on a TLS listener, with prior knowledge on a cleartext one.
+    H2,
 }
 
 /// The admin API listener.

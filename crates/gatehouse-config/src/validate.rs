@@ -143,6 +143,22 @@ fn listeners(c: &Config, out: &mut Issues) {
                 "must be at least 1",
             );
         }
+        if let Some(tls) = &l.tls {
+            if tls.certificates.is_empty() {
+                out.push(
+                    format!("listeners[{i}].tls.certificates"),
+                    "must list at least one certificate",
+                );
+            }
+            if tls.client_auth.mode != crate::schema::ClientAuthMode::None
+                && tls.client_auth.ca.is_none()
+            {
+                out.push(
+                    format!("listeners[{i}].tls.client_auth.ca"),
+                    "is required when mode is optional or required",
+                );
+            }
+        }
     }
 }
 

@@ -159,10 +159,25 @@ pub fn compile(
             AccessLog::off()
         }),
     };
+    // TLS material is read on every compile, so a reload picks up renewed certificates.
+    let base = std::path::Path::new(&loaded.file)
+        .parent()
+        .unwrap_or(std::path::Path::new(""));
+    let mut tls = HashMap::new();
+    for (i, l) in c.listeners.iter().enumerate() {
+        let Some(t) = &l.tls else { continue };
+        match crate::tls::server_tls(t, &l.protocols, base) {
+            Ok(server) => {
+                tls.insert(l.name.clone(), server);
+            }
+            Err(e) => issue(format!("listeners[{i}].tls.{}", e.field), e.message),
+        }
+    }
     if !issues.is_empty() {
         return Err(loaded.errors(issues));
     }
     Ok(Snapshot {
+        tls,
         config: c.clone(),
         source: loaded.text().to_string(),
         router: router.unwrap_or_default(),

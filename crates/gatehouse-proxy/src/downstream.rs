@@ -36,7 +36,7 @@ impl Activity {
 
 /// A client's TCP stream as hyper sees it.
 pub struct DownstreamStream {
-    inner: tokio::net::TcpStream,
+    inner: crate::transport::Transport,
     activity: Arc<Activity>,
     /// A replacement for hyper's bare error answer, and how much of it went out.
     replacement: Option<Bytes>,
@@ -49,7 +49,11 @@ pub struct DownstreamStream {
 
 impl DownstreamStream {
     /// Wraps `inner` of listener `listener`, counting activity on `activity`.
-    pub fn new(inner: tokio::net::TcpStream, activity: Arc<Activity>, listener: Arc<str>) -> Self {
+    pub fn new(
+        inner: crate::transport::Transport,
+        activity: Arc<Activity>,
+        listener: Arc<str>,
+    ) -> Self {
         Self {
             inner,
             activity,

@@ -23,6 +23,8 @@ pub mod pool;
 pub mod reload;
 pub mod route;
 pub mod snapshot;
+pub mod tls;
+pub mod transport;
 pub mod upgrade;
 
 pub use gateway::Gateway;

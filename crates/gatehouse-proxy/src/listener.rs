@@ -7,6 +7,7 @@ use crate::downstream::{Activity, DownstreamStream};
 use crate::gateway::Gateway;
 use crate::listener_set::Started;
 use crate::pipeline::{self, ConnInfo};
+use crate::transport::Transport;
 use arc_swap::ArcSwap;
 use gatehouse_config::{Listener, Protocol};
 use gatehouse_observe::metrics;
@@ -116,6 +117,16 @@ async fn accept_loop(
         }
         metrics::connection(&name, true);
         let _ = stream.set_nodelay(true);
+        // The handshake runs in the connection's task, on the certificates live now. The
+        // snapshot alone decides whether the listener speaks TLS: during a reload the
+        // settings are swapped a moment before the snapshot, and a listener must never
+        // serve cleartext under a config that says TLS, nor the reverse.
+        let tls = gw
+            .live
+            .load()
+            .tls
+            .get(&current.name)
+            .map(|t| (t.config.clone(), current.header_read_timeout.get()));
         let guard = ConnGuard::new(&open, &gw.connections);
         let info = ConnInfo {
             conn: Arc::new(gatehouse_core::Connection::plain(
@@ -130,6 +141,7 @@ async fn accept_loop(
             gw.clone(),
             builder.clone(),
             stream,
+            tls,
             info,
             guard,
             current.idle_timeout.get(),
@@ -162,7 +174,10 @@ fn server_builder(spec: &Listener) -> Server {
         .max(8192);
     let h2_headers = u32::try_from(buf).unwrap_or(u32::MAX);
     let h1 = spec.protocols.contains(&Protocol::Http1);
-    let h2 = spec.protocols.contains(&Protocol::H2c);
+    let h2 = spec
+        .protocols
+        .iter()
+        .any(|p| matches!(p, Protocol::H2c | Protocol::H2));
     if h1 && !h2 {
         let mut b = http1::Builder::new();
         b.timer(TokioTimer::new())
@@ -217,31 +232,66 @@ async fn starts_with_preface(stream: &tokio::net::TcpStream, within: Duration) -
     tokio::time::timeout(within, peek).await.unwrap_or(false)
 }
 
+/// Serves one accepted connection to its end: the TLS handshake first on a TLS listener
+/// (`tls`: its config and how long a client may take), then HTTP/1 or HTTP/2.
 async fn serve_connection(
     gw: Arc<Gateway>,
     server: Arc<Server>,
     stream: tokio::net::TcpStream,
-    info: ConnInfo,
+    tls: Option<(Arc<rustls::ServerConfig>, Duration)>,
+    mut info: ConnInfo,
     _guard: ConnGuard,
     idle: Duration,
 ) {
+    let listener = Arc::clone(&info.conn.listener);
+    let (transport, alpn_h2) = match tls {
+        None => (Transport::Plain(stream), None),
+        Some((config, within)) => {
+            match tokio::time::timeout(within, crate::tls::accept(config, stream)).await {
+                Ok(Ok(s)) => {
+                    let facts = crate::tls::session_info(&s);
+                    let h2 = facts.alpn.as_deref() == Some(b"h2");
+                    let c = &info.conn;
+                    info.conn = Arc::new(gatehouse_core::Connection::secure(
+                        c.peer,
+                        c.local,
+                        Arc::clone(&c.listener),
+                        facts,
+                    ));
+                    (Transport::Tls(Box::new(s)), Some(h2))
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(listener = %listener, peer = %info.conn.peer, error = %e, "TLS handshake failed");
+                    metrics::rejection(&listener, metrics::Rejection::TlsHandshake);
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(listener = %listener, peer = %info.conn.peer, "TLS handshake timed out");
+                    metrics::rejection(&listener, metrics::Rejection::TlsHandshake);
+                    return;
+                }
+            }
+        }
+    };
     let live = gw.live.clone();
     let info = Arc::new(info);
-    let listener = Arc::clone(&info.conn.listener);
     let svc = service_fn(move |req| {
         let live = live.clone();
         let info = info.clone();
         async move { Ok::<_, Infallible>(pipeline::handle_contained(&live, &info, req).await) }
     });
-    // The protocol, decided once per connection.
-    let h2 = match &*server {
-        Server::Both(_, b2, within) => starts_with_preface(&stream, *within).await.then_some(b2),
-        Server::H2(b2) => Some(b2),
-        Server::Http1(_) => None,
+    // The protocol, decided once per connection: by ALPN under TLS, else by the preface.
+    let h2 = match (&*server, alpn_h2, &transport) {
+        (Server::H2(b2), ..) => Some(b2),
+        (Server::Both(_, b2, _), Some(alpn), _) => alpn.then_some(b2),
+        (Server::Both(_, b2, within), None, Transport::Plain(s)) => {
+            starts_with_preface(s, *within).await.then_some(b2)
+        }
+        _ => None,
     };
     let activity = Arc::new(Activity::default());
     let io = TokioIo::new(DownstreamStream::new(
-        stream,
+        transport,
         activity.clone(),
         listener.clone(),
     ));

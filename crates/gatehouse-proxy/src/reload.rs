@@ -1,4 +1,5 @@
-//! Reload triggers besides the admin API: SIGHUP and a debounced watch of the config file.
+//! Reload triggers besides the admin API: SIGHUP, a debounced watch of the config file,
+//! and a poll of the TLS files the config names.
 
 use crate::gateway::Gateway;
 use notify::{RecursiveMode, Watcher};
@@ -52,4 +53,67 @@ pub fn watch_file(
         }
     });
     Ok(watcher)
+}
+
+/// How often the TLS files are checked for a change.
+pub const TLS_FILE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What identifies a file's content cheaply: modification time, size and inode.
+type Stamp = Option<(std::time::SystemTime, u64, u64)>;
+
+fn stamps(gw: &Gateway) -> Vec<(std::path::PathBuf, Stamp)> {
+    use std::os::unix::fs::MetadataExt;
+    let snap = gw.live.load();
+    let mut files: Vec<_> = snap
+        .tls
+        .values()
+        .flat_map(|t| t.files.iter().cloned())
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+        .into_iter()
+        .map(|f| {
+            // Followed through symlinks: a Kubernetes secret swaps a link, not the file.
+            let stamp = std::fs::metadata(&f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len(), m.ino())));
+            (f, stamp)
+        })
+        .collect()
+}
+
+/// Reloads when a certificate, key or CA file of a TLS listener changes (renewal by
+/// certbot, cert-manager or a secret mount), while `reload.watch` is on. Polled every
+/// `every` rather than watched, since secret mounts change by swapping symlinks that
+/// file events miss; a change is acted on once the files were the same for one more
+/// check, so a certificate and its key written one after the other reload once, together.
+pub async fn watch_tls_files(gw: Arc<Gateway>, every: std::time::Duration) {
+    let mut stop = gw.shutdown_signal();
+    let mut seen = stamps(&gw);
+    let mut pending: Option<Vec<(std::path::PathBuf, Stamp)>> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if !gw.live.load().config.reload.watch {
+            continue;
+        }
+        let now = stamps(&gw);
+        if now == seen {
+            pending = None;
+            continue;
+        }
+        if pending.as_ref() != Some(&now) {
+            pending = Some(now);
+            continue;
+        }
+        pending = None;
+        let gw2 = gw.clone();
+        let _ = tokio::task::spawn_blocking(move || gw2.reload_logged("TLS file change")).await;
+        // The new config may name other files; either way this is the new baseline, so a
+        // rejected change is not retried until the files change again.
+        seen = stamps(&gw);
+    }
 }

@@ -115,7 +115,7 @@ pub fn bind(gw: Arc<Gateway>, loaded: &Loaded, threads: Option<usize>) -> Result
 
 impl Bound {
     /// Spawns the control tasks on the current tokio runtime: the admin API, name
-    /// re-resolution and active health checks.
+    /// re-resolution, active health checks and the watch of TLS files.
     pub fn spawn_control(&mut self) {
         let gw = &self.gw;
         // The admin task runs even without an admin listener, so a reload can add one.
@@ -127,6 +127,10 @@ impl Bound {
             live.load().upstreams.clone()
         }));
         tokio::spawn(gatehouse_proxy::health_check::supervise(gw.clone()));
+        tokio::spawn(gatehouse_proxy::reload::watch_tls_files(
+            gw.clone(),
+            gatehouse_proxy::reload::TLS_FILE_CHECK,
+        ));
     }
 
     /// Stops accepting, waits for open connections up to the config's drain timeout, and
