@@ -4,10 +4,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v curl >/dev/null || need+=(curl)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"
 fi
+# Python tools the tests run (sslyze checks the TLS listener against Mozilla's
+# intermediate profile), in a venv of their own: Debian's Python is externally managed.
+tools="$PWD/target/test-tools"
+if [ ! -x "$tools/bin/sslyze" ]; then
+  python3 -m venv "$tools"
+  "$tools/bin/pip" install -q sslyze
+fi
+export PATH="$tools/bin:$PATH"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

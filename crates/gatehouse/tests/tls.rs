@@ -8,7 +8,10 @@ mod support;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use std::path::{Path, PathBuf};
@@ -28,6 +31,8 @@ impl Ca {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.distinguished_name.push(DnType::CommonName, name);
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        valid_for_90_days(&mut p);
         let key = KeyPair::generate().unwrap();
         let cert = p.self_signed(&key).unwrap();
         Self {
@@ -41,6 +46,12 @@ impl Ca {
         let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
+        // What a public CA issues today, so Mozilla's profile judges the server and not
+        // the test certificate.
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.use_authority_key_identifier_extension = true;
+        valid_for_90_days(&mut p);
         let key = KeyPair::generate().unwrap();
         let cert = p.signed_by(&key, &self.issuer).unwrap();
         let (c, k) = (
@@ -87,6 +98,12 @@ impl Ca {
 }
 
 use rustls::pki_types::pem::PemObject;
+
+fn valid_for_90_days(p: &mut CertificateParams) {
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::days(1);
+    p.not_after = now + time::Duration::days(90);
+}
 
 /// How a test client connects.
 struct Dial {
@@ -535,4 +552,34 @@ async fn curl_speaks_http1_and_http2_to_a_tls_listener() {
             .push(String::from_utf8_lossy(&out.stdout).into_owned());
     }
     assert_eq!(*seen.lock().unwrap(), ["200 1.1", "200 2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslyze_finds_the_listener_compliant_with_mozilla_intermediate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Test CA");
+    let (c, k) = ca.leaf(dir.path(), "api", "localhost", &["localhost"]);
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let tls = format!(
+        "      certificates: [{{ cert: {}, key: {} }}]",
+        c.display(),
+        k.display()
+    );
+    let (_g, addr, _admin, _a) = tls_gateway(&tls, "").await;
+    let port = addr.rsplit(':').next().unwrap();
+    // scripts/test.sh installs sslyze (PyPI) into target/test-tools and puts it on PATH.
+    let out = std::process::Command::new("sslyze")
+        .args([
+            "--mozilla_config=intermediate",
+            "--certinfo_ca_file",
+            ca_file.to_str().unwrap(),
+            &format!("localhost:{port}{{127.0.0.1}}"),
+        ])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("sslyze not found ({e}); run scripts/test.sh, which installs it")
+        });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("OK - Compliant"), "{text}");
 }
