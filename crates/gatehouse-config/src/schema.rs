@@ -279,6 +279,39 @@ pub struct Upstream {
     /// Circuit breaker and in-flight cap; absent = none.
     #[serde(default)]
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// TLS to the targets (docs/tls.md); also implied by `https://` targets.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS from the gateway to an upstream's targets.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// CA certificates (PEM) the targets' certificates must chain to; default the
+    /// system's trust store.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// Name sent as SNI and checked against the certificate; default the target's host.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Client certificate chain (PEM) for targets that require one; with `key`.
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// Private key of `cert`.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+impl Upstream {
+    /// Whether connections to the targets use TLS: a `tls` block or `https://` targets.
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
+            || self
+                .targets
+                .iter()
+                .any(|t| t.address.starts_with("https://"))
+    }
 }
 
 fn default_resolve_interval() -> Duration {
@@ -289,7 +322,7 @@ fn default_resolve_interval() -> Duration {
 #[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
-    /// `host:port` or `http://host:port`.
+    /// `host:port`, `http://host:port` or `https://host:port` (TLS, docs/tls.md).
     pub address: String,
     /// Relative share of traffic; default 1.
     #[serde(default = "default_weight")]
@@ -347,14 +380,16 @@ fn default_sticky_cookie() -> String {
 }
 
 /// Protocol spoken to an upstream's targets.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, JsonSchema)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamProtocol {
     /// HTTP/1.1 with keep-alive.
     #[default]
     Http1,
-    /// HTTP/2 cleartext with prior knowledge (gRPC backends).
+    /// HTTP/2 cleartext with prior knowledge (gRPC backends); over TLS, HTTP/2 by ALPN.
     H2c,
+    /// HTTP/2: by ALPN over TLS, with prior knowledge in cleartext (the same as `h2c`).
+    H2,
 }
 
 /// Upstream timeouts.

@@ -173,7 +173,24 @@ fn upstream(name: &str, up: &Upstream, out: &mut Issues) {
     for (i, t) in up.targets.iter().enumerate() {
         if let Err(msg) = parse_target(&t.address) {
             out.push(format!("{base}.targets[{i}].address"), msg);
+        } else if up.uses_tls() && t.address.starts_with("http://") {
+            out.push(
+                format!("{base}.targets[{i}].address"),
+                format!(
+                    "{:?}: this upstream speaks TLS (a `tls` block or an https:// target), so no target may say http://",
+                    t.address
+                ),
+            );
         }
+    }
+    if let Some(tls) = &up.tls
+        && tls.cert.is_some() != tls.key.is_some()
+    {
+        let missing = if tls.cert.is_some() { "key" } else { "cert" };
+        out.push(
+            format!("{base}.tls.{missing}"),
+            "cert and key go together: give both or neither",
+        );
     }
     if !up.targets.is_empty() && up.targets.iter().all(|t| t.weight == 0) {
         out.push(
@@ -209,17 +226,17 @@ fn upstream(name: &str, up: &Upstream, out: &mut Issues) {
     }
 }
 
-/// A target address split into host and port (scheme `http://` accepted and dropped).
+/// A target address split into host and port (schemes `http://` and `https://` accepted
+/// and dropped; whether an upstream speaks TLS is [`Upstream::uses_tls`]).
 pub fn parse_target(address: &str) -> Result<(String, u16), String> {
-    let rest = if let Some(r) = address.strip_prefix("http://") {
+    let rest = if let Some(r) = address
+        .strip_prefix("http://")
+        .or_else(|| address.strip_prefix("https://"))
+    {
         r
-    } else if address.starts_with("https://") {
-        return Err(format!(
-            "{address:?}: TLS to upstream targets is not supported yet; use http:// or host:port"
-        ));
     } else if address.contains("://") {
         return Err(format!(
-            "{address:?}: unsupported scheme (use http:// or host:port)"
+            "{address:?}: unsupported scheme (use http://, https:// or host:port)"
         ));
     } else {
         address

@@ -7,6 +7,7 @@
 use crate::body::RequestBody;
 use crate::error::{ProxyError, RetryClass, retry_after_secs};
 use crate::forward::{self, Forwarded};
+use crate::upstream_tls::ClientTls;
 use bytes::Bytes;
 use gatehouse_observe::metrics;
 use gatehouse_upstream::balancer::Pick;
@@ -148,6 +149,7 @@ impl Tried {
 /// replayed once the target agreed to it).
 pub async fn upgrade(
     up: &UpstreamState,
+    tls: Option<&ClientTls>,
     input: &PickInput<'_>,
     parts: http::request::Parts,
 ) -> Outcome {
@@ -159,7 +161,7 @@ pub async fn upgrade(
     let target = target.clone();
     tried.trying(1, &target);
     let req = Request::from_parts(parts, RequestBody::empty());
-    let result = forward::send_upgrade(up, &target, req)
+    let result = forward::send_upgrade(up, &target, tls, req)
         .await
         .map(|forwarded| Served {
             forwarded,
@@ -174,6 +176,7 @@ pub async fn upgrade(
 /// would hold the request head and body twice in the request's future.
 pub async fn run(
     up: &UpstreamState,
+    tls: Option<&ClientTls>,
     input: &PickInput<'_>,
     mut head: Head,
     payload: Payload,
@@ -218,7 +221,7 @@ pub async fn run(
             record.trying(k as u32 + 1, &target);
             let more = k + 1 < max;
 
-            let conn = match forward::connect(up, &target).await {
+            let conn = match forward::connect(up, &target, tls).await {
                 Ok(c) => c,
                 Err(e) => {
                     metered(up, &target, e.status().as_u16(), None);

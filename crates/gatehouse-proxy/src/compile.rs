@@ -173,11 +173,22 @@ pub fn compile(
             Err(e) => issue(format!("listeners[{i}].tls.{}", e.field), e.message),
         }
     }
+    let mut upstream_tls = HashMap::new();
+    for (name, up) in &c.upstreams {
+        match crate::upstream_tls::client_tls(up, base) {
+            Ok(Some(t)) => {
+                upstream_tls.insert(name.clone(), std::sync::Arc::new(t));
+            }
+            Ok(None) => {}
+            Err(e) => issue(format!("upstreams.{name}.tls.{}", e.field), e.message),
+        }
+    }
     if !issues.is_empty() {
         return Err(loaded.errors(issues));
     }
     Ok(Snapshot {
         tls,
+        upstream_tls,
         config: c.clone(),
         source: loaded.text().to_string(),
         router: router.unwrap_or_default(),

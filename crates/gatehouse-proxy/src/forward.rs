@@ -6,6 +6,7 @@
 use crate::body::{ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::pool::{self, ConnectError};
+use crate::upstream_tls::ClientTls;
 use gatehouse_config::UpstreamProtocol;
 use gatehouse_upstream::{TargetState, UpstreamState};
 use http::{Request, Response};
@@ -25,7 +26,7 @@ pub struct Forwarded {
 
 /// A connection ready to carry one request.
 pub struct Conn {
-    addr: SocketAddr,
+    key: pool::Key,
     sender: Sender,
     /// Whether it goes back to the pool after the response (not for upgrades).
     pooled: bool,
@@ -59,30 +60,39 @@ fn address(up: &UpstreamState, target: &TargetState) -> Result<SocketAddr, Proxy
     })
 }
 
-/// Takes a pooled connection to `target` or opens one.
-pub async fn connect(up: &UpstreamState, target: &TargetState) -> Result<Conn, ProxyError> {
-    let addr = address(up, target)?;
+/// Takes a pooled connection to `target` or opens one (over the upstream's `tls`, if any).
+pub async fn connect(
+    up: &UpstreamState,
+    target: &TargetState,
+    tls: Option<&ClientTls>,
+) -> Result<Conn, ProxyError> {
+    let dial = pool::Dial {
+        target,
+        addr: address(up, target)?,
+        tls,
+    };
+    let key = dial.key();
     let timeouts = &up.config.timeouts;
     let started = Instant::now();
     let sender = match up.config.protocol {
-        UpstreamProtocol::Http1 => match pool::checkout(addr, timeouts.idle.get()).await {
+        UpstreamProtocol::Http1 => match pool::checkout(key, timeouts.idle.get()).await {
             Some(tx) => Sender::H1(tx),
             // New connections are rare under steady load; boxing keeps their large
             // futures out of every request's state.
             None => Sender::H1(
-                Box::pin(pool::connect_h1(addr, timeouts.connect.get(), false))
+                Box::pin(pool::connect_h1(dial, timeouts.connect.get(), false))
                     .await
                     .map_err(|e| connect_error(up, target, e))?,
             ),
         },
-        UpstreamProtocol::H2c => Sender::H2(
-            Box::pin(pool::h2(addr, timeouts.connect.get()))
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => Sender::H2(
+            Box::pin(pool::h2(dial, timeouts.connect.get()))
                 .await
                 .map_err(|e| connect_error(up, target, e))?,
         ),
     };
     Ok(Conn {
-        addr,
+        key,
         sender,
         pooled: true,
         connect: started.elapsed(),
@@ -117,7 +127,7 @@ pub async fn exchange(
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.eq_ignore_ascii_case("close"));
             let ret =
-                reusable.then(|| pool::lease(conn.addr, tx, up.config.pool.max_idle_per_target));
+                reusable.then(|| pool::lease(conn.key, tx, up.config.pool.max_idle_per_target));
             resp.map(|b| ProxyBody::upstream(b, ret))
         }
         Sender::H2(mut tx) => {
@@ -140,16 +150,21 @@ pub async fn exchange(
 pub async fn send_upgrade(
     up: &UpstreamState,
     target: &TargetState,
+    tls: Option<&ClientTls>,
     req: Request<RequestBody>,
 ) -> Result<Forwarded, ProxyError> {
-    let addr = address(up, target)?;
+    let dial = pool::Dial {
+        target,
+        addr: address(up, target)?,
+        tls,
+    };
     let timeouts = &up.config.timeouts;
     let started = Instant::now();
-    let tx = pool::connect_h1(addr, timeouts.connect.get(), true)
+    let tx = pool::connect_h1(dial, timeouts.connect.get(), true)
         .await
         .map_err(|e| connect_error(up, target, e))?;
     let conn = Conn {
-        addr,
+        key: dial.key(),
         sender: Sender::H1(tx),
         // After a 101 the connection belongs to the upgrade.
         pooled: false,

@@ -6,6 +6,7 @@
 
 use crate::gateway::Gateway;
 use crate::snapshot::Snapshot;
+use crate::upstream_tls::ClientTls;
 use bytes::Bytes;
 use gatehouse_config::resilience::parse_status_range;
 use gatehouse_config::{ActiveCheck, CheckKind};
@@ -21,6 +22,8 @@ use tokio::task::JoinHandle;
 struct Probe {
     check: ActiveCheck,
     target: Arc<TargetState>,
+    /// The upstream's TLS settings id (0: cleartext): a renewed CA restarts the probe.
+    tls_id: u64,
     task: JoinHandle<()>,
 }
 
@@ -51,24 +54,33 @@ fn sync(snap: &Snapshot, probes: &mut HashMap<(String, Arc<str>), Probe>) {
         let Some(check) = &up.config.health_check.active else {
             continue;
         };
+        let tls = snap.upstream_tls.get(name).cloned();
+        let tls_id = tls.as_ref().map_or(0, |t| t.id);
         for t in &up.targets {
             let key = (name.clone(), Arc::clone(&t.address));
             wanted.insert(key.clone());
             if let Some(p) = probes.get(&key)
                 && p.check == *check
                 && Arc::ptr_eq(&p.target, t)
+                && p.tls_id == tls_id
             {
                 continue;
             }
             if let Some(old) = probes.remove(&key) {
                 old.task.abort();
             }
-            let task = tokio::spawn(probe_loop(name.clone(), t.clone(), check.clone()));
+            let task = tokio::spawn(probe_loop(
+                name.clone(),
+                t.clone(),
+                check.clone(),
+                tls.clone(),
+            ));
             probes.insert(
                 key,
                 Probe {
                     check: check.clone(),
                     target: t.clone(),
+                    tls_id,
                     task,
                 },
             );
@@ -85,7 +97,12 @@ fn sync(snap: &Snapshot, probes: &mut HashMap<(String, Arc<str>), Probe>) {
     });
 }
 
-async fn probe_loop(upstream: String, target: Arc<TargetState>, check: ActiveCheck) {
+async fn probe_loop(
+    upstream: String,
+    target: Arc<TargetState>,
+    check: ActiveCheck,
+    tls: Option<Arc<ClientTls>>,
+) {
     let interval = check.interval.get();
     let expect: Vec<(u16, u16)> = check
         .expect_status
@@ -95,7 +112,7 @@ async fn probe_loop(upstream: String, target: Arc<TargetState>, check: ActiveChe
     tokio::time::sleep(jitter(interval, 1.0)).await;
     let (mut passes, mut fails) = (0u32, 0u32);
     loop {
-        let verdict = probe(&target, &check, &expect).await;
+        let verdict = probe(&target, &check, &expect, tls.as_deref()).await;
         match verdict {
             Ok(()) => {
                 passes += 1;
@@ -128,11 +145,13 @@ fn jitter(d: Duration, share: f64) -> Duration {
     d.mul_f64(share * fastrand::f64())
 }
 
-/// One probe on a fresh connection: Ok when the target passed.
+/// One probe on a fresh connection (TLS for an upstream that speaks it, except a `tcp`
+/// check, which only connects): Ok when the target passed.
 async fn probe(
     target: &TargetState,
     check: &ActiveCheck,
     expect: &[(u16, u16)],
+    tls: Option<&ClientTls>,
 ) -> Result<(), String> {
     let addr = target.socket_addr().ok_or("address not resolved")?;
     let attempt = async {
@@ -142,34 +161,56 @@ async fn probe(
         if check.kind == CheckKind::Tcp {
             return Ok(());
         }
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        // The connection task ends with this probe: the request says Connection: close.
-        let driver = tokio::spawn(conn);
-        let host = check
-            .host
-            .clone()
-            .unwrap_or_else(|| target.address.to_string());
-        let req = http::Request::get(check.path.as_str())
-            .header(http::header::HOST, host)
-            .header(http::header::USER_AGENT, "gatehouse-health-check")
-            .header(http::header::CONNECTION, "close")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("request: {e}"))?;
-        let resp = tx.send_request(req).await;
-        driver.abort();
-        let status = resp
-            .map_err(|e| format!("exchange: {e}"))?
-            .status()
-            .as_u16();
-        if expect.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status)) {
-            Ok(())
-        } else {
-            Err(format!("status {status}"))
+        match tls {
+            None => http_probe(stream, target, check, expect).await,
+            Some(tls) => {
+                let s = tls
+                    .connect(target, stream)
+                    .await
+                    .map_err(|e| format!("TLS handshake: {e}"))?;
+                http_probe(s, target, check, expect).await
+            }
         }
     };
     tokio::time::timeout(check.timeout.get(), attempt)
         .await
         .map_err(|_| format!("no answer within {:?}", check.timeout.get()))?
+}
+
+/// The HTTP request of a probe on an open connection.
+async fn http_probe<T>(
+    io: T,
+    target: &TargetState,
+    check: &ActiveCheck,
+    expect: &[(u16, u16)],
+) -> Result<(), String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    // The connection task ends with this probe: the request says Connection: close.
+    let driver = tokio::spawn(conn);
+    let host = check
+        .host
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", target.host, target.port));
+    let req = http::Request::get(check.path.as_str())
+        .header(http::header::HOST, host)
+        .header(http::header::USER_AGENT, "gatehouse-health-check")
+        .header(http::header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    let resp = tx.send_request(req).await;
+    driver.abort();
+    let status = resp
+        .map_err(|e| format!("exchange: {e}"))?
+        .status()
+        .as_u16();
+    if expect.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status)) {
+        Ok(())
+    } else {
+        Err(format!("status {status}"))
+    }
 }

@@ -26,6 +26,7 @@ pub mod snapshot;
 pub mod tls;
 pub mod transport;
 pub mod upgrade;
+pub mod upstream_tls;
 
 pub use gateway::Gateway;
 pub use snapshot::Snapshot;

@@ -69,13 +69,21 @@ pub fn rewrite_request(
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), request_id.clone());
-    if up.config.protocol == gatehouse_config::UpstreamProtocol::H2c {
+    if matches!(
+        up.config.protocol,
+        gatehouse_config::UpstreamProtocol::H2c | gatehouse_config::UpstreamProtocol::H2
+    ) {
         // gRPC needs `te: trailers` end to end; HTTP/2 carries the host as :authority.
         parts
             .headers
             .insert(header::TE, HeaderValue::from_static("trailers"));
         let pq = path_and_query(rewritten, &parts.uri).map_err(|_| bad_uri(up))?;
-        parts.uri = format!("http://{}{pq}", authority(parts))
+        let scheme = if up.config.uses_tls() {
+            "https"
+        } else {
+            "http"
+        };
+        parts.uri = format!("{scheme}://{}{pq}", authority(parts))
             .parse()
             .map_err(|_| bad_uri(up))?;
         parts.headers.remove(header::HOST);

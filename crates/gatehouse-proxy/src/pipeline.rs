@@ -341,10 +341,17 @@ async fn proxy(
     let trusted = &finish.snapshot.trusted_proxies;
     let id = &finish.request_id_value;
     outbound::rewrite_request(&mut parts, route, up, ctx, trusted, id)?;
+    // Looked up only for upstreams that speak TLS: a plain one pays one check.
+    let tls = up
+        .config
+        .uses_tls()
+        .then(|| finish.snapshot.upstream_tls.get(&*up.name).cloned())
+        .flatten();
+    let tls = tls.as_deref();
 
     let served = if is_upgrade {
         // Rare and large: kept out of the request future's size.
-        let outcome = Box::pin(attempts::upgrade(up, &input, parts)).await;
+        let outcome = Box::pin(attempts::upgrade(up, tls, &input, parts)).await;
         record(finish, outcome)?
     } else {
         let admission = attempts::admit(up)?;
@@ -364,7 +371,7 @@ async fn proxy(
             version: parts.version,
             headers: parts.headers,
         };
-        let outcome = attempts::run(up, &input, head, payload, admission).await;
+        let outcome = attempts::run(up, tls, &input, head, payload, admission).await;
         record(finish, outcome)?
     };
     let attempts::Served {

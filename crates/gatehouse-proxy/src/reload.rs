@@ -68,6 +68,11 @@ fn stamps(gw: &Gateway) -> Vec<(std::path::PathBuf, Stamp)> {
         .tls
         .values()
         .flat_map(|t| t.files.iter().cloned())
+        .chain(
+            snap.upstream_tls
+                .values()
+                .flat_map(|t| t.files.iter().cloned()),
+        )
         .collect();
     files.sort();
     files.dedup();
@@ -83,7 +88,7 @@ fn stamps(gw: &Gateway) -> Vec<(std::path::PathBuf, Stamp)> {
         .collect()
 }
 
-/// Reloads when a certificate, key or CA file of a TLS listener changes (renewal by
+/// Reloads when a certificate, key or CA file of a TLS listener or upstream changes (renewal by
 /// certbot, cert-manager or a secret mount), while `reload.watch` is on. Polled every
 /// `every` rather than watched, since secret mounts change by swapping symlinks that
 /// file events miss; a change is acted on once the files were the same for one more

@@ -29,6 +29,9 @@ pub struct Snapshot {
     pub access_log: AccessLog,
     /// How problem bodies are rendered.
     pub problem_style: gatehouse_core::ProblemStyle,
+    /// TLS of each upstream that speaks it, by upstream name.
+    pub upstream_tls:
+        std::collections::HashMap<String, std::sync::Arc<crate::upstream_tls::ClientTls>>,
     /// TLS of each TLS listener, by listener name.
     pub tls: std::collections::HashMap<String, crate::tls::ServerTls>,
     /// Snapshot generation, bumped by every successful reload.

@@ -145,6 +145,7 @@ fn hash_on_header_is_stable() {
         slow_start: None,
         retries: None,
         circuit_breaker: None,
+        tls: None,
     };
     let s = UpstreamState::build("u", &up, None);
     let req = |id: &str| {

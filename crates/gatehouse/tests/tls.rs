@@ -63,23 +63,32 @@ impl Ca {
         (c, k)
     }
 
-    /// A client certificate with subject `CN=cn,O=Example` and a URI SAN.
-    fn client(
-        &self,
-        cn: &str,
-        uri: &str,
-    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    /// A client certificate with subject `CN=cn,O=Example` and a URI SAN, as PEM texts
+    /// (certificate, key).
+    fn client_pem(&self, cn: &str, uri: &str) -> (String, String) {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.distinguished_name
             .push(DnType::OrganizationName, "Example");
         p.distinguished_name.push(DnType::CommonName, cn);
         p.subject_alt_names
             .push(SanType::URI(uri.try_into().unwrap()));
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        valid_for_90_days(&mut p);
         let key = KeyPair::generate().unwrap();
         let cert = p.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// The same, parsed for a rustls client.
+    fn client(
+        &self,
+        cn: &str,
+        uri: &str,
+    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let (cert, key) = self.client_pem(cn, uri);
         (
-            vec![cert.der().clone()],
-            PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
         )
     }
 
@@ -582,4 +591,237 @@ async fn sslyze_finds_the_listener_compliant_with_mozilla_intermediate() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("OK - Compliant"), "{text}");
+}
+
+/// A TLS echo backend: answers JSON with the SNI it was asked for, the ALPN protocol, the
+/// HTTP version and the client certificate's subject; counts the connections it accepted.
+struct TlsBackend {
+    addr: std::net::SocketAddr,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TlsBackend {
+    /// Serves with `cert`/`key`; with `clients`, a client certificate from that CA is required.
+    async fn start(cert: &Path, key: &Path, clients: Option<&Ca>) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let b = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let b = match clients {
+            Some(ca) => b.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(ca.roots()),
+                    provider,
+                )
+                .build()
+                .unwrap(),
+            ),
+            None => b.with_no_client_auth(),
+        };
+        let mut config = b.with_single_cert(chain, key).unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = connections.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let (_, session) = tls.get_ref();
+                    let facts = serde_json::json!({
+                        "sni": session.server_name(),
+                        "alpn": session.alpn_protocol().map(|a| String::from_utf8_lossy(a).into_owned()),
+                        "client": session.peer_certificates().and_then(|c| c.first()).map(|leaf| {
+                            let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+                            cert.subject().to_string()
+                        }),
+                    });
+                    let h2 = session.alpn_protocol() == Some(b"h2");
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let mut body = facts.clone();
+                            body["version"] = format!("{:?}", req.version()).into();
+                            body["path"] = req.uri().path().into();
+                            async move {
+                                Ok::<_, std::convert::Infallible>(http::Response::new(
+                                    http_body_util::Full::new(Bytes::from(body.to_string())),
+                                ))
+                            }
+                        },
+                    );
+                    let io = hyper_util::rt::TokioIo::new(tls);
+                    if h2 {
+                        let _ = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(io, svc)
+                        .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .await;
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            connections,
+            task,
+        }
+    }
+}
+
+/// An embedded gateway on a cleartext listener whose one route goes to upstream `u`,
+/// given as YAML (the body of `upstreams.u`).
+fn gateway_to(upstream: &str) -> (gatehouse::embed::Embedded, String) {
+    let (g, url, _admin) = embedded(&format!(
+        "upstreams:\n  u:\n{upstream}\nroutes:\n  - name: all\n    upstream: u\naccess_log: \"off\"\n"
+    ));
+    (g, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_over_tls_verify_their_ca_send_sni_and_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let internal = Ca::new("Internal CA");
+    let ops = Ca::new("Gateway clients CA");
+    let (sc, sk) = internal.leaf(dir.path(), "users", "users.test", &["users.test"]);
+    let ca_file = internal.write(dir.path(), "internal-ca.pem");
+    let (gc, gk) = {
+        let (cert, key) = ops.client_pem("gw", "spiffe://example/gw");
+        let (c, k) = (dir.path().join("gw.pem"), dir.path().join("gw.key"));
+        std::fs::write(&c, cert).unwrap();
+        std::fs::write(&k, key).unwrap();
+        (c, k)
+    };
+    let backend = TlsBackend::start(&sc, &sk, Some(&ops)).await;
+    let tls = |extra: &str| {
+        format!(
+            "    targets: [{{ address: \"https://{}\" }}]\n    tls: {{ ca: {}, sni: users.test{extra} }}",
+            backend.addr,
+            ca_file.display()
+        )
+    };
+    let with_cert = format!(", cert: {}, key: {}", gc.display(), gk.display());
+
+    let (_g, url) = gateway_to(&tls(&with_cert));
+    let c = Client::new();
+    let r = c.get(&format!("{url}/one")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let v = r.json();
+    assert_eq!(v["sni"], "users.test");
+    assert_eq!(v["alpn"], "http/1.1");
+    assert_eq!(v["client"], "CN=gw, O=Example");
+    assert_eq!(v["path"], "/one");
+    // The connection is pooled like a cleartext one.
+    let before = backend
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..5 {
+        assert_eq!(c.get(&format!("{url}/again")).await.status, 200);
+    }
+    assert_eq!(
+        backend
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        before
+    );
+
+    // HTTP/2 to the upstream by ALPN.
+    let h2 = format!("{}\n    protocol: h2", tls(&with_cert));
+    let (_g2, url2) = gateway_to(&h2);
+    let v = c.get(&format!("{url2}/h2")).await.json();
+    assert_eq!(
+        (v["alpn"].as_str(), v["version"].as_str()),
+        (Some("h2"), Some("HTTP/2.0"))
+    );
+
+    // The target refuses a gateway without its client certificate: 502, the upstream's fault.
+    let (_g3, url3) = gateway_to(&tls(""));
+    assert_problem(&c.get(&format!("{url3}/x")).await, 502);
+
+    // A target whose certificate does not chain to `ca` is never talked to.
+    let other = Ca::new("Someone else");
+    let other_file = other.write(dir.path(), "other-ca.pem");
+    let wrong = format!(
+        "    targets: [{{ address: \"https://{}\" }}]\n    tls: {{ ca: {}, sni: users.test{with_cert} }}",
+        backend.addr,
+        other_file.display()
+    );
+    let (_g4, url4) = gateway_to(&wrong);
+    assert_problem(&c.get(&format!("{url4}/x")).await, 502);
+
+    // The name checked is the SNI: another name fails verification.
+    let misnamed = format!(
+        "    targets: [{{ address: \"https://{}\" }}]\n    tls: {{ ca: {}, sni: orders.test{with_cert} }}",
+        backend.addr,
+        ca_file.display()
+    );
+    let (_g5, url5) = gateway_to(&misnamed);
+    assert_problem(&c.get(&format!("{url5}/x")).await, 502);
+}
+
+#[test]
+fn upstream_tls_config_errors_name_their_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let validate = |yaml: &str| {
+        let f = dir.path().join("gw.yaml");
+        std::fs::write(&f, yaml).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["validate", "-c", f.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let up =
+        |body: &str| format!("upstreams:\n  u:\n{body}\nroutes:\n  - name: r\n    upstream: u\n");
+    let (code, err) = validate(&up(
+        "    targets: [{ address: \"https://127.0.0.1:1\" }]\n    tls: { ca: nope.pem }",
+    ));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(":4:16: upstreams.u.tls.ca: ") && err.contains("nope.pem: cannot read"),
+        "{err}"
+    );
+    let (code, err) = validate(&up(
+        "    targets: [{ address: \"127.0.0.1:1\" }]\n    tls: { cert: gw.pem }",
+    ));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("upstreams.u.tls.key: cert and key go together"),
+        "{err}"
+    );
+    let (code, err) = validate(&up(
+        "    targets: [{ address: \"https://127.0.0.1:1\" }, { address: \"http://127.0.0.1:2\" }]",
+    ));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("upstreams.u.targets[1].address") && err.contains("speaks TLS"),
+        "{err}"
+    );
 }
