@@ -2,11 +2,13 @@
 //! and `GET /metrics`. It reads the same live snapshot the workers serve; it never sits
 //! on the request path.
 
+pub mod access;
 pub mod scrape;
 
 use bytes::Bytes;
 use gatehouse_core::{Problem, problem_response};
 use gatehouse_proxy::Gateway;
+use gatehouse_proxy::transport::Transport;
 use gatehouse_upstream::health::Verdict;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -34,6 +36,16 @@ pub async fn run(
                 Some(Ok(l)) => {
                     if let Ok(a) = l.local_addr() {
                         tracing::info!(address = %a, "admin API listening");
+                        let open = gw2
+                            .live
+                            .load()
+                            .config
+                            .admin
+                            .as_ref()
+                            .is_some_and(|c| c.tokens.is_none() && c.allow.is_none());
+                        if open && !a.ip().is_loopback() {
+                            tracing::warn!(address = %a, "the admin API is reachable beyond loopback with neither admin.tokens nor admin.allow set");
+                        }
                     }
                     serve(gw2, l).await;
                 }
@@ -53,11 +65,38 @@ pub async fn run(
     }
 }
 
-/// Serves the admin API on `listener` until shutdown.
+/// The access rules of the live config, rebuilt when the generation changes.
+#[derive(Default)]
+struct Rules(std::sync::Mutex<Option<(u64, Arc<access::Access>)>>);
+
+impl Rules {
+    fn current(&self, gw: &Gateway) -> Arc<access::Access> {
+        let snap = gw.live.load();
+        let mut cached = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match &*cached {
+            Some((generation, a)) if *generation == snap.generation => a.clone(),
+            _ => {
+                let a = Arc::new(access::Access::build(
+                    snap.config.admin.as_ref(),
+                    &snap.config.ip_groups,
+                ));
+                *cached = Some((snap.generation, a.clone()));
+                a
+            }
+        }
+    }
+}
+
+/// How long a client has to finish the TLS handshake on the admin listener.
+const ADMIN_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves the admin API on `listener` until shutdown: TLS when `admin.tls` says so, and
+/// every request checked against `admin.allow` and `admin.tokens` first.
 pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener) {
     let mut stop = gw.shutdown_signal();
+    let rules = Arc::new(Rules::default());
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -69,13 +108,58 @@ pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener) {
             _ = stop.changed() => return,
         };
         let gw = gw.clone();
+        let rules = rules.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let tls = gw.live.load().admin_tls.as_ref().map(|t| t.config.clone());
+            let (transport, subject) = match tls {
+                None => (Transport::Plain(stream), None),
+                Some(config) => {
+                    let accept = gatehouse_proxy::tls::accept(config, stream);
+                    match tokio::time::timeout(ADMIN_HANDSHAKE, accept).await {
+                        Ok(Ok(s)) => {
+                            let subject = gatehouse_proxy::tls::session_info(&s).client_subject;
+                            (Transport::Tls(Box::new(s)), subject)
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "admin TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            };
+            let svc = service_fn(move |req: Request<Incoming>| {
                 let gw = gw.clone();
-                async move { Ok::<_, Infallible>(route(&gw, req).await) }
+                let rules = rules.current(&gw);
+                let subject = subject.clone();
+                async move {
+                    let caller = match rules.check(peer.ip(), req.method(), req.headers()) {
+                        Ok(c) => c,
+                        Err(denied) => {
+                            tracing::info!(target: "gatehouse::audit", %peer, method = %req.method(), path = req.uri().path(), status = denied.status().as_u16(), "admin request denied");
+                            return Ok::<_, Infallible>(denied);
+                        }
+                    };
+                    let write = !matches!(*req.method(), Method::GET | Method::HEAD);
+                    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+                    let resp = route(&gw, req).await;
+                    if write {
+                        tracing::info!(
+                            target: "gatehouse::audit",
+                            who = %caller.name,
+                            client_certificate = subject.as_deref().unwrap_or("-"),
+                            peer = %caller.peer,
+                            %method,
+                            path,
+                            status = resp.status().as_u16(),
+                            "admin write"
+                        );
+                    }
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection(TokioIo::new(transport), svc)
                 .await;
         });
     }

@@ -237,6 +237,57 @@ pub enum Protocol {
 pub struct Admin {
     /// `ip:port` of the admin API.
     pub address: String,
+    /// Client addresses allowed (CIDRs or `ip_groups` names); others get 403 on every
+    /// path. Absent: any address.
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    /// Tokens asked for as `Authorization: Bearer` (or Basic with the token as the
+    /// password). Absent: no token is asked, which only suits an admin API on loopback.
+    #[serde(default)]
+    pub tokens: Option<Vec<AdminToken>>,
+    /// TLS on the admin listener, optionally with client certificates.
+    #[serde(default)]
+    pub tls: Option<AdminTls>,
+}
+
+/// One admin token and what it may do.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// The token itself (use `${VAR}`); or `token_sha256`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Lower-case hex SHA-256 of the token, so the config never holds it.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    /// `read` (GET and HEAD only) or `admin` (everything).
+    pub role: AdminRole,
+    /// Who holds it, for the audit log; default `tokens[N]`.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// What an admin token may do.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminRole {
+    /// GET and HEAD.
+    Read,
+    /// Every method.
+    Admin,
+}
+
+/// TLS of the admin listener.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTls {
+    /// Certificate chain (PEM).
+    pub cert: String,
+    /// Private key (PEM).
+    pub key: String,
+    /// Client certificates, as on a listener.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
 }
 
 /// A named group of targets and how to balance over them.

@@ -37,6 +37,9 @@ pub fn validate(c: &Config) -> Vec<Issue> {
             format!("invalid URL {base:?}: expected an absolute http(s) URL such as https://errors.example.com/problems"),
         );
     }
+    if let Some(admin) = &c.admin {
+        admin_access(admin, &mut out);
+    }
     if let Some(admin) = &c.admin
         && admin.address.parse::<SocketAddr>().is_err()
     {
@@ -561,4 +564,39 @@ fn one_line(s: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+fn admin_access(admin: &Admin, out: &mut Issues) {
+    for (i, t) in admin.tokens.iter().flatten().enumerate() {
+        let at = format!("admin.tokens[{i}]");
+        match (&t.token, &t.token_sha256) {
+            (Some(_), Some(_)) => out.push(at, "give token or token_sha256, not both"),
+            (None, None) => out.push(at, "needs token or token_sha256"),
+            (Some(tok), None) if tok.len() < 16 => out.push(
+                format!("{at}.token"),
+                "must be at least 16 characters (use a random value)",
+            ),
+            (None, Some(h))
+                if h.len() != 64
+                    || !h
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+            {
+                out.push(
+                    format!("{at}.token_sha256"),
+                    "must be 64 lower-case hex digits (the SHA-256 of the token)",
+                );
+            }
+            _ => {}
+        }
+    }
+    if let Some(tls) = &admin.tls
+        && tls.client_auth.mode != ClientAuthMode::None
+        && tls.client_auth.ca.is_none()
+    {
+        out.push(
+            "admin.tls.client_auth.ca",
+            "is required when mode is optional or required",
+        );
+    }
 }

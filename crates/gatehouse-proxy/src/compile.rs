@@ -173,6 +173,32 @@ pub fn compile(
             Err(e) => issue(format!("listeners[{i}].tls.{}", e.field), e.message),
         }
     }
+    let mut admin_tls = None;
+    if let Some(admin) = &c.admin {
+        if let Some(allow) = &admin.allow
+            && let Err(e) = CidrSet::build(allow, &c.ip_groups)
+        {
+            issue("admin.allow".into(), e);
+        }
+        if let Some(t) = &admin.tls {
+            let as_listener = gatehouse_config::ListenerTls {
+                certificates: vec![gatehouse_config::CertificateFiles {
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                }],
+                min_version: gatehouse_config::TlsVersion::default(),
+                client_auth: t.client_auth.clone(),
+            };
+            let http1 = [gatehouse_config::Protocol::Http1];
+            match crate::tls::server_tls(&as_listener, &http1, base) {
+                Ok(server) => admin_tls = Some(server),
+                Err(e) => {
+                    let field = e.field.replace("certificates[0].", "");
+                    issue(format!("admin.tls.{field}"), e.message);
+                }
+            }
+        }
+    }
     let mut upstream_tls = HashMap::new();
     for (name, up) in &c.upstreams {
         match crate::upstream_tls::client_tls(up, base) {
@@ -188,6 +214,7 @@ pub fn compile(
     }
     Ok(Snapshot {
         tls,
+        admin_tls,
         upstream_tls,
         config: c.clone(),
         source: loaded.text().to_string(),

@@ -175,7 +175,10 @@ impl Gateway {
         next.upstreams.resolve_new();
         // Everything that binds happens before anything changes, so a busy address
         // rejects the whole reload and leaves the running one as it was.
-        let admin_move = if next.config.admin == prev.config.admin {
+        // Only a new address moves the socket; access settings and TLS are read from the
+        // live snapshot by the admin task.
+        let address = |s: &Snapshot| s.config.admin.as_ref().map(|a| a.address.clone());
+        let admin_move = if address(&next) == address(&prev) {
             None
         } else {
             match &next.config.admin {

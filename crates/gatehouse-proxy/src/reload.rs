@@ -73,6 +73,7 @@ fn stamps(gw: &Gateway) -> Vec<(std::path::PathBuf, Stamp)> {
                 .values()
                 .flat_map(|t| t.files.iter().cloned()),
         )
+        .chain(snap.admin_tls.iter().flat_map(|t| t.files.iter().cloned()))
         .collect();
     files.sort();
     files.dedup();

@@ -825,3 +825,59 @@ fn upstream_tls_config_errors_name_their_field() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_over_tls_can_require_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Test CA");
+    let ops = Ca::new("Ops CA");
+    let (c, k) = ca.leaf(dir.path(), "admin", "admin.test", &["admin.test"]);
+    let ops_file = ops.write(dir.path(), "ops-ca.pem");
+    let yaml = format!(
+        r#"
+admin:
+  address: "127.0.0.1:0"
+  tls: {{ cert: {}, key: {}, client_auth: {{ mode: required, ca: {} }} }}
+routes:
+  - name: r
+    respond: {{ status: 200 }}
+access_log: "off"
+"#,
+        c.display(),
+        k.display(),
+        ops_file.display()
+    );
+    let g = gatehouse::embed::Embedded::builder()
+        .threads(1)
+        .start(&yaml)
+        .unwrap_or_else(|e| panic!("gateway did not start:\n{e}"));
+    let addr = g.admin().unwrap().to_string();
+    assert!(
+        get(&addr, Dial::new(&ca, "admin.test"), "/admin/health")
+            .await
+            .is_err()
+    );
+    let mut operator = Dial::new(&ca, "admin.test");
+    operator.client_cert = Some(ops.client("alice", "spiffe://example/alice"));
+    let seen = get(&addr, operator, "/admin/health").await.unwrap();
+    assert_eq!(
+        (seen.status, seen.body["status"].as_str()),
+        (200, Some("ok"))
+    );
+    // Cleartext on the same port gets nothing.
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        Client::new().send(
+            http::Request::get(format!("http://{addr}/admin/health"))
+                .body(http_body_util::Full::new(Bytes::new()))
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("a cleartext request is not left hanging");
+    assert!(
+        r.is_err(),
+        "cleartext must not be served: {:?}",
+        r.map(|r| r.status)
+    );
+}
