@@ -551,6 +551,9 @@ pub struct Route {
     /// Policy names run after default_policies.
     #[serde(default)]
     pub policies: Vec<String>,
+    /// With several authenticating policies: `any` one admits (default) or `all` must.
+    #[serde(default)]
+    pub auth_mode: AuthMode,
     /// Path rewrite applied before proxying.
     #[serde(default)]
     pub rewrite: Option<Rewrite>,
@@ -775,4 +778,15 @@ impl Default for ShutdownConfig {
 
 fn default_drain() -> Duration {
     Duration::from_secs(30)
+}
+
+/// How a route's authenticating policies combine.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Any one of them admits the request.
+    #[default]
+    Any,
+    /// Every one of them must.
+    All,
 }

@@ -3,6 +3,15 @@
 
 use std::collections::BTreeMap;
 
+/// The short-circuit reason of an authenticating policy that found no credential of its
+/// kind in the request, as opposed to one it refused (`credentials_invalid`): with
+/// `auth_mode: any`, a refusal is the better answer to give than a missing credential.
+pub const CREDENTIALS_MISSING: &str = "credentials_missing";
+
+/// The short-circuit reason of an authenticating policy that refused the credential
+/// presented.
+pub const CREDENTIALS_INVALID: &str = "credentials_invalid";
+
 /// How a consumer proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credential {

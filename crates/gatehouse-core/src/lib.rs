@@ -16,7 +16,7 @@ pub use body_needs::{
     Bodies, BodyFilter, BodyNeeds, FilterError, RequestBodyNeed, ResponseBodyNeed,
 };
 pub use connection::{Connection, Scheme, TlsInfo};
-pub use consumer::{Consumer, Credential};
+pub use consumer::{CREDENTIALS_INVALID, CREDENTIALS_MISSING, Consumer, Credential};
 pub use ctx::{PhaseTimings, RequestCtx, ShortCircuit};
 pub use flow::{Flow, LocalResponse, Resume, Wait};
 pub use policy::Policy;

@@ -10,6 +10,13 @@ pub trait Policy: Send + Sync + std::fmt::Debug {
     /// The configured name of this policy, for logs and short-circuit records.
     fn name(&self) -> &str;
 
+    /// Whether this policy establishes who the caller is (sets `ctx.consumer`). A route's
+    /// authenticating policies act as one step, where the first of them is listed: any
+    /// one of them may admit the request (`auth_mode: any`) or all must (`all`).
+    fn authenticates(&self) -> bool {
+        false
+    }
+
     /// What this policy needs of the bodies; read once, when a route's chain compiles.
     fn body_needs(&self) -> BodyNeeds {
         BodyNeeds::NONE

@@ -6,7 +6,10 @@
 use crate::body::{BodyMeter, ClientFault, ProxyBody, RequestBody};
 use crate::route::Step;
 use bytes::Bytes;
-use gatehouse_core::{Flow, LocalResponse, Problem, RequestCtx, ShortCircuit, problem_response};
+use gatehouse_config::AuthMode;
+use gatehouse_core::{
+    CREDENTIALS_MISSING, Flow, LocalResponse, Problem, RequestCtx, ShortCircuit, problem_response,
+};
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use hyper::body::Incoming;
 use std::time::Instant;
@@ -20,23 +23,32 @@ pub struct RequestPhase {
 }
 
 /// Runs the request phase of `steps` in order; the first answer ends it and is recorded
-/// (policy, reason, status) whatever the policy remembered to do.
+/// (policy, reason, status) whatever the policy remembered to do. The authenticating
+/// policies run as one step where the first of them is listed, combined by `auth`.
 pub async fn request_phase(
     steps: &[Step],
+    auth: AuthMode,
     parts: &mut http::request::Parts,
     ctx: &mut RequestCtx,
 ) -> RequestPhase {
     let mut ran = 0;
+    let mut authenticated = false;
     for step in steps {
         ran += 1;
-        let mut flow = step.policy.on_request(parts, ctx);
-        if let Flow::Wait(_) = flow {
-            // Boxed: the waiting path pays for its own state, the request future does not.
-            flow = Box::pin(wait(step, flow, parts, ctx)).await;
-        }
-        if let Flow::Respond { response, reason } = flow {
+        let stopped = if step.policy.authenticates() {
+            if authenticated {
+                continue;
+            }
+            authenticated = true;
+            authenticate(steps, auth, parts, ctx).await
+        } else {
+            run(step, parts, ctx)
+                .await
+                .map(|(response, reason)| (step, response, reason))
+        };
+        if let Some((by, response, reason)) = stopped {
             ctx.short_circuit = Some(ShortCircuit {
-                policy: step.policy.name().to_string(),
+                policy: by.policy.name().to_string(),
                 reason,
                 status: response.status().as_u16(),
             });
@@ -50,6 +62,53 @@ pub async fn request_phase(
         ran,
         answered: None,
     }
+}
+
+/// One policy's request phase, waits included; `Some` is its answer.
+async fn run(
+    step: &Step,
+    parts: &mut http::request::Parts,
+    ctx: &mut RequestCtx,
+) -> Option<(LocalResponse, &'static str)> {
+    let mut flow = step.policy.on_request(parts, ctx);
+    if let Flow::Wait(_) = flow {
+        // Boxed: the waiting path pays for its own state, the request future does not.
+        flow = Box::pin(wait(step, flow, parts, ctx)).await;
+    }
+    match flow {
+        Flow::Respond { response, reason } => Some((response, reason)),
+        _ => None,
+    }
+}
+
+/// The route's authenticating policies as one step. `any`: in config order until one
+/// admits; when none does, the answer is the first one about a credential that was
+/// presented and refused, else the first (no credential at all). `all`: each must admit;
+/// the first refusal answers.
+async fn authenticate<'s>(
+    steps: &'s [Step],
+    auth: AuthMode,
+    parts: &mut http::request::Parts,
+    ctx: &mut RequestCtx,
+) -> Option<(&'s Step, LocalResponse, &'static str)> {
+    let mut refused: Option<(&Step, LocalResponse, &'static str)> = None;
+    for step in steps.iter().filter(|s| s.policy.authenticates()) {
+        match (run(step, parts, ctx).await, auth) {
+            (None, AuthMode::Any) => return None,
+            (None, AuthMode::All) => {}
+            (Some((response, reason)), AuthMode::All) => return Some((step, response, reason)),
+            (Some((response, reason)), AuthMode::Any) => {
+                let better = match &refused {
+                    None => true,
+                    Some((_, _, r)) => *r == CREDENTIALS_MISSING && reason != CREDENTIALS_MISSING,
+                };
+                if better {
+                    refused = Some((step, response, reason));
+                }
+            }
+        }
+    }
+    refused
 }
 
 /// Awaits a policy's waits (it may wait again after resuming) until it decides, all

@@ -129,6 +129,7 @@ pub fn compile(
         routes.push(CompiledRoute {
             name: r.name.as_str().into(),
             policies: chain,
+            auth_mode: r.auth_mode,
             needs,
             rewrite: r.rewrite.clone(),
             prefix,

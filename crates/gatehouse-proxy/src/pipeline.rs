@@ -226,7 +226,13 @@ pub async fn handle(
         }
     } else {
         let t = Instant::now();
-        let phase = chain::request_phase(&route.policies, &mut parts, &mut finish.ctx).await;
+        let phase = chain::request_phase(
+            &route.policies,
+            route.auth_mode,
+            &mut parts,
+            &mut finish.ctx,
+        )
+        .await;
         finish.ctx.timings.policies = t.elapsed();
         phase
     };

@@ -108,6 +108,8 @@ pub struct CompiledRoute {
     pub name: Arc<str>,
     /// default_policies then the route's own, in config order.
     pub policies: Vec<Step>,
+    /// How its authenticating policies combine.
+    pub auth_mode: gatehouse_config::AuthMode,
     /// What the chain needs of the bodies, folded over its policies.
     pub needs: BodyNeeds,
     /// Path rewrite.
