@@ -24,6 +24,10 @@ pub struct Config {
     /// Named, reusable policies.
     #[serde(default)]
     pub policies: BTreeMap<String, PolicyConfig>,
+    /// Consumers declared in config (docs/identity.md): who may call, in which groups,
+    /// with which credentials.
+    #[serde(default)]
+    pub consumers: Vec<ConsumerConfig>,
     /// Named CIDR groups reusable in `ip_filter` lists and `trusted_proxies`.
     #[serde(default)]
     pub ip_groups: BTreeMap<String, Vec<String>>,
@@ -789,4 +793,34 @@ pub enum AuthMode {
     Any,
     /// Every one of them must.
     All,
+}
+
+/// A consumer declared in config.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// Unique name; forwarded upstream as `x-consumer`.
+    pub name: String,
+    /// Groups, for `acl` policies; forwarded as `x-consumer-groups`.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// How the consumer proves who it is.
+    #[serde(default)]
+    pub credentials: Vec<CredentialConfig>,
+}
+
+/// One credential of a consumer.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CredentialConfig {
+    /// An API key, checked by `api_key` policies: the key itself (`key`, use `${VAR}`) or
+    /// the lower-case hex SHA-256 of it (`key_sha256`).
+    ApiKey {
+        /// The key.
+        #[serde(default)]
+        key: Option<String>,
+        /// Its SHA-256, lower-case hex.
+        #[serde(default)]
+        key_sha256: Option<String>,
+    },
 }

@@ -40,6 +40,7 @@ pub fn validate(c: &Config) -> Vec<Issue> {
     if let Some(admin) = &c.admin {
         admin_access(admin, &mut out);
     }
+    consumers(&c.consumers, &mut out);
     if let Some(admin) = &c.admin
         && admin.address.parse::<SocketAddr>().is_err()
     {
@@ -598,5 +599,56 @@ fn admin_access(admin: &Admin, out: &mut Issues) {
             "admin.tls.client_auth.ca",
             "is required when mode is optional or required",
         );
+    }
+}
+
+/// Whether `s` is a SHA-256 in lower-case hex.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn consumers(list: &[ConsumerConfig], out: &mut Issues) {
+    let mut names = HashSet::new();
+    let mut keys: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, c) in list.iter().enumerate() {
+        let at = format!("consumers[{i}]");
+        if c.name.is_empty() {
+            out.push(format!("{at}.name"), "must not be empty");
+        } else if !names.insert(c.name.as_str()) {
+            out.push(
+                format!("{at}.name"),
+                format!("duplicate consumer name {:?}", c.name),
+            );
+        }
+        for (j, cred) in c.credentials.iter().enumerate() {
+            let cat = format!("{at}.credentials[{j}]");
+            match cred {
+                CredentialConfig::ApiKey { key, key_sha256 } => match (key, key_sha256) {
+                    (Some(_), Some(_)) => out.push(cat, "give key or key_sha256, not both"),
+                    (None, None) => out.push(cat, "an api_key credential needs key or key_sha256"),
+                    (Some(k), None) if k.is_empty() => {
+                        out.push(format!("{cat}.key"), "must not be empty")
+                    }
+                    (None, Some(h)) if !is_sha256_hex(h) => out.push(
+                        format!("{cat}.key_sha256"),
+                        "must be 64 lower-case hex digits (the SHA-256 of the key)",
+                    ),
+                    (Some(k), None) => {
+                        // Two consumers with one key would make the caller ambiguous.
+                        if let Some(first) = keys.insert(k.as_str(), i)
+                            && first != i
+                        {
+                            out.push(
+                                format!("{cat}.key"),
+                                format!("the same key is also a credential of consumers[{first}]"),
+                            );
+                        }
+                    }
+                    _ => {}
+                },
+            }
+        }
     }
 }

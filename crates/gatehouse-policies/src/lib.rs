@@ -3,6 +3,8 @@
 //! or each other. A new kind is one module plus one line in [`BUILTIN`]
 //! (docs/policies.md).
 
+pub mod acl;
+pub mod api_key;
 pub mod cidr;
 pub mod headers;
 pub mod ip_filter;
@@ -11,4 +13,4 @@ pub mod kind;
 pub use kind::{Build, BuildResult, Kind, Kinds};
 
 /// The kinds built into gatehouse.
-pub const BUILTIN: &[Kind] = &[headers::KIND, ip_filter::KIND];
+pub const BUILTIN: &[Kind] = &[headers::KIND, ip_filter::KIND, api_key::KIND, acl::KIND];

@@ -27,6 +27,27 @@ pub fn attempts_value(n: u32) -> HeaderValue {
     }
 }
 
+/// Who the gateway authenticated, for the upstream.
+pub static X_CONSUMER: http::HeaderName = http::HeaderName::from_static("x-consumer");
+/// The authenticated consumer's groups, comma-separated.
+pub static X_CONSUMER_GROUPS: http::HeaderName = http::HeaderName::from_static("x-consumer-groups");
+
+/// Sets `x-consumer` and `x-consumer-groups` from the authenticated consumer, and always
+/// drops the client's own: an upstream that trusts them must only ever see ours.
+fn consumer_headers(headers: &mut http::HeaderMap, ctx: &RequestCtx) {
+    headers.remove(&X_CONSUMER);
+    headers.remove(&X_CONSUMER_GROUPS);
+    let Some(c) = &ctx.consumer else { return };
+    if let Ok(v) = HeaderValue::from_str(&c.name) {
+        headers.insert(X_CONSUMER.clone(), v);
+    }
+    if !c.groups.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&c.groups.join(","))
+    {
+        headers.insert(X_CONSUMER_GROUPS.clone(), v);
+    }
+}
+
 /// Rewrites the client's request head into the one sent to `up`.
 pub fn rewrite_request(
     parts: &mut http::request::Parts,
@@ -46,6 +67,7 @@ pub fn rewrite_request(
     });
     forwarded::strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::EXPECT);
+    consumer_headers(&mut parts.headers, ctx);
     if let Some((Some(u), _)) = upgrade_headers {
         parts.headers.insert(header::UPGRADE, u);
         parts

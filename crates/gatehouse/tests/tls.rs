@@ -735,18 +735,17 @@ async fn upstreams_over_tls_verify_their_ca_send_sni_and_a_client_certificate() 
     assert_eq!(v["alpn"], "http/1.1");
     assert_eq!(v["client"], "CN=gw, O=Example");
     assert_eq!(v["path"], "/one");
-    // The connection is pooled like a cleartext one.
-    let before = backend
-        .connections
-        .load(std::sync::atomic::Ordering::SeqCst);
-    for _ in 0..5 {
+    // The connection is pooled like a cleartext one: each of the gateway's two workers
+    // opens at most one for these sequential requests.
+    for _ in 0..10 {
         assert_eq!(c.get(&format!("{url}/again")).await.status, 200);
     }
-    assert_eq!(
-        backend
-            .connections
-            .load(std::sync::atomic::Ordering::SeqCst),
-        before
+    let opened = backend
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        opened <= 2,
+        "{opened} TLS connections for 11 sequential requests"
     );
 
     // HTTP/2 to the upstream by ALPN.

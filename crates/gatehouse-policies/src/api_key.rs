@@ -1,0 +1,232 @@
+//! `type: api_key`: the caller is the consumer whose `api_key` credential matches the key
+//! in a header (or a query parameter). Keys are indexed by their SHA-256, so the clear key
+//! of a `key_sha256` credential is never known and a presented key is never kept; neither
+//! is ever logged. Authenticating (see `auth_mode`).
+
+use crate::{Build, BuildResult, Kind};
+use gatehouse_config::CredentialConfig;
+use gatehouse_core::{
+    CREDENTIALS_INVALID, CREDENTIALS_MISSING, Consumer, Credential, Flow, Policy, Problem,
+    RequestCtx, problem_response,
+};
+use http::{HeaderName, HeaderValue, StatusCode};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// `type: api_key`.
+pub const KIND: Kind = Kind {
+    name: "api_key",
+    schema: |g| g.subschema_for::<Config>(),
+    build,
+};
+
+/// The settings of `type: api_key`.
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ApiKeyPolicy")]
+pub struct Config {
+    /// Header carrying the key; default `x-api-key`.
+    #[serde(default = "default_header")]
+    pub header: String,
+    /// Query parameter also accepted, when set (the header wins when both are sent).
+    #[serde(default)]
+    pub query: Option<String>,
+    /// Remove the key from the request before it goes upstream; default false.
+    #[serde(default)]
+    pub hide_credentials: bool,
+}
+
+fn default_header() -> String {
+    "x-api-key".into()
+}
+
+type Digest32 = [u8; 32];
+
+fn digest(key: &[u8]) -> Digest32 {
+    Sha256::digest(key).into()
+}
+
+fn from_hex(h: &str) -> Option<Digest32> {
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn build(b: &Build<'_>) -> BuildResult {
+    let c: Config = b.settings()?;
+    let header = HeaderName::from_bytes(c.header.as_bytes()).map_err(|_| {
+        vec![b.issue(
+            Some("header"),
+            format!("{:?} is not a header name", c.header),
+        )]
+    })?;
+    if c.query.as_deref().is_some_and(str::is_empty) {
+        return Err(vec![b.issue(Some("query"), "must not be empty")]);
+    }
+    let mut keys: HashMap<Digest32, Arc<Consumer>> = HashMap::new();
+    for consumer in &b.config.consumers {
+        let who = Arc::new(Consumer {
+            name: consumer.name.clone(),
+            groups: consumer.groups.clone(),
+            credential: Credential::ApiKey,
+            claims: Default::default(),
+        });
+        for cred in &consumer.credentials {
+            let CredentialConfig::ApiKey { key, key_sha256 } = cred;
+            let d = match (key, key_sha256) {
+                (Some(k), _) => Some(digest(k.as_bytes())),
+                (None, Some(h)) => from_hex(h),
+                (None, None) => None,
+            };
+            // Validation reports malformed credentials; a duplicate between a key and the
+            // digest of the same key is only visible here.
+            if let Some(d) = d
+                && let Some(other) = keys.insert(d, who.clone())
+                && other.name != who.name
+            {
+                return Err(vec![b.issue(
+                    None,
+                    format!(
+                        "consumers {:?} and {:?} have the same API key",
+                        other.name, who.name
+                    ),
+                )]);
+            }
+        }
+    }
+    Ok(Arc::new(ApiKey {
+        name: b.name.to_string(),
+        challenge: HeaderValue::from_str(&format!("ApiKey header=\"{}\"", header.as_str()))
+            .unwrap_or_else(|_| HeaderValue::from_static("ApiKey")),
+        header,
+        query: c.query,
+        hide: c.hide_credentials,
+        keys,
+    }))
+}
+
+/// The compiled api_key policy.
+#[derive(Debug)]
+pub struct ApiKey {
+    name: String,
+    header: HeaderName,
+    query: Option<String>,
+    hide: bool,
+    keys: HashMap<Digest32, Arc<Consumer>>,
+    challenge: HeaderValue,
+}
+
+impl ApiKey {
+    /// The key the request carries: the header's, else the query parameter's.
+    fn presented(&self, req: &http::request::Parts) -> Option<Vec<u8>> {
+        if let Some(v) = req.headers.get(&self.header) {
+            return Some(v.as_bytes().to_vec());
+        }
+        let name = self.query.as_deref()?;
+        query_value(req.uri.query()?, name)
+    }
+
+    fn refuse(&self, ctx: &RequestCtx, reason: &'static str, detail: &str) -> Flow {
+        let mut r = problem_response(
+            &Problem::new(StatusCode::UNAUTHORIZED, detail.to_string()),
+            &ctx.request_id,
+        );
+        r.headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, self.challenge.clone());
+        Flow::respond(reason, r)
+    }
+
+    fn hide(&self, req: &mut http::request::Parts) {
+        req.headers.remove(&self.header);
+        if let (Some(name), Some(q)) = (self.query.as_deref(), req.uri.query()) {
+            let kept: Vec<&str> = q
+                .split('&')
+                .filter(|pair| decoded_name(pair).as_deref() != Some(name))
+                .collect();
+            let path = req.uri.path();
+            let pq = if kept.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{}", kept.join("&"))
+            };
+            let mut parts = req.uri.clone().into_parts();
+            if let Ok(p) = pq.parse() {
+                parts.path_and_query = Some(p);
+                if let Ok(u) = http::Uri::from_parts(parts) {
+                    req.uri = u;
+                }
+            }
+        }
+    }
+}
+
+/// The decoded name of a `name=value` query pair.
+fn decoded_name(pair: &str) -> Option<String> {
+    let name = pair.split('=').next()?;
+    Some(decode(name))
+}
+
+fn decode(s: &str) -> String {
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The decoded value of the first `name` parameter of `query`.
+fn query_value(query: &str, name: &str) -> Option<Vec<u8>> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode(k) == name).then(|| {
+            let spaced = v.replace('+', " ");
+            percent_encoding::percent_decode_str(&spaced).collect()
+        })
+    })
+}
+
+impl Policy for ApiKey {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn authenticates(&self) -> bool {
+        true
+    }
+
+    fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
+        let Some(key) = self.presented(req) else {
+            return self.refuse(ctx, CREDENTIALS_MISSING, "an API key is required");
+        };
+        let Some(consumer) = self.keys.get(&digest(&key)) else {
+            return self.refuse(ctx, CREDENTIALS_INVALID, "the API key is not valid");
+        };
+        ctx.consumer = Some(consumer.clone());
+        if self.hide {
+            self.hide(req);
+        }
+        Flow::Continue
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_decoded_and_hex_digests_parse() {
+        assert_eq!(
+            query_value("a=1&api%5Fkey=k%2By+z&b=2", "api_key").unwrap(),
+            b"k+y z"
+        );
+        assert_eq!(query_value("a=1", "api_key"), None);
+        let d = digest(b"abc");
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(from_hex(&hex), Some(d));
+    }
+}

@@ -1,0 +1,248 @@
+//! Consumers and authentication through real sockets: API keys in a header or the query
+//! (plain or as SHA-256 in the config), hidden from the upstream on request, `acl` by
+//! group, `auth_mode: any | all` over several authenticating policies, the consumer
+//! forwarded upstream (and never a client's claim to be one), and the access log.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use support::*;
+
+const GOLD_KEY: &str = "gold-key-5b1c0e7d9a";
+const SILVER_KEY: &str = "silver-key-77aa01";
+const B_KEY: &str = "second-key-0099";
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn get(c: &Client, url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut b = http::Request::get(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    c.send(b.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap()
+}
+
+fn config(backend: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+consumers:
+  - name: mobile-app
+    groups: [gold, mobile]
+    credentials:
+      - {{ type: api_key, key: "{GOLD_KEY}" }}
+  - name: partner
+    groups: [silver]
+    credentials:
+      - {{ type: api_key, key_sha256: "{silver}" }}
+      - {{ type: api_key, key: "{B_KEY}" }}
+upstreams:
+  u:
+    targets: [{{ address: "{backend}" }}]
+policies:
+  key: {{ type: api_key, header: x-api-key, query: api_key, hide_credentials: true }}
+  key-b: {{ type: api_key, header: x-key-b }}
+  gold-only: {{ type: acl, allow_groups: [gold] }}
+routes:
+  - name: open
+    match: {{ path: {{ type: prefix, value: /open }} }}
+    upstream: u
+  - name: keyed
+    match: {{ path: {{ type: prefix, value: /keyed }} }}
+    policies: [key]
+    upstream: u
+  - name: gold
+    match: {{ path: {{ type: prefix, value: /gold }} }}
+    policies: [key, gold-only]
+    upstream: u
+  - name: either
+    match: {{ path: {{ type: prefix, value: /either }} }}
+    policies: [key, key-b]
+    upstream: u
+  - name: both
+    match: {{ path: {{ type: prefix, value: /both }} }}
+    policies: [key, key-b]
+    auth_mode: all
+    upstream: u
+"#,
+        silver = sha256_hex(SILVER_KEY)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_identify_consumers_and_acl_admits_by_group() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (_g, url, _admin) = embedded(&config(a.addr));
+    let c = Client::new();
+
+    // No key: 401 with a challenge naming the header; a wrong key: 401 too.
+    let r = get(&c, &format!("{url}/keyed"), &[]).await;
+    assert_problem(&r, 401);
+    assert_eq!(
+        r.header("www-authenticate").as_deref(),
+        Some("ApiKey header=\"x-api-key\"")
+    );
+    assert_problem(
+        &get(&c, &format!("{url}/keyed"), &[("x-api-key", "nope")]).await,
+        401,
+    );
+    // The problem never repeats the key.
+    let r = get(
+        &c,
+        &format!("{url}/keyed"),
+        &[("x-api-key", "guessed-key-123")],
+    )
+    .await;
+    assert!(!String::from_utf8_lossy(&r.body).contains("guessed-key-123"));
+
+    // A good key: the upstream learns who called, and not the key (hide_credentials).
+    let r = get(&c, &format!("{url}/keyed"), &[("x-api-key", GOLD_KEY)]).await;
+    assert_eq!(r.status, 200);
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-consumer"], "mobile-app");
+    assert_eq!(h["x-consumer-groups"], "gold,mobile");
+    assert!(h.get("x-api-key").is_none(), "{h}");
+
+    // By query, from a key stored only as its SHA-256, removed from the upstream's URI.
+    let r = get(
+        &c,
+        &format!("{url}/keyed/x?a=1&api_key={SILVER_KEY}&b=2"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["headers"]["x-consumer"], "partner");
+    assert_eq!(v["uri"], "/keyed/x?a=1&b=2", "{v}");
+
+    // acl: gold admitted, silver authenticated but refused (403), nobody: 401.
+    assert_eq!(
+        get(&c, &format!("{url}/gold"), &[("x-api-key", GOLD_KEY)])
+            .await
+            .status,
+        200
+    );
+    assert_problem(
+        &get(&c, &format!("{url}/gold"), &[("x-api-key", SILVER_KEY)]).await,
+        403,
+    );
+    assert_problem(&get(&c, &format!("{url}/gold"), &[]).await, 401);
+
+    // A client cannot claim to be a consumer: its x-consumer never reaches the upstream.
+    let r = get(
+        &c,
+        &format!("{url}/open"),
+        &[("x-consumer", "mobile-app"), ("x-consumer-groups", "gold")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let h = &r.json()["headers"];
+    assert!(
+        h.get("x-consumer").is_none() && h.get("x-consumer-groups").is_none(),
+        "{h}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_mode_any_takes_one_credential_and_all_needs_every_one() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (_g, url, _admin) = embedded(&config(a.addr));
+    let c = Client::new();
+    // any: either policy's credential is enough.
+    assert_eq!(
+        get(&c, &format!("{url}/either"), &[("x-api-key", GOLD_KEY)])
+            .await
+            .status,
+        200
+    );
+    let r = get(&c, &format!("{url}/either"), &[("x-key-b", B_KEY)]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["headers"]["x-consumer"], "partner");
+    // None at all: 401; a refused key is the answer rather than the missing other one.
+    let r = get(&c, &format!("{url}/either"), &[]).await;
+    assert_problem(&r, 401);
+    let r = get(&c, &format!("{url}/either"), &[("x-key-b", "wrong")]).await;
+    assert_problem(&r, 401);
+    assert_eq!(r.json()["detail"], "the API key is not valid");
+    // all: one credential is not enough.
+    assert_problem(
+        &get(&c, &format!("{url}/both"), &[("x-api-key", GOLD_KEY)]).await,
+        401,
+    );
+    assert_eq!(
+        get(
+            &c,
+            &format!("{url}/both"),
+            &[("x-api-key", GOLD_KEY), ("x-key-b", B_KEY)]
+        )
+        .await
+        .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_names_the_consumer_and_never_the_key() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (port, admin) = (free_port(), free_port());
+    let rest = config(a.addr).replace("consumers:", "access_log: stdout\nconsumers:");
+    let g = GatewayProcess::start(BIN, &support::config(port, admin, &rest), &[port, admin]);
+    let c = Client::new();
+    let r = get(
+        &c,
+        &format!("http://127.0.0.1:{port}/keyed/logged"),
+        &[("x-api-key", GOLD_KEY)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = get(
+        &c,
+        &format!("http://127.0.0.1:{port}/keyed/refused"),
+        &[("x-api-key", "not-a-key-4242")],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (ok, refused) = loop {
+        if let (Some(a), Some(b)) = (
+            g.access_line("/keyed/logged"),
+            g.access_line("/keyed/refused"),
+        ) {
+            break (a, b);
+        }
+        assert!(std::time::Instant::now() < until, "no access lines");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(ok["consumer"], "mobile-app");
+    assert_eq!(refused["short_circuit"]["policy"], "key", "{refused}");
+    assert_eq!(refused["short_circuit"]["reason"], "credentials_invalid");
+    let all = g.stdout_text() + &g.stderr_text();
+    assert!(!all.contains(GOLD_KEY) && !all.contains("not-a-key-4242"));
+}
+
+#[test]
+fn consumer_and_key_errors_are_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("gw.yaml");
+    std::fs::write(
+        &f,
+        "consumers:\n  - name: a\n    credentials:\n      - { type: api_key }\n  - name: a\n    credentials:\n      - { type: api_key, key_sha256: XYZ }\n      - { type: password, key: x }\nroutes:\n  - name: r\n    respond: { status: 200 }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "-c", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("consumers[1].credentials[1]"), "{err}");
+}
