@@ -15,7 +15,9 @@
 # PIDs it started. GATEHOUSE_BIN picks the gatehouse build; for an A/B run of two builds,
 # set GATEHOUSE_B_BIN too and add `gatehouse-b` to --proxies; GATEHOUSE_B_EXTRA adds
 # top-level YAML to gatehouse-b's config (`metrics: { enabled: false }` measures the
-# cost of metrics with one binary).
+# cost of metrics with one binary; `consumers`, `policies` and `default_policies` measure
+# a policy's cost against the plain proxy). WRK_HEADER ("name: value") is sent with every
+# request to every proxy (an API key for such a run; the others ignore it).
 set -u -o pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -72,7 +74,7 @@ hwm() { local t=0 p v; for p in $(tree "$1"); do
 ready() {  # 127.0.0.1:$1 answers 200 while PID $2 lives (20 s at most)
   local i; for i in $(seq 100); do
     kill -0 "$2" 2>/dev/null || return 1
-    [ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$1/")" = 200 ] && return 0
+    [ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' ${WRK_HEADER:+-H "$WRK_HEADER"} "http://127.0.0.1:$1/")" = 200 ] && return 0
     sleep 0.2; done; return 1; }
 bg() {  # bg NAME PIN CMD...: start in the background, record the PID in LAST
   local name=$1 pin=$2; shift 2
@@ -188,6 +190,7 @@ echo "workers,body,conns,proxy,run,rps,p50_ms,p99_ms,errors,requests,proxy_cpu_s
 for W in $WORKERS_LIST; do
   if [ "$W" = 1 ]; then PIN=1; LOADPIN=0; BW=1; else PIN=""; LOADPIN=""; BW=$W; fi
   WRK=(wrk); [ -n "$LOADPIN" ] && WRK=(taskset -c "$LOADPIN" wrk)
+  [ -n "${WRK_HEADER:-}" ] && WRK+=(-H "$WRK_HEADER")
   for BODY in $BODIES; do
     P_=/; [ "$BODY" = 16k ] && P_=/16k
     for C in $CONNS_LIST; do

@@ -122,13 +122,14 @@ pub struct ApiKey {
 }
 
 impl ApiKey {
-    /// The key the request carries: the header's, else the query parameter's.
-    fn presented(&self, req: &http::request::Parts) -> Option<Vec<u8>> {
+    /// The digest of the key the request carries: the header's, else the query
+    /// parameter's. The key itself is hashed where it lies, never copied.
+    fn presented(&self, req: &http::request::Parts) -> Option<Digest32> {
         if let Some(v) = req.headers.get(&self.header) {
-            return Some(v.as_bytes().to_vec());
+            return Some(digest(v.as_bytes()));
         }
         let name = self.query.as_deref()?;
-        query_value(req.uri.query()?, name)
+        query_value(req.uri.query()?, name).map(|k| digest(&k))
     }
 
     fn refuse(&self, ctx: &RequestCtx, reason: &'static str, detail: &str) -> Flow {
@@ -202,7 +203,7 @@ impl Policy for ApiKey {
         let Some(key) = self.presented(req) else {
             return self.refuse(ctx, CREDENTIALS_MISSING, "an API key is required");
         };
-        let Some(consumer) = self.keys.get(&digest(&key)) else {
+        let Some(consumer) = self.keys.get(&key) else {
             return self.refuse(ctx, CREDENTIALS_INVALID, "the API key is not valid");
         };
         ctx.consumer = Some(consumer.clone());
