@@ -823,4 +823,15 @@ pub enum CredentialConfig {
         #[serde(default)]
         key_sha256: Option<String>,
     },
+    /// A TLS client certificate, checked by `mtls_auth` policies: its subject (RFC 4514,
+    /// `CN=mobile-app,O=Example`) or one of its subject alternative names
+    /// (`spiffe://...`, a DNS name, an e-mail address).
+    Mtls {
+        /// The certificate's subject.
+        #[serde(default)]
+        subject: Option<String>,
+        /// One of its subject alternative names.
+        #[serde(default)]
+        san: Option<String>,
+    },
 }

@@ -648,6 +648,17 @@ fn consumers(list: &[ConsumerConfig], out: &mut Issues) {
                     }
                     _ => {}
                 },
+                CredentialConfig::Mtls { subject, san } => match (subject, san) {
+                    (Some(_), Some(_)) => out.push(cat, "give subject or san, not both"),
+                    (None, None) => out.push(cat, "an mtls credential needs subject or san"),
+                    (Some(s), None) if s.is_empty() => {
+                        out.push(format!("{cat}.subject"), "must not be empty");
+                    }
+                    (None, Some(s)) if s.is_empty() => {
+                        out.push(format!("{cat}.san"), "must not be empty");
+                    }
+                    _ => {}
+                },
             }
         }
     }

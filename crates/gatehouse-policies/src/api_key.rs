@@ -77,7 +77,9 @@ fn build(b: &Build<'_>) -> BuildResult {
             claims: Default::default(),
         });
         for cred in &consumer.credentials {
-            let CredentialConfig::ApiKey { key, key_sha256 } = cred;
+            let CredentialConfig::ApiKey { key, key_sha256 } = cred else {
+                continue;
+            };
             let d = match (key, key_sha256) {
                 (Some(k), _) => Some(digest(k.as_bytes())),
                 (None, Some(h)) => from_hex(h),

@@ -9,8 +9,15 @@ pub mod cidr;
 pub mod headers;
 pub mod ip_filter;
 pub mod kind;
+pub mod mtls_auth;
 
 pub use kind::{Build, BuildResult, Kind, Kinds};
 
 /// The kinds built into gatehouse.
-pub const BUILTIN: &[Kind] = &[headers::KIND, ip_filter::KIND, api_key::KIND, acl::KIND];
+pub const BUILTIN: &[Kind] = &[
+    headers::KIND,
+    ip_filter::KIND,
+    api_key::KIND,
+    acl::KIND,
+    mtls_auth::KIND,
+];

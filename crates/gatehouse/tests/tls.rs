@@ -880,3 +880,57 @@ access_log: "off"
         r.map(|r| r.status)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_auth_maps_client_certificates_to_consumers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Test CA");
+    let clients = Ca::new("Clients CA");
+    let (c, k) = ca.leaf(dir.path(), "api", "api.test", &["api.test"]);
+    let clients_pem = clients.write(dir.path(), "clients-ca.pem");
+    let tls = format!(
+        "      certificates: [{{ cert: {}, key: {} }}]\n      client_auth: {{ mode: optional, ca: {} }}",
+        c.display(),
+        k.display(),
+        clients_pem.display()
+    );
+    let extra = r#"
+consumers:
+  - name: mobile-app
+    groups: [gold]
+    credentials: [{ type: mtls, subject: "CN=mobile-app, O=Example" }]
+  - name: mesh-service
+    credentials: [{ type: mtls, san: "spiffe://example/orders" }]
+policies:
+  mtls: { type: mtls_auth }
+default_policies: [mtls]
+"#;
+    let (_g, addr, _admin, _a) = tls_gateway(&tls, extra).await;
+
+    // By subject (compared without regard to case and spaces after commas).
+    let mut d = Dial::new(&ca, "api.test");
+    d.client_cert = Some(clients.client("mobile-app", "spiffe://example/mobile"));
+    let seen = get(&addr, d, "/").await.unwrap();
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.body["headers"]["x-consumer"], "mobile-app");
+    assert_eq!(seen.body["headers"]["x-consumer-groups"], "gold");
+
+    // By subject alternative name.
+    let mut d = Dial::new(&ca, "api.test");
+    d.client_cert = Some(clients.client("orders-7f9c", "spiffe://example/orders"));
+    let seen = get(&addr, d, "/").await.unwrap();
+    assert_eq!(seen.body["headers"]["x-consumer"], "mesh-service");
+
+    // A valid certificate of nobody, and no certificate at all: 401.
+    let mut d = Dial::new(&ca, "api.test");
+    d.client_cert = Some(clients.client("stranger", "spiffe://example/stranger"));
+    let seen = get(&addr, d, "/").await.unwrap();
+    assert_eq!(seen.status, 401);
+    assert_eq!(
+        seen.body["detail"],
+        "the client certificate belongs to no consumer"
+    );
+    let seen = get(&addr, Dial::new(&ca, "api.test"), "/").await.unwrap();
+    assert_eq!(seen.status, 401);
+    assert_eq!(seen.body["detail"], "a TLS client certificate is required");
+}
