@@ -6,6 +6,7 @@
 pub mod acl;
 pub mod api_key;
 pub mod cidr;
+pub mod cors;
 pub mod headers;
 pub mod ip_filter;
 pub mod kind;
@@ -20,4 +21,5 @@ pub const BUILTIN: &[Kind] = &[
     api_key::KIND,
     acl::KIND,
     mtls_auth::KIND,
+    cors::KIND,
 ];

@@ -246,3 +246,121 @@ fn consumer_and_key_errors_are_located() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("consumers[1].credentials[1]"), "{err}");
 }
+
+async fn send(c: &Client, method: &str, url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut b = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    c.send(b.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_answers_preflights_and_marks_every_response_to_an_allowed_origin() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let rest = format!(
+        r#"
+consumers:
+  - name: web
+    credentials: [{{ type: api_key, key: "{GOLD_KEY}" }}]
+upstreams:
+  u:
+    targets: [{{ address: "{}" }}]
+policies:
+  cors: {{ type: cors, allow_origins: ["https://app.example"], allow_methods: [GET, POST],
+          allow_headers: [authorization, content-type, x-api-key], expose_headers: [x-request-id],
+          max_age: 10m, allow_credentials: true }}
+  key: {{ type: api_key }}
+routes:
+  - name: api
+    policies: [cors, key]
+    upstream: u
+"#,
+        a.addr
+    );
+    let (_g, url, _admin) = embedded(&rest);
+    let c = Client::new();
+    let origin = ("origin", "https://app.example");
+
+    // The preflight is answered here: no key needed, nothing reaches the upstream.
+    let hits = a.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let r = send(
+        &c,
+        "OPTIONS",
+        &format!("{url}/orders"),
+        &[
+            origin,
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "x-api-key, content-type"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        r.header("access-control-allow-methods").as_deref(),
+        Some("GET, POST")
+    );
+    assert_eq!(
+        r.header("access-control-allow-headers").as_deref(),
+        Some("authorization, content-type, x-api-key")
+    );
+    assert_eq!(r.header("access-control-max-age").as_deref(), Some("600"));
+    assert_eq!(
+        r.header("access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    assert_eq!(a.hits.load(std::sync::atomic::Ordering::SeqCst), hits);
+
+    // An actual request: CORS headers on the upstream's answer ...
+    let r = send(
+        &c,
+        "GET",
+        &format!("{url}/orders"),
+        &[origin, ("x-api-key", GOLD_KEY)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        r.header("access-control-expose-headers").as_deref(),
+        Some("x-request-id")
+    );
+    assert!(r.headers.get_all("vary").iter().any(|v| v == "Origin"));
+    // ... and on the gateway's own refusal, so the page can read why.
+    let r = send(&c, "GET", &format!("{url}/orders"), &[origin]).await;
+    assert_problem(&r, 401);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example")
+    );
+
+    // Another origin gets no CORS header at all; its preflight is still answered here.
+    let evil = ("origin", "https://evil.example");
+    let r = send(
+        &c,
+        "GET",
+        &format!("{url}/orders"),
+        &[evil, ("x-api-key", GOLD_KEY)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("access-control-allow-origin").is_none());
+    let r = send(
+        &c,
+        "OPTIONS",
+        &format!("{url}/orders"),
+        &[evil, ("access-control-request-method", "GET")],
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert!(r.header("access-control-allow-origin").is_none());
+}
