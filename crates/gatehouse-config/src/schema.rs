@@ -823,6 +823,14 @@ pub enum CredentialConfig {
         #[serde(default)]
         key_sha256: Option<String>,
     },
+    /// HTTP Basic, checked by `basic_auth` policies: a user name and the Argon2 PHC
+    /// string of the password (`$argon2id$v=19$...`), never the password itself.
+    Basic {
+        /// The user name.
+        username: String,
+        /// `$argon2id$...` (argon2i and argon2d are accepted too).
+        password_hash: String,
+    },
     /// A TLS client certificate, checked by `mtls_auth` policies: its subject (RFC 4514,
     /// `CN=mobile-app,O=Example`) or one of its subject alternative names
     /// (`spiffe://...`, a DNS name, an e-mail address).

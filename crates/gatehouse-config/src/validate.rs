@@ -612,6 +612,7 @@ pub fn is_sha256_hex(s: &str) -> bool {
 fn consumers(list: &[ConsumerConfig], out: &mut Issues) {
     let mut names = HashSet::new();
     let mut keys: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut users: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (i, c) in list.iter().enumerate() {
         let at = format!("consumers[{i}]");
         if c.name.is_empty() {
@@ -648,6 +649,33 @@ fn consumers(list: &[ConsumerConfig], out: &mut Issues) {
                     }
                     _ => {}
                 },
+                CredentialConfig::Basic {
+                    username,
+                    password_hash,
+                } => {
+                    if username.is_empty() || username.contains(':') {
+                        out.push(
+                            format!("{cat}.username"),
+                            "must be non-empty and without ':'",
+                        );
+                    } else if let Some(first) = users.insert(username.as_str(), i)
+                        && first != i
+                    {
+                        out.push(
+                            format!("{cat}.username"),
+                            format!("user {username:?} is also a credential of consumers[{first}]"),
+                        );
+                    }
+                    let argon = password_hash::PasswordHash::new(password_hash)
+                        .ok()
+                        .filter(|h| h.algorithm.as_str().starts_with("argon2"));
+                    if argon.is_none() {
+                        out.push(
+                            format!("{cat}.password_hash"),
+                            "must be an Argon2 PHC string ($argon2id$v=19$m=...,t=...,p=...$salt$hash)",
+                        );
+                    }
+                }
                 CredentialConfig::Mtls { subject, san } => match (subject, san) {
                     (Some(_), Some(_)) => out.push(cat, "give subject or san, not both"),
                     (None, None) => out.push(cat, "an mtls credential needs subject or san"),

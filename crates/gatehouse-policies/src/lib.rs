@@ -5,6 +5,7 @@
 
 pub mod acl;
 pub mod api_key;
+pub mod basic_auth;
 pub mod cidr;
 pub mod cors;
 pub mod headers;
@@ -19,6 +20,7 @@ pub const BUILTIN: &[Kind] = &[
     headers::KIND,
     ip_filter::KIND,
     api_key::KIND,
+    basic_auth::KIND,
     acl::KIND,
     mtls_auth::KIND,
     cors::KIND,
