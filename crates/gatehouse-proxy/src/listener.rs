@@ -247,7 +247,10 @@ async fn serve_connection(
     let (transport, alpn_h2) = match tls {
         None => (Transport::Plain(stream), None),
         Some((config, within)) => {
-            match tokio::time::timeout(within, crate::tls::accept(config, stream)).await {
+            // Boxed: the handshake's state is large and would otherwise size every
+            // connection's task, cleartext ones included.
+            let handshake = Box::pin(crate::tls::accept(config, stream));
+            match tokio::time::timeout(within, handshake).await {
                 Ok(Ok(s)) => {
                     let facts = crate::tls::session_info(&s);
                     let h2 = facts.alpn.as_deref() == Some(b"h2");
