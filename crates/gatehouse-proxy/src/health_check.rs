@@ -195,7 +195,11 @@ where
     let host = check
         .host
         .clone()
-        .unwrap_or_else(|| format!("{}:{}", target.host, target.port));
+        .unwrap_or_else(|| match target.host.contains(':') {
+            // An IPv6 literal is bracketed in a Host header.
+            true => format!("[{}]:{}", target.host, target.port),
+            false => format!("{}:{}", target.host, target.port),
+        });
     let req = http::Request::get(check.path.as_str())
         .header(http::header::HOST, host)
         .header(http::header::USER_AGENT, "gatehouse-health-check")
