@@ -103,6 +103,15 @@ impl std::fmt::Debug for Stage<'_> {
 }
 
 impl Stage<'_> {
+    /// The value this stage already holds for (kind, name), if it has type `T`; never
+    /// builds. For state one part of a config creates and others only use (the store a
+    /// config opens, which policies read when it is there).
+    pub fn staged<T: Any + Send + Sync>(&self, kind: &'static str, name: &str) -> Option<Arc<T>> {
+        let staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        let e = staged.get(&(kind, name.to_string()))?;
+        e.value.clone().downcast::<T>().ok()
+    }
+
     /// The state of (kind, name): the committed value when its fingerprint and type
     /// match, else a new one from `build`, which is lent the committed value of the same
     /// name and type when there is one (to carry what still applies, such as the health
