@@ -3,6 +3,7 @@
 //! on the request path.
 
 pub mod access;
+pub mod keys;
 pub mod scrape;
 
 use bytes::Bytes;
@@ -165,7 +166,7 @@ pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener) {
     }
 }
 
-fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
+pub(crate) fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -175,7 +176,7 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
     r
 }
 
-fn problem(
+pub(crate) fn problem(
     status: StatusCode,
     detail: String,
     extra: Option<serde_json::Value>,
@@ -432,6 +433,11 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
                 );
             }
             json(StatusCode::OK, serde_json::Value::Object(ups))
+        }
+        (method, path) if path.starts_with("/admin/consumers/") => {
+            let method = method.clone();
+            let path = path.to_string();
+            keys::endpoint(gw, &method, &path).await
         }
         (_, path) => problem(
             StatusCode::NOT_FOUND,

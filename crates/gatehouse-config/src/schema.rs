@@ -24,6 +24,9 @@ pub struct Config {
     /// Named, reusable policies.
     #[serde(default)]
     pub policies: BTreeMap<String, PolicyConfig>,
+    /// The embedded store for API keys created through the admin API; absent = none.
+    #[serde(default)]
+    pub store: Option<StoreConfig>,
     /// Consumers declared in config (docs/identity.md): who may call, in which groups,
     /// with which credentials.
     #[serde(default)]
@@ -842,4 +845,12 @@ pub enum CredentialConfig {
         #[serde(default)]
         san: Option<String>,
     },
+}
+
+/// The embedded SQLite store.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Database file, created when missing; relative to the config file's directory.
+    pub path: String,
 }

@@ -69,6 +69,7 @@ fn build(b: &Build<'_>) -> BuildResult {
         return Err(vec![b.issue(Some("query"), "must not be empty")]);
     }
     let mut keys: HashMap<Digest32, Arc<Consumer>> = HashMap::new();
+    let mut by_name: HashMap<String, Arc<Consumer>> = HashMap::new();
     for consumer in &b.config.consumers {
         let who = Arc::new(Consumer {
             name: consumer.name.clone(),
@@ -76,6 +77,7 @@ fn build(b: &Build<'_>) -> BuildResult {
             credential: Credential::ApiKey,
             claims: Default::default(),
         });
+        by_name.insert(consumer.name.clone(), who.clone());
         for cred in &consumer.credentials {
             let CredentialConfig::ApiKey { key, key_sha256 } = cred else {
                 continue;
@@ -109,6 +111,13 @@ fn build(b: &Build<'_>) -> BuildResult {
         query: c.query,
         hide: c.hide_credentials,
         keys,
+        by_name,
+        store: {
+            let (kind, name) = gatehouse_store::STATE;
+            b.state
+                .staged::<gatehouse_store::Opened>(kind, name)
+                .and_then(|o| o.0.as_ref().ok().cloned())
+        },
     }))
 }
 
@@ -121,6 +130,10 @@ pub struct ApiKey {
     hide: bool,
     keys: HashMap<Digest32, Arc<Consumer>>,
     challenge: HeaderValue,
+    /// The config's consumers by name, for keys of the store.
+    by_name: HashMap<String, Arc<Consumer>>,
+    /// Keys created through the admin API (`store.path`).
+    store: Option<Arc<gatehouse_store::Store>>,
 }
 
 impl ApiKey {
@@ -205,7 +218,11 @@ impl Policy for ApiKey {
         let Some(key) = self.presented(req) else {
             return self.refuse(ctx, CREDENTIALS_MISSING, "an API key is required");
         };
-        let Some(consumer) = self.keys.get(&key) else {
+        let stored = || {
+            let name = self.store.as_ref()?.consumer_of(&key)?;
+            self.by_name.get(&name)
+        };
+        let Some(consumer) = self.keys.get(&key).or_else(stored) else {
             return self.refuse(ctx, CREDENTIALS_INVALID, "the API key is not valid");
         };
         ctx.consumer = Some(consumer.clone());

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use gatehouse_config::load::Loaded;
 use gatehouse_config::validate::Issue;
 use gatehouse_config::{ConfigErrors, PathKind};
-use gatehouse_core::{BodyNeeds, Stage};
+use gatehouse_core::{BodyNeeds, Fingerprint, Stage};
 use gatehouse_observe::AccessLog;
 use gatehouse_policies::cidr::CidrSet;
 use gatehouse_router::Router;
@@ -47,6 +47,27 @@ pub fn compile(
             None
         }
     };
+    // The store opens before the policies build, which use it when it is there.
+    let base = std::path::Path::new(&loaded.file)
+        .parent()
+        .unwrap_or(std::path::Path::new(""));
+    let store = c.store.as_ref().and_then(|s| {
+        let (kind, name) = gatehouse_store::STATE;
+        let path = base.join(&s.path);
+        let opened = stage.get_or_build(kind, name, Fingerprint::of(&path), |_| {
+            gatehouse_store::Opened(gatehouse_store::Store::open(&path).map(std::sync::Arc::new))
+        });
+        match &opened.0 {
+            Ok(store) => Some(store.clone()),
+            Err(e) => {
+                issues.push(Issue {
+                    path: "store.path".into(),
+                    message: format!("cannot open the store: {e}"),
+                });
+                None
+            }
+        }
+    });
     let upstreams = Registry::build(&c.upstreams, stage);
     let mut policies = HashMap::new();
     for (name, cfg) in &c.policies {
@@ -161,9 +182,6 @@ pub fn compile(
         }),
     };
     // TLS material is read on every compile, so a reload picks up renewed certificates.
-    let base = std::path::Path::new(&loaded.file)
-        .parent()
-        .unwrap_or(std::path::Path::new(""));
     let mut tls = HashMap::new();
     for (i, l) in c.listeners.iter().enumerate() {
         let Some(t) = &l.tls else { continue };
@@ -214,6 +232,7 @@ pub fn compile(
         return Err(loaded.errors(issues));
     }
     Ok(Snapshot {
+        store,
         tls,
         admin_tls,
         upstream_tls,

@@ -32,6 +32,8 @@ pub struct Snapshot {
     /// TLS of each upstream that speaks it, by upstream name.
     pub upstream_tls:
         std::collections::HashMap<String, std::sync::Arc<crate::upstream_tls::ClientTls>>,
+    /// The open store (`store.path`), when the config has one.
+    pub store: Option<std::sync::Arc<gatehouse_store::Store>>,
     /// TLS of the admin listener, when it has some.
     pub admin_tls: Option<crate::tls::ServerTls>,
     /// TLS of each TLS listener, by listener name.

@@ -11,12 +11,14 @@ pub fn validate(path: &str) -> ExitCode {
     let platform = Platform::default();
     let check = |c: &gatehouse_config::Config| platform.kinds.check(c);
     match gatehouse_config::load::load_file_with(path, &check).and_then(|mut l| {
-        // Compile too (templates, policies), but never open sinks, bind sockets or
-        // resolve names; the stage is dropped, never committed.
+        // Compile too (templates, policies), but never open sinks or the store, bind
+        // sockets or resolve names; the stage is dropped, never committed.
         let access_log = std::mem::replace(&mut l.config.access_log, "off".into());
+        let store = l.config.store.take();
         let stage = platform.state.stage();
         gatehouse_proxy::compile::compile(&l, None, &platform.kinds, &stage)?;
         l.config.access_log = access_log;
+        l.config.store = store;
         Ok(l)
     }) {
         Ok(loaded) => {

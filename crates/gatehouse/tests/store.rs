@@ -1,0 +1,176 @@
+//! API keys created through the admin API, kept in the SQLite store: answered once, listed
+//! without key material, usable at once, revoked for the very next request, and still
+//! there after a restart. The real binary, a real database file.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use support::*;
+
+async fn call(c: &Client, method: &str, url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut b = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    c.send(b.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_created_through_the_admin_api_work_at_once_are_revoked_at_once_and_survive_restarts()
+{
+    let a = Backend::start("a", Kind::Echo).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gatehouse.db");
+    let (port, admin) = (free_port(), free_port());
+    let rest = format!(
+        r#"
+store:
+  path: {}
+consumers:
+  - name: mobile-app
+    groups: [gold]
+upstreams:
+  u:
+    targets: [{{ address: "{}" }}]
+policies:
+  key: {{ type: api_key }}
+routes:
+  - name: r
+    policies: [key]
+    upstream: u
+"#,
+        db.display(),
+        a.addr
+    );
+    let yaml = config(port, admin, &rest);
+    let mut g = GatewayProcess::start(BIN, &yaml, &[port, admin]);
+    let (api, adm) = (
+        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{admin}"),
+    );
+    let c = Client::new();
+
+    let r = call(
+        &c,
+        "POST",
+        &format!("{adm}/admin/consumers/mobile-app/keys"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let created = r.json();
+    let key = created["key"].as_str().unwrap().to_string();
+    let id = created["id"].as_str().unwrap().to_string();
+    let r = call(&c, "GET", &format!("{api}/x"), &[("x-api-key", &key)]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["headers"]["x-consumer"], "mobile-app");
+
+    // Listed by id, never with the key.
+    let r = call(
+        &c,
+        "GET",
+        &format!("{adm}/admin/consumers/mobile-app/keys"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let list = r.json();
+    assert_eq!(list[0]["id"], id.as_str());
+    assert!(!String::from_utf8_lossy(&r.body).contains(&key));
+    // Unknown consumers and keys: 404.
+    assert_problem(
+        &call(
+            &c,
+            "POST",
+            &format!("{adm}/admin/consumers/nobody/keys"),
+            &[],
+        )
+        .await,
+        404,
+    );
+    assert_problem(
+        &call(
+            &c,
+            "DELETE",
+            &format!("{adm}/admin/consumers/mobile-app/keys/nope"),
+            &[],
+        )
+        .await,
+        404,
+    );
+
+    // A second key survives a restart; the revoked first one is refused at once.
+    let second = call(
+        &c,
+        "POST",
+        &format!("{adm}/admin/consumers/mobile-app/keys"),
+        &[],
+    )
+    .await;
+    let second = second.json()["key"].as_str().unwrap().to_string();
+    let r = call(
+        &c,
+        "DELETE",
+        &format!("{adm}/admin/consumers/mobile-app/keys/{id}"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert_problem(
+        &call(&c, "GET", &format!("{api}/x"), &[("x-api-key", &key)]).await,
+        401,
+    );
+    g.signal("TERM");
+    assert_eq!(g.wait_exit(std::time::Duration::from_secs(10)), Some(0));
+    let _g2 = GatewayProcess::start(BIN, &yaml, &[port, admin]);
+    assert_eq!(
+        call(&c, "GET", &format!("{api}/x"), &[("x-api-key", &second)])
+            .await
+            .status,
+        200
+    );
+    assert_problem(
+        &call(&c, "GET", &format!("{api}/x"), &[("x-api-key", &key)]).await,
+        401,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_store_the_keys_api_says_so_and_validate_creates_no_file() {
+    let (_g, _url, admin) = embedded(
+        "consumers:\n  - name: mobile-app\nroutes:\n  - name: r\n    respond: { status: 200 }\n",
+    );
+    let c = Client::new();
+    assert_problem(
+        &call(
+            &c,
+            "POST",
+            &format!("{admin}/admin/consumers/mobile-app/keys"),
+            &[],
+        )
+        .await,
+        409,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("gw.yaml");
+    std::fs::write(
+        &f,
+        "store: { path: keys.db }\nroutes:\n  - name: r\n    respond: { status: 200 }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "-c", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.path().join("keys.db").exists());
+}
