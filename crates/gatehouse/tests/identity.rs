@@ -6,8 +6,6 @@
 
 mod support;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use support::*;
 
 const GOLD_KEY: &str = "gold-key-5b1c0e7d9a";
@@ -23,13 +21,7 @@ fn sha256_hex(s: &str) -> String {
 }
 
 async fn get(c: &Client, url: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut b = http::Request::get(url);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    c.send(b.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap()
+    send(c, "GET", url, headers).await
 }
 
 fn config(backend: std::net::SocketAddr) -> String {
@@ -245,16 +237,6 @@ fn consumer_and_key_errors_are_located() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("consumers[1].credentials[1]"), "{err}");
-}
-
-async fn send(c: &Client, method: &str, url: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut b = http::Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    c.send(b.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

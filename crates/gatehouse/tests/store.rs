@@ -5,19 +5,7 @@
 
 mod support;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use support::*;
-
-async fn call(c: &Client, method: &str, url: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut b = http::Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    c.send(b.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_created_through_the_admin_api_work_at_once_are_revoked_at_once_and_survive_restarts()
@@ -54,7 +42,7 @@ routes:
     );
     let c = Client::new();
 
-    let r = call(
+    let r = send(
         &c,
         "POST",
         &format!("{adm}/admin/consumers/mobile-app/keys"),
@@ -65,12 +53,12 @@ routes:
     let created = r.json();
     let key = created["key"].as_str().unwrap().to_string();
     let id = created["id"].as_str().unwrap().to_string();
-    let r = call(&c, "GET", &format!("{api}/x"), &[("x-api-key", &key)]).await;
+    let r = send(&c, "GET", &format!("{api}/x"), &[("x-api-key", &key)]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["headers"]["x-consumer"], "mobile-app");
 
     // Listed by id, never with the key.
-    let r = call(
+    let r = send(
         &c,
         "GET",
         &format!("{adm}/admin/consumers/mobile-app/keys"),
@@ -83,7 +71,7 @@ routes:
     assert!(!String::from_utf8_lossy(&r.body).contains(&key));
     // Unknown consumers and keys: 404.
     assert_problem(
-        &call(
+        &send(
             &c,
             "POST",
             &format!("{adm}/admin/consumers/nobody/keys"),
@@ -93,7 +81,7 @@ routes:
         404,
     );
     assert_problem(
-        &call(
+        &send(
             &c,
             "DELETE",
             &format!("{adm}/admin/consumers/mobile-app/keys/nope"),
@@ -104,7 +92,7 @@ routes:
     );
 
     // A second key survives a restart; the revoked first one is refused at once.
-    let second = call(
+    let second = send(
         &c,
         "POST",
         &format!("{adm}/admin/consumers/mobile-app/keys"),
@@ -112,7 +100,7 @@ routes:
     )
     .await;
     let second = second.json()["key"].as_str().unwrap().to_string();
-    let r = call(
+    let r = send(
         &c,
         "DELETE",
         &format!("{adm}/admin/consumers/mobile-app/keys/{id}"),
@@ -121,20 +109,20 @@ routes:
     .await;
     assert_eq!(r.status, 204);
     assert_problem(
-        &call(&c, "GET", &format!("{api}/x"), &[("x-api-key", &key)]).await,
+        &send(&c, "GET", &format!("{api}/x"), &[("x-api-key", &key)]).await,
         401,
     );
     g.signal("TERM");
     assert_eq!(g.wait_exit(std::time::Duration::from_secs(10)), Some(0));
     let _g2 = GatewayProcess::start(BIN, &yaml, &[port, admin]);
     assert_eq!(
-        call(&c, "GET", &format!("{api}/x"), &[("x-api-key", &second)])
+        send(&c, "GET", &format!("{api}/x"), &[("x-api-key", &second)])
             .await
             .status,
         200
     );
     assert_problem(
-        &call(&c, "GET", &format!("{api}/x"), &[("x-api-key", &key)]).await,
+        &send(&c, "GET", &format!("{api}/x"), &[("x-api-key", &key)]).await,
         401,
     );
 }
@@ -146,7 +134,7 @@ async fn without_a_store_the_keys_api_says_so_and_validate_creates_no_file() {
     );
     let c = Client::new();
     assert_problem(
-        &call(
+        &send(
             &c,
             "POST",
             &format!("{admin}/admin/consumers/mobile-app/keys"),
