@@ -3,13 +3,13 @@
 //! kept as SHA-256 digests and compared in constant time; the token itself is never
 //! logged. Writes (anything but GET and HEAD) are audit-logged with who made them.
 
-use base64::Engine;
 use bytes::Bytes;
+use gatehouse_config::validate::sha256_from_hex;
 use gatehouse_config::{Admin, AdminRole};
 use gatehouse_policies::cidr::CidrSet;
+use gatehouse_store::digest;
 use http::{HeaderMap, Method, Response, StatusCode, header};
 use http_body_util::Full;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use subtle::ConstantTimeEq;
@@ -37,21 +37,6 @@ pub struct Caller {
     pub peer: IpAddr,
 }
 
-fn digest(token: &[u8]) -> [u8; 32] {
-    Sha256::digest(token).into()
-}
-
-fn hex_digest(hex: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if hex.len() != 64 {
-        return None;
-    }
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 impl Access {
     /// The rules of `admin` (validated with the config, so nothing fails here: an entry
     /// that does not parse cannot reach a running config).
@@ -69,7 +54,7 @@ impl Access {
                 .filter_map(|(i, t)| {
                     let digest = match (&t.token, &t.token_sha256) {
                         (Some(tok), _) => digest(tok.as_bytes()),
-                        (None, Some(h)) => hex_digest(h)?,
+                        (None, Some(h)) => sha256_from_hex(h)?,
                         (None, None) => return None,
                     };
                     Some(Holder {
@@ -145,14 +130,7 @@ fn presented_token(headers: &HeaderMap) -> Option<String> {
     if scheme.eq_ignore_ascii_case("bearer") {
         return Some(rest.to_string());
     }
-    if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(rest)
-            .ok()?;
-        let text = String::from_utf8(decoded).ok()?;
-        return text.split_once(':').map(|(_, pass)| pass.to_string());
-    }
-    None
+    gatehouse_policies::basic_auth::credentials(headers).map(|(_, pass)| pass)
 }
 
 fn unauthorized(detail: &str) -> Response<Full<Bytes>> {
@@ -173,13 +151,14 @@ fn unauthorized(detail: &str) -> Response<Full<Bytes>> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use base64::Engine;
 
     #[test]
     fn hex_digests_parse_and_basic_passwords_are_the_token() {
         let d = digest(b"correct horse battery staple");
         let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex_digest(&hex), Some(d));
-        assert_eq!(hex_digest("zz"), None);
+        assert_eq!(sha256_from_hex(&hex), Some(d));
+        assert_eq!(sha256_from_hex("zz"), None);
         let mut h = HeaderMap::new();
         let basic = base64::engine::general_purpose::STANDARD.encode("ops:s3cret-token-value");
         h.insert(

@@ -609,6 +609,18 @@ pub fn is_sha256_hex(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// The 32 bytes of a SHA-256 written in hex (`token_sha256`, `key_sha256`).
+pub fn sha256_from_hex(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 fn consumers(list: &[ConsumerConfig], out: &mut Issues) {
     let mut names = HashSet::new();
     let mut keys: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();

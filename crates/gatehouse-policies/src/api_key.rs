@@ -5,14 +5,15 @@
 
 use crate::{Build, BuildResult, Kind};
 use gatehouse_config::CredentialConfig;
+use gatehouse_config::validate::sha256_from_hex;
 use gatehouse_core::{
     CREDENTIALS_INVALID, CREDENTIALS_MISSING, Consumer, Credential, Flow, Policy, Problem,
     RequestCtx, problem_response,
 };
+use gatehouse_store::digest;
 use http::{HeaderName, HeaderValue, StatusCode};
 use schemars::JsonSchema;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -45,18 +46,6 @@ fn default_header() -> String {
 
 type Digest32 = [u8; 32];
 
-fn digest(key: &[u8]) -> Digest32 {
-    Sha256::digest(key).into()
-}
-
-fn from_hex(h: &str) -> Option<Digest32> {
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 fn build(b: &Build<'_>) -> BuildResult {
     let c: Config = b.settings()?;
     let header = HeaderName::from_bytes(c.header.as_bytes()).map_err(|_| {
@@ -71,12 +60,7 @@ fn build(b: &Build<'_>) -> BuildResult {
     let mut keys: HashMap<Digest32, Arc<Consumer>> = HashMap::new();
     let mut by_name: HashMap<String, Arc<Consumer>> = HashMap::new();
     for consumer in &b.config.consumers {
-        let who = Arc::new(Consumer {
-            name: consumer.name.clone(),
-            groups: consumer.groups.clone(),
-            credential: Credential::ApiKey,
-            claims: Default::default(),
-        });
+        let who = crate::consumer(consumer, Credential::ApiKey);
         by_name.insert(consumer.name.clone(), who.clone());
         for cred in &consumer.credentials {
             let CredentialConfig::ApiKey { key, key_sha256 } = cred else {
@@ -84,7 +68,7 @@ fn build(b: &Build<'_>) -> BuildResult {
             };
             let d = match (key, key_sha256) {
                 (Some(k), _) => Some(digest(k.as_bytes())),
-                (None, Some(h)) => from_hex(h),
+                (None, Some(h)) => sha256_from_hex(h),
                 (None, None) => None,
             };
             // Validation reports malformed credentials; a duplicate between a key and the
@@ -247,6 +231,6 @@ mod tests {
         assert_eq!(query_value("a=1", "api_key"), None);
         let d = digest(b"abc");
         let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(from_hex(&hex), Some(d));
+        assert_eq!(sha256_from_hex(&hex), Some(d));
     }
 }

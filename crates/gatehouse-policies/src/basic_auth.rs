@@ -65,12 +65,7 @@ fn build(b: &Build<'_>) -> BuildResult {
     .map_err(|_| vec![b.issue(Some("realm"), "must be printable text")])?;
     let mut users = HashMap::new();
     for consumer in &b.config.consumers {
-        let who = Arc::new(Consumer {
-            name: consumer.name.clone(),
-            groups: consumer.groups.clone(),
-            credential: Credential::Basic,
-            claims: Default::default(),
-        });
+        let who = crate::consumer(consumer, Credential::Basic);
         for cred in &consumer.credentials {
             if let CredentialConfig::Basic {
                 username,
@@ -126,8 +121,8 @@ pub struct BasicAuth {
     slots: Arc<Semaphore>,
 }
 
-/// The user name and password of an `Authorization: Basic` header.
-fn credentials(headers: &http::HeaderMap) -> Option<(String, String)> {
+/// The user name and password of an `Authorization: Basic` header (RFC 7617).
+pub fn credentials(headers: &http::HeaderMap) -> Option<(String, String)> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = v.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {

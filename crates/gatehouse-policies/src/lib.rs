@@ -25,3 +25,16 @@ pub const BUILTIN: &[Kind] = &[
     mtls_auth::KIND,
     cors::KIND,
 ];
+
+/// The consumer a credential of `c` authenticates, as the authenticating kinds record it.
+pub(crate) fn consumer(
+    c: &gatehouse_config::ConsumerConfig,
+    credential: gatehouse_core::Credential,
+) -> std::sync::Arc<gatehouse_core::Consumer> {
+    std::sync::Arc::new(gatehouse_core::Consumer {
+        name: c.name.clone(),
+        groups: c.groups.clone(),
+        credential,
+        claims: Default::default(),
+    })
+}

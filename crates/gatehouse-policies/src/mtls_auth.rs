@@ -46,12 +46,7 @@ fn build(b: &Build<'_>) -> BuildResult {
     let mut subjects = HashMap::new();
     let mut sans = HashMap::new();
     for consumer in &b.config.consumers {
-        let who = Arc::new(Consumer {
-            name: consumer.name.clone(),
-            groups: consumer.groups.clone(),
-            credential: Credential::ClientCertificate,
-            claims: Default::default(),
-        });
+        let who = crate::consumer(consumer, Credential::ClientCertificate);
         for cred in &consumer.credentials {
             let CredentialConfig::Mtls { subject, san } = cred else {
                 continue;

@@ -347,11 +347,10 @@ async fn proxy(
     let trusted = &finish.snapshot.trusted_proxies;
     let id = &finish.request_id_value;
     outbound::rewrite_request(&mut parts, route, up, ctx, trusted, id)?;
-    // Looked up only for upstreams that speak TLS: a plain one pays one check.
-    let tls = up
-        .config
-        .uses_tls()
-        .then(|| finish.snapshot.upstream_tls.get(&*up.name).cloned())
+    // Looked up only when some upstream speaks TLS: a config without any pays one check.
+    let upstream_tls = &finish.snapshot.upstream_tls;
+    let tls = (!upstream_tls.is_empty())
+        .then(|| upstream_tls.get(&*up.name).cloned())
         .flatten();
     let tls = tls.as_deref();
 

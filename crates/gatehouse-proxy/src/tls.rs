@@ -64,14 +64,9 @@ pub fn server_tls(
     for (i, pair) in tls.certificates.iter().enumerate() {
         let cert_path = base.join(&pair.cert);
         let key_path = base.join(&pair.key);
-        let chain =
+        let (_, chain) =
             read_certs(&cert_path).map_err(|m| err(format!("certificates[{i}].cert"), m))?;
-        let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
-            err(
-                format!("certificates[{i}].key"),
-                pem_message(&key_path, &e, "private key"),
-            )
-        })?;
+        let (_, key) = read_key(&key_path).map_err(|m| err(format!("certificates[{i}].key"), m))?;
         let names = leaf_names(&chain[0]).map_err(|m| err(format!("certificates[{i}].cert"), m))?;
         let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
             err(
@@ -101,7 +96,10 @@ pub fn server_tls(
         (mode, Some(ca)) => {
             let ca_path = base.join(ca);
             let mut roots = RootCertStore::empty();
-            for c in read_certs(&ca_path).map_err(|m| err("client_auth.ca", m))? {
+            for c in read_certs(&ca_path)
+                .map_err(|m| err("client_auth.ca", m))?
+                .1
+            {
                 roots
                     .add(c)
                     .map_err(|e| err("client_auth.ca", format!("{}: {e}", ca_path.display())))?;
@@ -137,9 +135,11 @@ pub fn server_tls(
 }
 
 /// Every certificate in a PEM file, at least one.
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| pem_message(path, &e, "certificate"))?
+/// The file's bytes (a caller may fingerprint them) and every certificate in it, at
+/// least one. Shared with upstream TLS (upstream_tls.rs).
+pub(crate) fn read_certs(path: &Path) -> Result<(Vec<u8>, Vec<CertificateDer<'static>>), String> {
+    let pem = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_message(path, &e, "certificate"))?;
     if certs.is_empty() {
@@ -148,7 +148,19 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
             path.display()
         ));
     }
-    Ok(certs)
+    Ok((pem, certs))
+}
+
+/// The file's bytes and the private key in it (PKCS#8, PKCS#1 RSA or SEC1 EC).
+pub(crate) fn read_key(path: &Path) -> Result<(Vec<u8>, PrivateKeyDer<'static>), String> {
+    let pem = read(path)?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&pem).map_err(|e| pem_message(path, &e, "private key"))?;
+    Ok((pem, key))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
 }
 
 fn pem_message(path: &Path, e: &rustls::pki_types::pem::Error, what: &str) -> String {

@@ -3,11 +3,10 @@
 //! fresh connection. Targets are verified against `tls.ca`, or the system's trust store
 //! without one; there is no switch to skip verification.
 
-use crate::tls::TlsError;
+use crate::tls::{TlsError, read_certs, read_key};
 use gatehouse_config::{Upstream, UpstreamProtocol};
 use gatehouse_upstream::TargetState;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -50,23 +49,8 @@ pub fn client_tls(up: &Upstream, base: &Path) -> Result<Option<ClientTls>, TlsEr
     match &settings.ca {
         Some(ca) => {
             let path = base.join(ca);
-            let pem = std::fs::read(&path)
-                .map_err(|e| err("ca", format!("{}: cannot read: {e}", path.display())))?;
+            let (pem, certs) = read_certs(&path).map_err(|m| err("ca", m))?;
             pem.hash(&mut id);
-            let certs = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| {
-                    err(
-                        "ca",
-                        format!("{}: not a valid PEM file: {e:?}", path.display()),
-                    )
-                })?;
-            if certs.is_empty() {
-                return Err(err(
-                    "ca",
-                    format!("{}: no PEM certificate in the file", path.display()),
-                ));
-            }
             for c in certs {
                 roots
                     .add(c)
@@ -94,32 +78,10 @@ pub fn client_tls(up: &Upstream, base: &Path) -> Result<Option<ClientTls>, TlsEr
     let mut config = match (&settings.cert, &settings.key) {
         (Some(cert), Some(key)) => {
             let (cert_path, key_path) = (base.join(cert), base.join(key));
-            let chain_pem = std::fs::read(&cert_path)
-                .map_err(|e| err("cert", format!("{}: cannot read: {e}", cert_path.display())))?;
-            let key_pem = std::fs::read(&key_path)
-                .map_err(|e| err("key", format!("{}: cannot read: {e}", key_path.display())))?;
+            let (chain_pem, chain) = read_certs(&cert_path).map_err(|m| err("cert", m))?;
+            let (key_pem, key) = read_key(&key_path).map_err(|m| err("key", m))?;
             chain_pem.hash(&mut id);
             key_pem.hash(&mut id);
-            let chain = CertificateDer::pem_slice_iter(&chain_pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| {
-                    err(
-                        "cert",
-                        format!("{}: not a valid PEM file: {e:?}", cert_path.display()),
-                    )
-                })?;
-            if chain.is_empty() {
-                return Err(err(
-                    "cert",
-                    format!("{}: no PEM certificate in the file", cert_path.display()),
-                ));
-            }
-            let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-                err(
-                    "key",
-                    format!("{}: no usable PEM private key: {e:?}", key_path.display()),
-                )
-            })?;
             files.push(cert_path);
             files.push(key_path.clone());
             builder.with_client_auth_cert(chain, key).map_err(|e| {
