@@ -23,6 +23,12 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// The directory relative paths of the config (certificates, the store, key files)
+    /// are resolved against: the config file's own.
+    pub fn dir(&self) -> &std::path::Path {
+        dir_of(&self.file)
+    }
+
     /// The config text after interpolation: what the gateway runs.
     pub fn text(&self) -> &str {
         &self.text
@@ -68,12 +74,20 @@ fn locate_issue(file: &str, loc: &Locations, path: &str, message: String) -> Con
 }
 
 /// A check run with validation, so its issues are reported together with the config's
-/// own (the policy kinds validate their settings this way).
-pub type Check<'a> = &'a dyn Fn(&Config) -> Vec<Issue>;
+/// own (the policy kinds validate their settings this way). It is given the config and
+/// the directory its relative paths are resolved against.
+pub type Check<'a> = &'a dyn Fn(&Config, &std::path::Path) -> Vec<Issue>;
+
+/// The directory of the config file `file` (the current one for a bare name).
+pub fn dir_of(file: &str) -> &std::path::Path {
+    std::path::Path::new(file)
+        .parent()
+        .unwrap_or(std::path::Path::new(""))
+}
 
 /// Reads and loads the config file at `path`.
 pub fn load_file(path: &str) -> Result<Loaded, ConfigErrors> {
-    load_file_with(path, &|_| Vec::new())
+    load_file_with(path, &|_, _| Vec::new())
 }
 
 /// Reads and loads the config file at `path`, running `check` with validation.
@@ -101,7 +115,7 @@ pub fn load_file_with(path: &str, check: Check<'_>) -> Result<Loaded, ConfigErro
 
 /// Loads config text; `file` names it in errors.
 pub fn load_str(text: &str, file: &str) -> Result<Loaded, ConfigErrors> {
-    load_str_with(text, file, &|_| Vec::new())
+    load_str_with(text, file, &|_, _| Vec::new())
 }
 
 /// Loads config text, running `check` with validation; `file` names it in errors.
@@ -165,7 +179,7 @@ pub fn load_str_with(text: &str, file: &str, check: Check<'_>) -> Result<Loaded,
         locations: OnceLock::new(),
     };
     let mut issues = validate(&loaded.config);
-    issues.extend(check(&loaded.config));
+    issues.extend(check(&loaded.config, loaded.dir()));
     if issues.is_empty() {
         Ok(loaded)
     } else {

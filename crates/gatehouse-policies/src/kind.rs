@@ -39,6 +39,8 @@ pub struct Build<'a> {
     pub policy: &'a PolicyConfig,
     /// The whole config (ip_groups, upstreams, ... that settings may name).
     pub config: &'a Config,
+    /// The directory relative paths in settings (key files, CAs) are resolved against.
+    pub dir: &'a std::path::Path,
     /// Process-wide state that outlives this config (docs/policies.md: state).
     pub state: &'a Stage<'a>,
 }
@@ -96,18 +98,21 @@ impl Kinds {
         self.0.iter().find(|k| k.name == name)
     }
 
-    /// Compiles policy `name`, or says why it cannot be.
+    /// Compiles policy `name` of `config` (whose relative paths are resolved against `dir`),
+    /// or says why it cannot be.
     pub fn build(
         &self,
         name: &str,
         policy: &PolicyConfig,
         config: &Config,
+        dir: &std::path::Path,
         state: &Stage<'_>,
     ) -> BuildResult {
         let b = Build {
             name,
             policy,
             config,
+            dir,
             state,
         };
         let Some(kind) = self.get(&policy.kind) else {
@@ -124,16 +129,16 @@ impl Kinds {
         (kind.build)(&b)
     }
 
-    /// Every issue of every policy of `config`, found by building each one against a
+    /// Every issue of every policy of `config` (in `dir`), found by building each one against a
     /// throwaway state stage: the check `load_*_with` runs, so policy settings are
     /// reported together with the rest of the config.
-    pub fn check(&self, config: &Config) -> Vec<Issue> {
+    pub fn check(&self, config: &Config, dir: &std::path::Path) -> Vec<Issue> {
         let scratch = gatehouse_core::StateRegistry::new();
         let stage = scratch.stage();
         config
             .policies
             .iter()
-            .filter_map(|(name, p)| self.build(name, p, config, &stage).err())
+            .filter_map(|(name, p)| self.build(name, p, config, dir, &stage).err())
             .flatten()
             .collect()
     }
@@ -210,15 +215,15 @@ pub(crate) mod tests {
         let c = &loaded.config;
         let registry = gatehouse_core::StateRegistry::new();
         let stage = registry.stage();
-        Kinds::builtin().build(name, &c.policies[name], c, &stage)
+        Kinds::builtin().build(name, &c.policies[name], c, loaded.dir(), &stage)
     }
 
     #[test]
     fn policy_settings_are_reported_with_the_rest_of_the_config() {
         let yaml = "policies:\n  f: { type: ip_filter, allow: [10.0.0.0/33] }\n  g: { type: headers, request: { set: { \"bad name\": x } } }\nroutes:\n  - { name: r, policies: [missing], respond: { status: 200 } }\n";
         let kinds = Kinds::builtin();
-        let e =
-            gatehouse_config::load::load_str_with(yaml, "t.yaml", &|c| kinds.check(c)).unwrap_err();
+        let e = gatehouse_config::load::load_str_with(yaml, "t.yaml", &|c, d| kinds.check(c, d))
+            .unwrap_err();
         let paths: Vec<_> = e.0.iter().map(|e| (e.path.as_str(), e.line)).collect();
         assert_eq!(
             paths,

@@ -48,9 +48,7 @@ pub fn compile(
         }
     };
     // The store opens before the policies build, which use it when it is there.
-    let base = std::path::Path::new(&loaded.file)
-        .parent()
-        .unwrap_or(std::path::Path::new(""));
+    let base = loaded.dir();
     let store = c.store.as_ref().and_then(|s| {
         let (kind, name) = gatehouse_store::STATE;
         let path = base.join(&s.path);
@@ -71,7 +69,7 @@ pub fn compile(
     let upstreams = Registry::build(&c.upstreams, stage);
     let mut policies = HashMap::new();
     for (name, cfg) in &c.policies {
-        match kinds.build(name, cfg, c, stage) {
+        match kinds.build(name, cfg, c, base, stage) {
             Ok(p) => {
                 let step = Step {
                     name: name.as_str().into(),

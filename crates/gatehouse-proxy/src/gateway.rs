@@ -45,7 +45,7 @@ impl ConfigSource {
         &self,
         kinds: &gatehouse_policies::Kinds,
     ) -> Result<gatehouse_config::load::Loaded, ConfigErrors> {
-        let check = |c: &gatehouse_config::Config| kinds.check(c);
+        let check = |c: &gatehouse_config::Config, dir: &std::path::Path| kinds.check(c, dir);
         match self {
             Self::File(path) => gatehouse_config::load::load_file_with(path, &check),
             Self::Text { name, text } => gatehouse_config::load::load_str_with(text, name, &check),

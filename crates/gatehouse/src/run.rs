@@ -9,7 +9,7 @@ use std::sync::Arc;
 /// `gatehouse validate`: prints `FILE:LINE:COL: path: message` per problem.
 pub fn validate(path: &str) -> ExitCode {
     let platform = Platform::default();
-    let check = |c: &gatehouse_config::Config| platform.kinds.check(c);
+    let check = |c: &gatehouse_config::Config, dir: &std::path::Path| platform.kinds.check(c, dir);
     match gatehouse_config::load::load_file_with(path, &check).and_then(|mut l| {
         // Compile too (templates, policies), but never open sinks or the store, bind
         // sockets or resolve names; the stage is dropped, never committed.
