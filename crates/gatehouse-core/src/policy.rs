@@ -17,6 +17,12 @@ pub trait Policy: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Removes from the request what only this policy may vouch for (headers it sets
+    /// from a verified credential), before a route's authenticating step decides: run
+    /// for every authenticating policy, so a client cannot pass such a header through a
+    /// route where another policy admits it first.
+    fn scrub(&self, _req: &mut http::request::Parts) {}
+
     /// What this policy needs of the bodies; read once, when a route's chain compiles.
     fn body_needs(&self) -> BodyNeeds {
         BodyNeeds::NONE

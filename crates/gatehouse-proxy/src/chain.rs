@@ -81,10 +81,10 @@ async fn run(
     }
 }
 
-/// The route's authenticating policies as one step. `any`: in config order until one
-/// admits; when none does, the answer is the first one about a credential that was
-/// presented and refused, else the first (no credential at all). `all`: each must admit;
-/// the first refusal answers.
+/// The route's authenticating policies as one step: each first scrubs what only it may
+/// set, then `any`: in config order until one admits; when none does, the answer is the
+/// first one about a credential that was presented and refused, else the first (no
+/// credential at all). `all`: each must admit; the first refusal answers.
 async fn authenticate<'s>(
     steps: &'s [Step],
     auth: AuthMode,
@@ -92,6 +92,9 @@ async fn authenticate<'s>(
     ctx: &mut RequestCtx,
 ) -> Option<(&'s Step, LocalResponse, &'static str)> {
     let mut refused: Option<(&Step, LocalResponse, &'static str)> = None;
+    for step in steps.iter().filter(|s| s.policy.authenticates()) {
+        step.policy.scrub(parts);
+    }
     for step in steps.iter().filter(|s| s.policy.authenticates()) {
         match (run(step, parts, ctx).await, auth) {
             (None, AuthMode::Any) => return None,
