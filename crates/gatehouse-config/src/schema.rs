@@ -845,6 +845,12 @@ pub enum CredentialConfig {
         #[serde(default)]
         san: Option<String>,
     },
+    /// A JSON Web Token, checked by `jwt` policies: a verified token whose `sub` claim is
+    /// `subject` is this consumer.
+    Jwt {
+        /// The token's `sub`.
+        subject: String,
+    },
 }
 
 /// The embedded SQLite store.

@@ -625,6 +625,7 @@ fn consumers(list: &[ConsumerConfig], out: &mut Issues) {
     let mut names = HashSet::new();
     let mut keys: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     let mut users: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut subjects: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (i, c) in list.iter().enumerate() {
         let at = format!("consumers[{i}]");
         if c.name.is_empty() {
@@ -685,6 +686,20 @@ fn consumers(list: &[ConsumerConfig], out: &mut Issues) {
                         out.push(
                             format!("{cat}.password_hash"),
                             "must be an Argon2 PHC string ($argon2id$v=19$m=...,t=...,p=...$salt$hash)",
+                        );
+                    }
+                }
+                CredentialConfig::Jwt { subject } => {
+                    if subject.is_empty() {
+                        out.push(format!("{cat}.subject"), "must not be empty");
+                    } else if let Some(first) = subjects.insert(subject.as_str(), i)
+                        && first != i
+                    {
+                        out.push(
+                            format!("{cat}.subject"),
+                            format!(
+                                "subject {subject:?} is also a credential of consumers[{first}]"
+                            ),
                         );
                     }
                 }

@@ -6,12 +6,18 @@
 pub mod acl;
 pub mod api_key;
 pub mod basic_auth;
+pub mod bearer;
 pub mod cidr;
+pub mod claims;
 pub mod cors;
 pub mod headers;
+pub mod idp_client;
 pub mod ip_filter;
+pub mod jwt;
+pub mod key_set;
 pub mod kind;
 pub mod mtls_auth;
+pub mod query_param;
 
 pub use kind::{Build, BuildResult, Kind, Kinds};
 
@@ -23,6 +29,7 @@ pub const BUILTIN: &[Kind] = &[
     basic_auth::KIND,
     acl::KIND,
     mtls_auth::KIND,
+    jwt::KIND,
     cors::KIND,
 ];
 

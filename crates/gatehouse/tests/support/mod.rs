@@ -7,6 +7,8 @@
     clippy::panic
 )]
 
+pub mod idp;
+
 pub use gatehouse_testkit::backend::Kind;
 pub use gatehouse_testkit::{Backend, Client, GatewayProcess, Reply, free_port};
 
