@@ -18,6 +18,7 @@ pub mod key_set;
 pub mod kind;
 pub mod mtls_auth;
 pub mod query_param;
+pub mod rbac;
 
 pub use kind::{Build, BuildResult, Kind, Kinds};
 
@@ -28,6 +29,7 @@ pub const BUILTIN: &[Kind] = &[
     api_key::KIND,
     basic_auth::KIND,
     acl::KIND,
+    rbac::KIND,
     mtls_auth::KIND,
     jwt::KIND,
     cors::KIND,

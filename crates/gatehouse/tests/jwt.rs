@@ -509,3 +509,79 @@ routes:
     .unwrap();
     assert_problem(&get(&c, &format!("{url}/hs"), Some(&wrong), &[]).await, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_admits_by_the_tokens_scopes_and_roles() {
+    let ec = Signer::es256("e1");
+    let idp = Idp::start(None).await;
+    idp.set_keys(json!([ec.jwk]));
+    let be = Backend::start("a", Kind::Echo).await;
+    let yaml = format!(
+        r#"
+upstreams:
+  u:
+    targets: [{{ address: "{}" }}]
+policies:
+  jwt: {{ type: jwt, jwks_url: "{}/jwks.json" }}
+  scopes: {{ type: rbac, rules: [{{ methods: [GET], require_scopes: [orders:read] }},
+                                {{ methods: [POST, PUT, DELETE], require_roles: [admin] }}] }}
+routes:
+  - name: orders
+    policies: [jwt, scopes]
+    upstream: u
+"#,
+        be.addr, idp.url
+    );
+    let (_g, url, _admin) = embedded(&yaml);
+    let c = Client::new();
+    let token = |scope: &str, roles: Value| {
+        let mut cl = claims("someone");
+        cl["scope"] = json!(scope);
+        cl["roles"] = roles;
+        ec.sign(&cl)
+    };
+    let reader = token("profile orders:read", json!([]));
+    let admin = token("profile", json!(["admin"]));
+    assert_eq!(
+        get(&c, &format!("{url}/orders"), Some(&reader), &[])
+            .await
+            .status,
+        200
+    );
+    let r = get(&c, &format!("{url}/orders"), Some(&admin), &[]).await;
+    assert_problem(&r, 403);
+    assert_eq!(
+        r.header("www-authenticate").as_deref(),
+        Some("Bearer error=\"insufficient_scope\", scope=\"orders:read\"")
+    );
+    assert_problem(
+        &send(
+            &c,
+            "POST",
+            &format!("{url}/orders"),
+            &[("authorization", &format!("Bearer {reader}"))],
+        )
+        .await,
+        403,
+    );
+    let r = send(
+        &c,
+        "POST",
+        &format!("{url}/orders"),
+        &[("authorization", &format!("Bearer {admin}"))],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    // No rule covers PATCH: refused by default.
+    assert_problem(
+        &send(
+            &c,
+            "PATCH",
+            &format!("{url}/orders"),
+            &[("authorization", &format!("Bearer {admin}"))],
+        )
+        .await,
+        403,
+    );
+    assert_problem(&get(&c, &format!("{url}/orders"), None, &[]).await, 401);
+}
