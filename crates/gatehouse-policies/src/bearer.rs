@@ -1,28 +1,35 @@
-//! Where a token policy (`jwt`, `oauth2_introspection`) finds the request's bearer token:
-//! `Authorization: Bearer` (RFC 6750) by default, or another header, a query parameter
-//! or a cookie, looked at in that order; and how it removes the token before the request
-//! goes upstream (`hide_credentials`).
+//! The bearer token of a request, for the token policies (`jwt`, `oauth2_introspection`):
+//! where it is found (`Authorization: Bearer`, RFC 6750, by default, or another header, a
+//! query parameter or a cookie, looked at in that order), how it is removed before the
+//! request goes upstream (`hide_credentials`), and how its absence or refusal is answered
+//! (401 with a `Bearer` challenge, `error="invalid_token"` for a refused one).
 
-use http::{HeaderName, HeaderValue, header};
+use gatehouse_core::{CREDENTIALS_MISSING, Flow, Problem, RequestCtx, problem_response};
+use http::{HeaderName, HeaderValue, StatusCode, header};
 use std::borrow::Cow;
 
-/// The places a policy looks for its token.
+/// The places a policy looks for its token, and its challenge.
 #[derive(Debug, Clone)]
 pub struct Bearer {
     header: HeaderName,
     query: Option<String>,
     cookie: Option<String>,
+    challenge: HeaderValue,
 }
 
 impl Bearer {
     /// Looks in `header` (with the `Bearer` scheme when it is `authorization`, the scheme
-    /// optional otherwise), then the query parameter and the cookie when named. The error
-    /// names the bad setting and says why.
+    /// optional otherwise), then the query parameter and the cookie when named; challenges
+    /// with `realm`. The error names the bad setting and says why.
     pub fn new(
         header: &str,
         query: Option<String>,
         cookie: Option<String>,
+        realm: &str,
     ) -> Result<Self, (&'static str, String)> {
+        let challenge =
+            HeaderValue::from_str(&format!("Bearer realm=\"{}\"", realm.replace('"', "")))
+                .map_err(|_| ("realm", "must be printable text".to_string()))?;
         let header = HeaderName::from_bytes(header.as_bytes())
             .map_err(|_| ("header", format!("{header:?} is not a header name")))?;
         if query.as_deref().is_some_and(str::is_empty) {
@@ -35,7 +42,29 @@ impl Bearer {
             header,
             query,
             cookie,
+            challenge,
         })
+    }
+
+    /// The 401 for a missing token (`reason` `credentials_missing`: the bare challenge)
+    /// or a refused one (RFC 6750 section 3: `invalid_token` and `detail`, which the
+    /// problem's detail repeats).
+    pub fn refuse(&self, ctx: &RequestCtx, reason: &'static str, detail: &str) -> Flow {
+        let mut r = problem_response(
+            &Problem::new(StatusCode::UNAUTHORIZED, detail.to_string()),
+            &ctx.request_id,
+        );
+        let challenge = if reason == CREDENTIALS_MISSING {
+            self.challenge.clone()
+        } else {
+            let text = format!(
+                "{}, error=\"invalid_token\", error_description=\"{detail}\"",
+                self.challenge.to_str().unwrap_or("Bearer")
+            );
+            HeaderValue::from_str(&text).unwrap_or_else(|_| self.challenge.clone())
+        };
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        Flow::respond(reason, r)
     }
 
     /// The token the request carries, if any.
@@ -117,6 +146,7 @@ mod tests {
             "authorization",
             Some("access_token".into()),
             Some("tok".into()),
+            "api",
         )
         .unwrap();
         let r = parts("/", &[("authorization", "bearer  abc ")]);
@@ -131,7 +161,7 @@ mod tests {
         let r = parts("/", &[("cookie", "tok=c")]);
         assert_eq!(b.find(&r).as_deref(), Some("c"));
 
-        let other = Bearer::new("x-token", None, None).unwrap();
+        let other = Bearer::new("x-token", None, None, "api").unwrap();
         assert_eq!(
             other.find(&parts("/", &[("x-token", "t")])).as_deref(),
             Some("t")
@@ -142,7 +172,7 @@ mod tests {
                 .as_deref(),
             Some("t")
         );
-        assert!(Bearer::new("bad name", None, None).is_err());
-        assert!(Bearer::new("authorization", Some(String::new()), None).is_err());
+        assert!(Bearer::new("bad name", None, None, "api").is_err());
+        assert!(Bearer::new("authorization", Some(String::new()), None, "api").is_err());
     }
 }

@@ -16,18 +16,17 @@ use crate::bearer::Bearer;
 use crate::claims::ForwardClaims;
 use crate::key_set::{Family, Key, KeySet, KeySource, Source, family};
 use crate::{Build, BuildResult, Kind};
-use gatehouse_config::CredentialConfig;
 use gatehouse_core::{
     CREDENTIALS_INVALID, CREDENTIALS_MISSING, Consumer, Credential, Fingerprint, Flow, Policy,
     Problem, RequestCtx, Resume, problem_response,
 };
-use http::{HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderName, HeaderValue, StatusCode};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// `type: jwt`.
@@ -205,12 +204,9 @@ fn build(b: &Build<'_>) -> BuildResult {
             v
         }
     };
-    let bearer = Bearer::new(&c.header, c.query.clone(), c.cookie.clone())
+    let bearer = Bearer::new(&c.header, c.query.clone(), c.cookie.clone(), &c.realm)
         .map_err(|(field, m)| issue(field, m))?;
     let forward = ForwardClaims::new(&c.forward_claims).map_err(|m| issue("forward_claims", m))?;
-    let challenge =
-        HeaderValue::from_str(&format!("Bearer realm=\"{}\"", c.realm.replace('"', "")))
-            .map_err(|_| issue("realm", "must be printable text".into()))?;
     if c.cache_size == 0 {
         return Err(issue("cache_size", "must be at least 1".into()));
     }
@@ -269,15 +265,7 @@ fn build(b: &Build<'_>) -> BuildResult {
         return Err(issue("ca", "is only for jwks_url and discovery".into()));
     }
 
-    let mut subjects = HashMap::new();
-    for consumer in &b.config.consumers {
-        let who = crate::consumer(consumer, Credential::Jwt);
-        for cred in &consumer.credentials {
-            if let CredentialConfig::Jwt { subject } = cred {
-                subjects.insert(subject.clone(), who.clone());
-            }
-        }
-    }
+    let subjects = crate::Subjects::new(b.config, Credential::Jwt);
 
     let leeway = c.leeway.get().as_secs();
     let validations = algorithms
@@ -303,7 +291,6 @@ fn build(b: &Build<'_>) -> BuildResult {
         inner: Arc::new(Verifier {
             bearer,
             hide: c.hide_credentials,
-            challenge,
             keys,
             validations,
             issuer: c.issuer,
@@ -341,12 +328,11 @@ pub struct Jwt {
 struct Verifier {
     bearer: Bearer,
     hide: bool,
-    challenge: HeaderValue,
     keys: Keys,
     validations: Vec<(Algorithm, Validation)>,
     issuer: Option<String>,
     leeway: u64,
-    subjects: HashMap<String, Arc<Consumer>>,
+    subjects: crate::Subjects,
     require_consumer: bool,
     forward: ForwardClaims,
     cache: Arc<TokenCache>,
@@ -434,26 +420,10 @@ impl Verifier {
         {
             return Err(Refusal::Invalid("the token's issuer is not accepted"));
         }
-        let subject = claims
-            .get("sub")
-            .or_else(|| claims.get("client_id"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let consumer = match self.subjects.get(subject) {
-            Some(c) => Arc::new(Consumer {
-                claims: claims.clone(),
-                ..(**c).clone()
-            }),
-            None if self.require_consumer => {
-                return Err(Refusal::Invalid("the token's subject is not a consumer"));
-            }
-            None => Arc::new(Consumer {
-                name: subject.to_string(),
-                groups: Vec::new(),
-                credential: Credential::Jwt,
-                claims: claims.clone(),
-            }),
-        };
+        let consumer = self
+            .subjects
+            .consumer(&claims, self.require_consumer)
+            .ok_or(Refusal::Invalid("the token's subject is not a consumer"))?;
         let number = |c: &str| claims.get(c).and_then(Value::as_u64);
         let v = Arc::new(Verified {
             headers: self.forward.headers(&claims),
@@ -475,25 +445,6 @@ impl Verifier {
         Flow::Continue
     }
 
-    fn refuse(&self, ctx: &RequestCtx, reason: &'static str, detail: &str) -> Flow {
-        let mut r = problem_response(
-            &Problem::new(StatusCode::UNAUTHORIZED, detail.to_string()),
-            &ctx.request_id,
-        );
-        let challenge = if reason == CREDENTIALS_MISSING {
-            self.challenge.clone()
-        } else {
-            // RFC 6750 section 3: the error code, and the reason in our words.
-            let text = format!(
-                "{}, error=\"invalid_token\", error_description=\"{detail}\"",
-                self.challenge.to_str().unwrap_or("Bearer")
-            );
-            HeaderValue::from_str(&text).unwrap_or_else(|_| self.challenge.clone())
-        };
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
-        Flow::respond(reason, r)
-    }
-
     /// The decision on the request's token given `set` (after a fetch, or at once).
     fn decide(
         self: &Arc<Self>,
@@ -503,7 +454,9 @@ impl Verifier {
         may_wait: bool,
     ) -> Flow {
         let Some(token) = self.bearer.find(req) else {
-            return self.refuse(ctx, CREDENTIALS_MISSING, "a bearer token is required");
+            return self
+                .bearer
+                .refuse(ctx, CREDENTIALS_MISSING, "a bearer token is required");
         };
         let outcome = match self.remembered(&token) {
             Some(v) => Ok(v),
@@ -512,10 +465,10 @@ impl Verifier {
         drop(token);
         match outcome {
             Ok(v) => self.admit(req, ctx, &v),
-            Err(Refusal::Invalid(why)) => self.refuse(ctx, CREDENTIALS_INVALID, why),
+            Err(Refusal::Invalid(why)) => self.bearer.refuse(ctx, CREDENTIALS_INVALID, why),
             Err(Refusal::UnknownKey) if may_wait && self.may_fetch() => self.fetch_then_decide(),
             Err(Refusal::NoKeys) if may_wait => self.fetch_then_decide(),
-            Err(Refusal::UnknownKey) => self.refuse(
+            Err(Refusal::UnknownKey) => self.bearer.refuse(
                 ctx,
                 CREDENTIALS_INVALID,
                 "the token's key is not among the issuer's keys",

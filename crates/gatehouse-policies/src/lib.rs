@@ -17,6 +17,7 @@ pub mod jwt;
 pub mod key_set;
 pub mod kind;
 pub mod mtls_auth;
+pub mod oauth2_introspection;
 pub mod query_param;
 pub mod rbac;
 
@@ -32,6 +33,7 @@ pub const BUILTIN: &[Kind] = &[
     rbac::KIND,
     mtls_auth::KIND,
     jwt::KIND,
+    oauth2_introspection::KIND,
     cors::KIND,
 ];
 
@@ -46,4 +48,62 @@ pub(crate) fn consumer(
         credential,
         claims: Default::default(),
     })
+}
+
+/// The consumers that `jwt` credentials name by token subject, for the token policies
+/// (`jwt`, `oauth2_introspection`).
+#[derive(Debug)]
+pub(crate) struct Subjects {
+    by_subject: std::collections::HashMap<String, std::sync::Arc<gatehouse_core::Consumer>>,
+    credential: gatehouse_core::Credential,
+}
+
+impl Subjects {
+    /// The subjects of `config`'s consumers, for credentials of kind `credential`.
+    pub(crate) fn new(
+        config: &gatehouse_config::Config,
+        credential: gatehouse_core::Credential,
+    ) -> Self {
+        let mut by_subject = std::collections::HashMap::new();
+        for c in &config.consumers {
+            let who = consumer(c, credential);
+            for cred in &c.credentials {
+                if let gatehouse_config::CredentialConfig::Jwt { subject } = cred {
+                    by_subject.insert(subject.clone(), who.clone());
+                }
+            }
+        }
+        Self {
+            by_subject,
+            credential,
+        }
+    }
+
+    /// The consumer a verified token with `claims` is: the one its `sub` names, else
+    /// (unless `required`) a consumer named after its `sub` (or `client_id`, or
+    /// `username`) without groups. The claims go with it.
+    pub(crate) fn consumer(
+        &self,
+        claims: &std::collections::BTreeMap<String, serde_json::Value>,
+        required: bool,
+    ) -> Option<std::sync::Arc<gatehouse_core::Consumer>> {
+        let subject = ["sub", "client_id", "username"]
+            .iter()
+            .find_map(|c| claims.get(*c).and_then(serde_json::Value::as_str))
+            .unwrap_or_default();
+        let c = match self.by_subject.get(subject) {
+            Some(c) => gatehouse_core::Consumer {
+                claims: claims.clone(),
+                ..(**c).clone()
+            },
+            None if required => return None,
+            None => gatehouse_core::Consumer {
+                name: subject.to_string(),
+                groups: Vec::new(),
+                credential: self.credential,
+                claims: claims.clone(),
+            },
+        };
+        Some(std::sync::Arc::new(c))
+    }
 }
