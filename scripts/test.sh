@@ -11,12 +11,14 @@ if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"
 fi
-# Python tools the tests run (sslyze checks the TLS listener against Mozilla's
-# intermediate profile), in a venv of their own: Debian's Python is externally managed.
+# Python tools the tests run, in a venv of their own (Debian's Python is externally
+# managed): sslyze checks the TLS listener against Mozilla's intermediate profile;
+# http-message-signatures (with requests) is the standard RFC 9421 client that signed
+# requests must interoperate with.
 tools="$PWD/target/test-tools"
-if [ ! -x "$tools/bin/sslyze" ]; then
+if [ ! -x "$tools/bin/sslyze" ] || ! "$tools/bin/python3" -c 'import http_message_signatures, requests' 2>/dev/null; then
   python3 -m venv "$tools"
-  "$tools/bin/pip" install -q sslyze
+  "$tools/bin/pip" install -q sslyze http-message-signatures requests
 fi
 export PATH="$tools/bin:$PATH"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -851,6 +851,19 @@ pub enum CredentialConfig {
         /// The token's `sub`.
         subject: String,
     },
+    /// A key that signs requests (RFC 9421), checked by `http_signature` policies: the
+    /// signature's `keyid` is `key_id`; the key is an HMAC-SHA256 `secret` (use `${VAR}`)
+    /// or an Ed25519 `public_key` (a PEM file, relative to the config file).
+    HttpSignature {
+        /// The `keyid` signatures name.
+        key_id: String,
+        /// Shared secret for `hmac-sha256`.
+        #[serde(default)]
+        secret: Option<String>,
+        /// PEM file of an Ed25519 public key, for `ed25519`.
+        #[serde(default)]
+        public_key: Option<String>,
+    },
 }
 
 /// The embedded SQLite store.

@@ -626,6 +626,7 @@ fn consumers(list: &[ConsumerConfig], out: &mut Issues) {
     let mut keys: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     let mut users: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     let mut subjects: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut key_ids: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (i, c) in list.iter().enumerate() {
         let at = format!("consumers[{i}]");
         if c.name.is_empty() {
@@ -701,6 +702,33 @@ fn consumers(list: &[ConsumerConfig], out: &mut Issues) {
                                 "subject {subject:?} is also a credential of consumers[{first}]"
                             ),
                         );
+                    }
+                }
+                CredentialConfig::HttpSignature {
+                    key_id,
+                    secret,
+                    public_key,
+                } => {
+                    if key_id.is_empty() {
+                        out.push(format!("{cat}.key_id"), "must not be empty");
+                    } else if let Some(first) = key_ids.insert(key_id.as_str(), i)
+                        && first != i
+                    {
+                        out.push(
+                            format!("{cat}.key_id"),
+                            format!("key id {key_id:?} is also a credential of consumers[{first}]"),
+                        );
+                    }
+                    match (secret, public_key) {
+                        (Some(_), Some(_)) => out.push(cat, "give secret or public_key, not both"),
+                        (None, None) => out.push(
+                            cat,
+                            "an http_signature credential needs secret or public_key",
+                        ),
+                        (Some(s), None) if s.is_empty() => {
+                            out.push(format!("{cat}.secret"), "must not be empty")
+                        }
+                        _ => {}
                     }
                 }
                 CredentialConfig::Mtls { subject, san } => match (subject, san) {

@@ -11,6 +11,7 @@ pub mod cidr;
 pub mod claims;
 pub mod cors;
 pub mod headers;
+pub mod http_signature;
 pub mod idp_client;
 pub mod ip_filter;
 pub mod jwt;
@@ -34,6 +35,7 @@ pub const BUILTIN: &[Kind] = &[
     mtls_auth::KIND,
     jwt::KIND,
     oauth2_introspection::KIND,
+    http_signature::KIND,
     cors::KIND,
 ];
 
