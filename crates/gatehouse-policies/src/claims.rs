@@ -70,14 +70,18 @@ impl ForwardClaims {
             .collect()
     }
 
-    /// Removes the client's own headers of these names (a client must not be able to
-    /// claim what only a verified credential may say), then sets `set`.
-    pub fn apply(&self, headers: &mut HeaderMap, set: &[(HeaderName, HeaderValue)]) {
+    /// Removes the client's own headers of these names: a client must not be able to
+    /// claim what only a verified credential may say (`Policy::scrub`).
+    pub fn scrub(&self, headers: &mut HeaderMap) {
         for (h, _) in &self.0 {
             headers.remove(h);
         }
+    }
+
+    /// Adds `set` (from [`ForwardClaims::headers`]) to a request already scrubbed.
+    pub fn set(headers: &mut HeaderMap, set: &[(HeaderName, HeaderValue)]) {
         for (h, v) in set {
-            headers.append(h.clone(), v.clone());
+            headers.insert(h.clone(), v.clone());
         }
     }
 }
@@ -126,7 +130,8 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-user", HeaderValue::from_static("forged"));
         h.insert("x-none", HeaderValue::from_static("forged"));
-        f.apply(&mut h, &f.headers(&c));
+        f.scrub(&mut h);
+        ForwardClaims::set(&mut h, &f.headers(&c));
         assert_eq!(h["x-user"], "u1");
         assert_eq!(h["x-roles"], "x,y");
         assert_eq!(h["x-n"], "3");

@@ -441,7 +441,7 @@ impl Verifier {
         if self.hide {
             self.bearer.hide(req);
         }
-        self.forward.apply(&mut req.headers, &v.headers);
+        ForwardClaims::set(&mut req.headers, &v.headers);
         Flow::Continue
     }
 
@@ -525,7 +525,7 @@ impl Policy for Jwt {
     }
 
     fn scrub(&self, req: &mut http::request::Parts) {
-        self.inner.forward.apply(&mut req.headers, &[]);
+        self.inner.forward.scrub(&mut req.headers);
     }
 
     fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {

@@ -275,7 +275,7 @@ impl Inner {
                 if self.hide {
                     self.bearer.hide(req);
                 }
-                self.forward.apply(&mut req.headers, headers);
+                ForwardClaims::set(&mut req.headers, headers);
                 Flow::Continue
             }
         }
@@ -303,7 +303,7 @@ impl Policy for Introspection {
     }
 
     fn scrub(&self, req: &mut http::request::Parts) {
-        self.inner.forward.apply(&mut req.headers, &[]);
+        self.inner.forward.scrub(&mut req.headers);
     }
 
     fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
