@@ -1,5 +1,5 @@
-//! `/admin/consumers/{name}/keys`: API keys of a consumer of the config, kept in the store
-//! (`store.path`). `POST` creates one and answers it once (201); `GET` lists ids and
+//! `/admin/consumers/{name}/keys`: API keys of a consumer (of the config, or one created
+//! through the admin API), kept in the store (`store.path`). `POST` creates one and answers it once (201); `GET` lists ids and
 //! creation times, never key material; `DELETE .../keys/{id}` revokes it for the very next
 //! request (204). Database work runs off the async thread.
 
@@ -30,13 +30,6 @@ pub async fn endpoint(gw: &Arc<Gateway>, method: &Method, path: &str) -> Respons
         }
     };
     let snap = gw.live.load_full();
-    if !snap.config.consumers.iter().any(|c| c.name == consumer) {
-        return problem(
-            StatusCode::NOT_FOUND,
-            format!("no consumer named {consumer:?} in the config"),
-            None,
-        );
-    }
     let Some(store) = snap.store.clone() else {
         return problem(
             StatusCode::CONFLICT,
@@ -44,8 +37,16 @@ pub async fn endpoint(gw: &Arc<Gateway>, method: &Method, path: &str) -> Respons
             None,
         );
     };
+    let declared = snap.config.consumers.iter().any(|c| c.name == consumer);
+    if !declared && store.consumer(&consumer).is_none() {
+        return problem(
+            StatusCode::NOT_FOUND,
+            format!("no consumer named {consumer:?}"),
+            None,
+        );
+    }
     let method = method.clone();
-    let done = tokio::task::spawn_blocking(move || match (method, id) {
+    crate::consumers::blocking(move || match (method, id) {
         (Method::POST, None) => store.create_key(&consumer).map(|(info, key)| {
             let mut v = record(&info);
             v["key"] = key.into();
@@ -76,21 +77,5 @@ pub async fn endpoint(gw: &Arc<Gateway>, method: &Method, path: &str) -> Respons
             None,
         )),
     })
-    .await;
-    match done {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "store operation failed");
-            problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the store could not complete the operation".into(),
-                None,
-            )
-        }
-        Err(e) => problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("store task failed: {e}"),
-            None,
-        ),
-    }
+    .await
 }

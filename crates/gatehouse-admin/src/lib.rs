@@ -3,7 +3,8 @@
 //! on the request path.
 
 pub mod access;
-pub mod keys;
+mod consumers;
+mod keys;
 pub mod scrape;
 
 use bytes::Bytes;
@@ -434,10 +435,16 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
             }
             json(StatusCode::OK, serde_json::Value::Object(ups))
         }
+        (_, "/admin/consumers") => consumers::collection(gw, req).await,
         (method, path) if path.starts_with("/admin/consumers/") => {
             let method = method.clone();
             let path = path.to_string();
-            keys::endpoint(gw, &method, &path).await
+            match path.trim_start_matches("/admin/consumers/").split_once('/') {
+                None => {
+                    consumers::one(gw, &method, path.trim_start_matches("/admin/consumers/")).await
+                }
+                Some(_) => keys::endpoint(gw, &method, &path).await,
+            }
         }
         (_, path) => problem(
             StatusCode::NOT_FOUND,

@@ -162,14 +162,20 @@ impl Policy for ApiKey {
         let Some(key) = self.presented(req) else {
             return self.refuse(ctx, CREDENTIALS_MISSING, "an API key is required");
         };
+        // A stored key belongs to a consumer of the config or one stored with it (the
+        // config's wins when both have the name).
         let stored = || {
-            let name = self.store.as_ref()?.consumer_of(&key)?;
-            self.by_name.get(&name)
+            let store = self.store.as_ref()?;
+            let name = store.consumer_of(&key)?;
+            self.by_name
+                .get(&name)
+                .cloned()
+                .or_else(|| store.consumer(&name))
         };
-        let Some(consumer) = self.keys.get(&key).or_else(stored) else {
+        let Some(consumer) = self.keys.get(&key).cloned().or_else(stored) else {
             return self.refuse(ctx, CREDENTIALS_INVALID, "the API key is not valid");
         };
-        ctx.consumer = Some(consumer.clone());
+        ctx.consumer = Some(consumer);
         if self.hide {
             self.hide(req);
         }

@@ -1,12 +1,13 @@
-//! The embedded store (`store.path`, docs/identity.md): API keys created through the admin
-//! API for the consumers of the config, in SQLite (WAL, `synchronous = FULL`, so a key
-//! acknowledged with 201 survives a crash). Only a key's SHA-256 is stored; the key
-//! itself is returned once, at creation. Requests look keys up in an in-memory index
+//! The embedded store (`store.path`, docs/identity.md): consumers and API keys created
+//! through the admin API, in SQLite (WAL, `synchronous = FULL`, so a write acknowledged
+//! with 201 or 204 survives a crash). Only a key's SHA-256 is stored; the key itself is
+//! returned once, at creation. Requests look keys and consumers up in an in-memory index
 //! rebuilt after every write, so a revocation applies to the very next request and no
 //! request waits on the database.
 
 use arc_swap::ArcSwap;
 use base64::Engine;
+use gatehouse_core::{Consumer, Credential};
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -32,19 +33,54 @@ pub struct KeyInfo {
     pub created: i64,
 }
 
+/// A consumer created through the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    /// Its name (`x-consumer`).
+    pub name: String,
+    /// Its groups.
+    pub groups: Vec<String>,
+    /// Creation time, seconds since the Unix epoch.
+    pub created: i64,
+}
+
+/// What a request reads: keys and stored consumers.
+#[derive(Debug, Default)]
+struct Index {
+    /// Key digest -> consumer name.
+    keys: HashMap<[u8; 32], String>,
+    /// Stored consumers by name, as requests carry them.
+    consumers: HashMap<String, Arc<Consumer>>,
+}
+
 /// The SQLite store.
 pub struct Store {
     db: Mutex<Connection>,
-    /// Key digest -> consumer name.
-    index: ArcSwap<HashMap<[u8; 32], String>>,
+    index: ArcSwap<Index>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let i = self.index.load();
         f.debug_struct("Store")
-            .field("keys", &self.index.load().len())
+            .field("keys", &i.keys.len())
+            .field("consumers", &i.consumers.len())
             .finish()
     }
+}
+
+/// Whether `s` may be a consumer or group name: it travels in `x-consumer` and the
+/// comma-separated `x-consumer-groups`, so letters, digits and `._@-`, 1 to 128 of them.
+pub fn valid_name(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn sql(e: rusqlite::Error) -> String {
@@ -77,12 +113,17 @@ impl Store {
                  sha256 BLOB NOT NULL UNIQUE,
                  created INTEGER NOT NULL
              );
-             CREATE INDEX IF NOT EXISTS api_keys_consumer ON api_keys (consumer);",
+             CREATE INDEX IF NOT EXISTS api_keys_consumer ON api_keys (consumer);
+             CREATE TABLE IF NOT EXISTS consumers (
+                 name TEXT PRIMARY KEY,
+                 groups TEXT NOT NULL,
+                 created INTEGER NOT NULL
+             );",
         )
         .map_err(|e| format!("{}: {e}", path.display()))?;
         let store = Self {
             db: Mutex::new(db),
-            index: ArcSwap::from_pointee(HashMap::new()),
+            index: ArcSwap::from_pointee(Index::default()),
         };
         store.reindex()?;
         Ok(store)
@@ -90,6 +131,7 @@ impl Store {
 
     fn reindex(&self) -> Result<(), String> {
         let db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let mut index = Index::default();
         let mut stmt = db
             .prepare("SELECT sha256, consumer FROM api_keys")
             .map_err(sql)?;
@@ -98,20 +140,88 @@ impl Store {
                 Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
             })
             .map_err(sql)?;
-        let mut index = HashMap::new();
         for row in rows {
             let (d, consumer) = row.map_err(sql)?;
             if let Ok(d) = <[u8; 32]>::try_from(d.as_slice()) {
-                index.insert(d, consumer);
+                index.keys.insert(d, consumer);
             }
+        }
+        for c in list_consumers(&db)? {
+            let consumer = Consumer {
+                name: c.name.clone(),
+                groups: c.groups,
+                credential: Credential::ApiKey,
+                claims: Default::default(),
+            };
+            index.consumers.insert(c.name, Arc::new(consumer));
         }
         self.index.store(Arc::new(index));
         Ok(())
     }
 
-    /// The consumer whose stored key has this digest.
+    /// The name of the consumer whose stored key has this digest.
     pub fn consumer_of(&self, digest: &[u8; 32]) -> Option<String> {
-        self.index.load().get(digest).cloned()
+        self.index.load().keys.get(digest).cloned()
+    }
+
+    /// The stored consumer named `name`, as requests carry it (authenticated by API key).
+    pub fn consumer(&self, name: &str) -> Option<Arc<Consumer>> {
+        self.index.load().consumers.get(name).cloned()
+    }
+
+    /// Creates consumer `name` with `groups`; `None` when one of that name exists.
+    pub fn create_consumer(
+        &self,
+        name: &str,
+        groups: &[String],
+    ) -> Result<Option<ConsumerInfo>, String> {
+        let created = now();
+        let groups_json = serde_json::to_string(groups).map_err(|e| e.to_string())?;
+        let inserted = {
+            let db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+            db.execute(
+                "INSERT OR IGNORE INTO consumers (name, groups, created) VALUES (?1, ?2, ?3)",
+                params![name, groups_json, created],
+            )
+            .map_err(sql)?
+        };
+        if inserted == 0 {
+            return Ok(None);
+        }
+        self.reindex()?;
+        Ok(Some(ConsumerInfo {
+            name: name.to_string(),
+            groups: groups.to_vec(),
+            created,
+        }))
+    }
+
+    /// The stored consumers, by name.
+    pub fn consumers(&self) -> Result<Vec<ConsumerInfo>, String> {
+        let db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        list_consumers(&db)
+    }
+
+    /// Deletes stored consumer `name` and its keys, in one transaction; false when there
+    /// is none.
+    pub fn delete_consumer(&self, name: &str) -> Result<bool, String> {
+        let gone = {
+            let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = db.transaction().map_err(sql)?;
+            let gone = tx
+                .execute("DELETE FROM consumers WHERE name = ?1", params![name])
+                .map_err(sql)?;
+            if gone > 0 {
+                tx.execute("DELETE FROM api_keys WHERE consumer = ?1", params![name])
+                    .map_err(sql)?;
+            }
+            tx.commit().map_err(sql)?;
+            gone
+        };
+        if gone > 0 {
+            self.reindex()?;
+        }
+        Ok(gone > 0)
     }
 
     /// Creates a key for `consumer`: its record, and the key itself (shown once).
@@ -119,9 +229,7 @@ impl Store {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let key = format!("gh_{}", b64.encode(random(32)?));
         let id = b64.encode(random(12)?);
-        let created = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let created = now();
         {
             let db = self.db.lock().unwrap_or_else(|p| p.into_inner());
             db.execute(
@@ -180,6 +288,23 @@ impl Store {
     }
 }
 
+fn list_consumers(db: &Connection) -> Result<Vec<ConsumerInfo>, String> {
+    let mut stmt = db
+        .prepare("SELECT name, groups, created FROM consumers ORDER BY name")
+        .map_err(sql)?;
+    let rows = stmt
+        .query_map([], |r| {
+            let groups: String = r.get(1)?;
+            Ok(ConsumerInfo {
+                name: r.get(0)?,
+                groups: serde_json::from_str(&groups).unwrap_or_default(),
+                created: r.get(2)?,
+            })
+        })
+        .map_err(sql)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -207,5 +332,30 @@ mod tests {
         assert!(s.revoke("mobile-app", &info.id).unwrap());
         assert_eq!(s.consumer_of(&digest(key.as_bytes())), None);
         assert!(s.keys("mobile-app").unwrap().is_empty());
+    }
+
+    #[test]
+    fn consumers_are_created_once_and_deleted_with_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gatehouse.db");
+        let s = Store::open(&path).unwrap();
+        let groups = vec!["gold".to_string()];
+        let made = s.create_consumer("partner-7", &groups).unwrap().unwrap();
+        assert_eq!(made.groups, groups);
+        assert!(s.create_consumer("partner-7", &[]).unwrap().is_none());
+        let (_, key) = s.create_key("partner-7").unwrap();
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.consumer("partner-7").unwrap().groups, groups);
+        assert_eq!(s.consumers().unwrap().len(), 1);
+        assert!(s.delete_consumer("partner-7").unwrap());
+        assert!(!s.delete_consumer("partner-7").unwrap());
+        assert!(s.consumer("partner-7").is_none());
+        assert_eq!(
+            s.consumer_of(&digest(key.as_bytes())),
+            None,
+            "its keys went too"
+        );
+        assert!(valid_name("a.b_c@d-1") && !valid_name("a,b") && !valid_name(""));
     }
 }

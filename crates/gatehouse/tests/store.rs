@@ -162,3 +162,159 @@ async fn without_a_store_the_keys_api_says_so_and_validate_creates_no_file() {
     );
     assert!(!dir.path().join("keys.db").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_created_through_the_admin_api_authenticate_by_key_and_survive_restarts() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gatehouse.db");
+    let (port, admin) = (free_port(), free_port());
+    let rest = format!(
+        r#"
+store:
+  path: {}
+consumers:
+  - name: mobile-app
+    groups: [gold]
+upstreams:
+  u:
+    targets: [{{ address: "{}" }}]
+policies:
+  key: {{ type: api_key }}
+  gold-only: {{ type: acl, allow_groups: [gold] }}
+routes:
+  - name: gold
+    match: {{ path: {{ type: prefix, value: /gold }} }}
+    policies: [key, gold-only]
+    upstream: u
+  - name: r
+    policies: [key]
+    upstream: u
+"#,
+        db.display(),
+        a.addr
+    );
+    let yaml = config(port, admin, &rest);
+    let mut g = GatewayProcess::start(BIN, &yaml, &[port, admin]);
+    let (api, adm) = (
+        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{admin}"),
+    );
+    let c = Client::new();
+    let post = |body: &'static str| {
+        let (c, url) = (c.clone(), format!("{adm}/admin/consumers"));
+        async move {
+            send_body(
+                &c,
+                "POST",
+                &url,
+                &[("content-type", "application/json")],
+                body,
+            )
+            .await
+        }
+    };
+
+    let r = post(r#"{"name": "partner-7", "groups": ["gold", "partners"]}"#).await;
+    assert_eq!(r.status, 201, "{}", r.body_text());
+    assert_eq!(r.json()["source"], "store");
+    // Taken names, bad names and bad bodies.
+    assert_problem(&post(r#"{"name": "partner-7"}"#).await, 409);
+    assert_problem(&post(r#"{"name": "mobile-app"}"#).await, 409);
+    assert_problem(&post(r#"{"name": "a,b"}"#).await, 400);
+    assert_problem(
+        &post(r#"{"name": "x", "groups": ["bad group"]}"#).await,
+        400,
+    );
+    assert_problem(&post(r#"{"nom": "x"}"#).await, 400);
+    assert_problem(&post("not json").await, 400);
+
+    // A key for the stored consumer authenticates it, with its groups.
+    let r = send(
+        &c,
+        "POST",
+        &format!("{adm}/admin/consumers/partner-7/keys"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let key = r.json()["key"].as_str().unwrap().to_string();
+    let r = send(&c, "GET", &format!("{api}/gold"), &[("x-api-key", &key)]).await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-consumer"], "partner-7");
+    assert_eq!(h["x-consumer-groups"], "gold,partners");
+
+    let r = send(&c, "GET", &format!("{adm}/admin/consumers"), &[]).await;
+    let names: Vec<(String, String)> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().into(),
+                v["source"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("mobile-app".into(), "config".into()),
+            ("partner-7".into(), "store".into())
+        ]
+    );
+    assert_problem(
+        &send(
+            &c,
+            "DELETE",
+            &format!("{adm}/admin/consumers/mobile-app"),
+            &[],
+        )
+        .await,
+        409,
+    );
+
+    // After a restart: the consumer and its key are still there.
+    g.signal("TERM");
+    assert_eq!(g.wait_exit(std::time::Duration::from_secs(10)), Some(0));
+    let _g = GatewayProcess::start(BIN, &yaml, &[port, admin]);
+    let r = send(&c, "GET", &format!("{adm}/admin/consumers/partner-7"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["groups"], serde_json::json!(["gold", "partners"]));
+    assert_eq!(
+        send(&c, "GET", &format!("{api}/x"), &[("x-api-key", &key)])
+            .await
+            .status,
+        200
+    );
+
+    // Deleted: its keys go with it, for the very next request.
+    let r = send(
+        &c,
+        "DELETE",
+        &format!("{adm}/admin/consumers/partner-7"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert_problem(
+        &send(&c, "GET", &format!("{api}/x"), &[("x-api-key", &key)]).await,
+        401,
+    );
+    assert_problem(
+        &send(&c, "GET", &format!("{adm}/admin/consumers/partner-7"), &[]).await,
+        404,
+    );
+    assert_problem(
+        &send(
+            &c,
+            "DELETE",
+            &format!("{adm}/admin/consumers/partner-7"),
+            &[],
+        )
+        .await,
+        404,
+    );
+}

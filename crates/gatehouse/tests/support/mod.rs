@@ -67,6 +67,28 @@ pub fn embedded(rest: &str) -> (gatehouse::embed::Embedded, String, String) {
     (g, url, admin)
 }
 
+/// Sends `method url` with `headers` and `body`.
+pub async fn send_body(
+    c: &Client,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let mut b = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    c.send(
+        b.body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
 /// Sends `method url` with `headers` and an empty body.
 pub async fn send(c: &Client, method: &str, url: &str, headers: &[(&str, &str)]) -> Reply {
     let mut b = http::Request::builder().method(method).uri(url);
