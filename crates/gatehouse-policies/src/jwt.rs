@@ -15,6 +15,7 @@
 use crate::bearer::Bearer;
 use crate::claims::ForwardClaims;
 use crate::key_set::{Family, Key, KeySet, KeySource, Source, family};
+use crate::token_key::{TokenKey, TokenRef};
 use crate::{Build, BuildResult, Kind};
 use gatehouse_core::{
     CREDENTIALS_INVALID, CREDENTIALS_MISSING, Consumer, Credential, Fingerprint, Flow, Policy,
@@ -303,7 +304,7 @@ fn build(b: &Build<'_>) -> BuildResult {
     }))
 }
 
-type TokenCache = quick_cache::sync::Cache<Box<str>, Arc<Verified>>;
+type TokenCache = quick_cache::sync::Cache<TokenKey, Arc<Verified>>;
 
 /// A token that passed, as remembered.
 #[derive(Debug)]
@@ -364,7 +365,7 @@ impl Verifier {
 
     /// The remembered verdict on `token`, while it still holds.
     fn remembered(&self, token: &str) -> Option<Arc<Verified>> {
-        let v = self.cache.get(token)?;
+        let v = self.cache.get(&TokenRef(token))?;
         let now = now();
         let fresh = v.generation == self.generation()
             && v.exp.is_none_or(|e| now <= e.saturating_add(self.leeway))
@@ -372,7 +373,7 @@ impl Verifier {
         if fresh {
             Some(v)
         } else {
-            self.cache.remove(token);
+            self.cache.remove(&TokenRef(token));
             None
         }
     }
@@ -432,7 +433,7 @@ impl Verifier {
             consumer,
             generation,
         });
-        self.cache.insert(token.into(), v.clone());
+        self.cache.insert(TokenKey::new(token), v.clone());
         Ok(v)
     }
 

@@ -21,6 +21,7 @@ pub mod mtls_auth;
 pub mod oauth2_introspection;
 pub mod query_param;
 pub mod rbac;
+pub mod token_key;
 
 pub use kind::{Build, BuildResult, Kind, Kinds};
 

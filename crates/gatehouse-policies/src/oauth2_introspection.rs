@@ -11,6 +11,7 @@
 use crate::bearer::Bearer;
 use crate::claims::ForwardClaims;
 use crate::idp_client::IdpClient;
+use crate::token_key::{TokenKey, TokenRef};
 use crate::{Build, BuildResult, Kind};
 use gatehouse_core::{
     CREDENTIALS_INVALID, CREDENTIALS_MISSING, Consumer, Credential, Fingerprint, Flow, Policy,
@@ -169,7 +170,7 @@ enum Answer {
     Refused(&'static str),
 }
 
-type Answers = quick_cache::sync::Cache<Box<str>, (Arc<Answer>, Instant)>;
+type Answers = quick_cache::sync::Cache<TokenKey, (Arc<Answer>, Instant)>;
 
 /// The compiled oauth2_introspection policy.
 #[derive(Debug)]
@@ -313,12 +314,12 @@ impl Policy for Introspection {
                 .bearer
                 .refuse(ctx, CREDENTIALS_MISSING, "a bearer token is required");
         };
-        if let Some((answer, until)) = inner.answers.get(token.as_ref()) {
+        if let Some((answer, until)) = inner.answers.get(&TokenRef(&token)) {
             if Instant::now() < until {
                 drop(token);
                 return inner.decide(req, ctx, &answer);
             }
-            inner.answers.remove(token.as_ref());
+            inner.answers.remove(&TokenRef(&token));
         }
         let token = token.into_owned();
         let inner = self.inner.clone();
@@ -331,9 +332,10 @@ impl Policy for Introspection {
                     }
                     let answer = Arc::new(answer);
                     if !ttl.is_zero() {
-                        inner
-                            .answers
-                            .insert(token.into(), (answer.clone(), Instant::now() + ttl));
+                        inner.answers.insert(
+                            TokenKey::new(&token),
+                            (answer.clone(), Instant::now() + ttl),
+                        );
                     }
                     answer
                 }
