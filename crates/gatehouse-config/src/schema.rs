@@ -133,6 +133,10 @@ pub struct CertificateFiles {
     pub cert: String,
     /// Private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
     pub key: String,
+    /// A DER OCSP response for the certificate, stapled to handshakes that ask for one
+    /// (as nginx's `ssl_stapling_file`); reloaded when the file changes. Default none.
+    #[serde(default)]
+    pub ocsp: Option<String>,
 }
 
 /// A TLS protocol version.

@@ -202,6 +202,7 @@ pub fn compile(
                 certificates: vec![gatehouse_config::CertificateFiles {
                     cert: t.cert.clone(),
                     key: t.key.clone(),
+                    ocsp: None,
                 }],
                 min_version: gatehouse_config::TlsVersion::default(),
                 client_auth: t.client_auth.clone(),

@@ -52,6 +52,16 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A stapled OCSP response: the DER file as it is (an OCSPResponse is a DER SEQUENCE;
+/// the client checks its signature and freshness, as it would a responder's answer).
+fn read_ocsp(path: &Path) -> Result<Vec<u8>, String> {
+    let der = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if der.first() != Some(&0x30) || der.len() < 8 {
+        return Err(format!("{}: not a DER OCSP response", path.display()));
+    }
+    Ok(der)
+}
+
 /// Compiles a listener's `tls`; relative paths are resolved against `base`.
 pub fn server_tls(
     tls: &ListenerTls,
@@ -77,6 +87,13 @@ pub fn server_tls(
                 ),
             )
         })?;
+        let mut certified = certified;
+        if let Some(ocsp) = &pair.ocsp {
+            let path = base.join(ocsp);
+            certified.ocsp =
+                Some(read_ocsp(&path).map_err(|m| err(format!("certificates[{i}].ocsp"), m))?);
+            files.push(path);
+        }
         keys.push((names, Arc::new(certified)));
         files.push(cert_path);
         files.push(key_path);

@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
     pem: String,
+    key_pem: String,
 }
 
 impl Ca {
@@ -37,6 +38,7 @@ impl Ca {
         let cert = p.self_signed(&key).unwrap();
         Self {
             pem: cert.pem(),
+            key_pem: key.serialize_pem(),
             issuer: Issuer::new(p, key),
         }
     }
@@ -933,4 +935,96 @@ default_policies: [mtls]
     let seen = get(&addr, Dial::new(&ca, "api.test"), "/").await.unwrap();
     assert_eq!(seen.status, 401);
     assert_eq!(seen.body["detail"], "a TLS client certificate is required");
+}
+
+/// Runs `openssl args`, asserting it succeeds; returns its stdout.
+fn openssl(args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stapled_ocsp_response_reaches_clients_that_ask_for_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Test CA");
+    let (c, k) = ca.leaf(dir.path(), "api", "localhost", &["localhost"]);
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let ca_key = dir.path().join("ca.key");
+    std::fs::write(&ca_key, &ca.key_pem).unwrap();
+    // The CA's own OCSP answer for the leaf ("good"), made by openssl's responder.
+    let serial = openssl(&["x509", "-noout", "-serial", "-in", c.to_str().unwrap()]);
+    let serial = serial.trim().trim_start_matches("serial=");
+    let index = dir.path().join("index.txt");
+    std::fs::write(
+        &index,
+        format!("V\t301231235959Z\t\t{serial}\tunknown\t/CN=localhost\n"),
+    )
+    .unwrap();
+    let resp = dir.path().join("api.ocsp.der");
+    let p = |x: &PathBuf| x.to_str().unwrap().to_string();
+    openssl(&[
+        "ocsp",
+        "-index",
+        &p(&index),
+        "-rsigner",
+        &p(&ca_file),
+        "-rkey",
+        &p(&ca_key),
+        "-CA",
+        &p(&ca_file),
+        "-issuer",
+        &p(&ca_file),
+        "-cert",
+        &p(&c),
+        "-respout",
+        &p(&resp),
+        "-ndays",
+        "7",
+    ]);
+    let tls = format!(
+        "      certificates: [{{ cert: {}, key: {}, ocsp: {} }}]",
+        c.display(),
+        k.display(),
+        resp.display()
+    );
+    let (_g, addr, _admin, _a) = tls_gateway(&tls, "").await;
+    let out = tokio::task::spawn_blocking(move || {
+        openssl(&[
+            "s_client",
+            "-connect",
+            &addr,
+            "-servername",
+            "localhost",
+            "-status",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("OCSP Response Status: successful"), "{out}");
+    assert!(out.contains("Cert Status: good"), "{out}");
+
+    // A file that is no OCSP response is a config error at its field.
+    std::fs::write(&resp, "not der").unwrap();
+    let yaml = format!(
+        "listeners:\n  - name: s\n    address: 127.0.0.1:0\n    tls:\n{tls}\nroutes:\n  - {{ name: r, respond: {{ status: 200 }} }}\n"
+    );
+    let e = gatehouse::embed::Embedded::builder()
+        .start(&yaml)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("listeners[0].tls.certificates[0].ocsp")
+            && e.contains("not a DER OCSP response"),
+        "{e}"
+    );
 }
