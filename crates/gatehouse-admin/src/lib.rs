@@ -218,6 +218,8 @@ fn is_secret_name(name: &str) -> bool {
     ]
     .iter()
     .any(|s| n.contains(s))
+        // An api_key credential's `key` (but not `key_id`, `public_key`: names, paths).
+        || n == "key"
 }
 
 /// Replaces the value of every secret-named field with `"[redacted]"`.
@@ -451,5 +453,31 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
             format!("no admin endpoint {} {path}", req.method()),
             None,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_and_policy_secrets_are_redacted_and_names_are_not() {
+        let mut v = serde_json::json!({
+            "consumers": [{"name": "a", "credentials": [
+                {"type": "api_key", "key": "k-123"},
+                {"type": "basic", "username": "u", "password_hash": "$argon2id$x"},
+                {"type": "http_signature", "key_id": "k1", "secret": "hmac-1"},
+                {"type": "http_signature", "key_id": "k2", "public_key": "keys/k2.pem"}]}],
+            "policies": {"j": {"type": "jwt", "secret": "jwt-1"},
+                         "i": {"type": "oauth2_introspection", "client_id": "gw", "client_secret": "cs-1"}},
+        });
+        redact(&mut v);
+        let text = v.to_string();
+        for secret in ["k-123", "$argon2id$x", "hmac-1", "jwt-1", "cs-1"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        for name in ["k1", "keys/k2.pem", "gw"] {
+            assert!(text.contains(name), "{name} redacted in {text}");
+        }
     }
 }
