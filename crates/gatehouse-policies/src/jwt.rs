@@ -211,6 +211,9 @@ fn build(b: &Build<'_>) -> BuildResult {
     if c.cache_size == 0 {
         return Err(issue("cache_size", "must be at least 1".into()));
     }
+    // What the verified-token cache depends on besides the settings: a key file's
+    // content (a key replaced under the same path must not keep admitting old tokens).
+    let mut key_material = Vec::new();
     let keys = if let Some(secret) = &c.secret {
         if secret.len() < 32 {
             return Err(issue(
@@ -236,12 +239,13 @@ fn build(b: &Build<'_>) -> BuildResult {
                     format!("{path:?} is not a PEM RSA, EC or Ed25519 public key"),
                 )
             })?;
+        key_material = pem;
         Keys::Fixed(vec![Key::fixed(key.0, key.1, None)])
     } else {
         let (source, field) = match (&c.jwks_url, &c.discovery) {
             (Some(u), _) => (Source::Jwks(u.clone()), "jwks_url"),
             (_, Some(u)) => (Source::Discovery(u.clone()), "discovery"),
-            _ => unreachable!("one source is set"),
+            (None, None) => return Err(vec![b.issue(None, "names no key source")]),
         };
         let url = match &source {
             Source::Jwks(u) | Source::Discovery(u) => u,
@@ -283,7 +287,7 @@ fn build(b: &Build<'_>) -> BuildResult {
             (*alg, v)
         })
         .collect();
-    let fp = Fingerprint::of(&(&b.policy.settings, &b.config.consumers));
+    let fp = Fingerprint::of(&(&b.policy.settings, &b.config.consumers, &key_material));
     let cache = b.state.get_or_build("jwt", b.name, fp, |_| {
         quick_cache::sync::Cache::new(c.cache_size)
     });
