@@ -9,6 +9,7 @@ pub mod basic_auth;
 pub mod bearer;
 pub mod cidr;
 pub mod claims;
+pub mod concurrency_limit;
 pub mod cors;
 pub mod headers;
 pub mod http_signature;
@@ -17,9 +18,11 @@ pub mod ip_filter;
 pub mod jwt;
 pub mod key_set;
 pub mod kind;
+pub mod limiter;
 pub mod mtls_auth;
 pub mod oauth2_introspection;
 pub mod query_param;
+pub mod rate_limit;
 pub mod rbac;
 pub mod token_key;
 
@@ -38,6 +41,8 @@ pub const BUILTIN: &[Kind] = &[
     oauth2_introspection::KIND,
     http_signature::KIND,
     cors::KIND,
+    rate_limit::KIND,
+    concurrency_limit::KIND,
 ];
 
 /// The consumer a credential of `c` authenticates, as the authenticating kinds record it.

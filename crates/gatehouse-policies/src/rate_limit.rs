@@ -1,0 +1,550 @@
+//! `type: rate_limit`: at most `limit` requests per `per` for each key (the consumer, the
+//! client IP, the route, a header, a claim, or several of them), counted by one of five
+//! algorithms (`limiter.rs`) for the whole process. Beyond it: 429 problem+json with
+//! `Retry-After` (`on_exceed: reject`), or, for the buckets, a wait of at most
+//! `max_delay` for the request's turn (`delay`), in arrival order per key. Every response
+//! of a limited route carries `RateLimit-Policy` and `RateLimit` (IETF httpapi draft) and
+//! Kong's `X-RateLimit-Limit-*` / `X-RateLimit-Remaining-*`.
+//!
+//! A named limit keeps one set of counters, shared by every route that lists it and kept
+//! across reloads that leave its settings alone.
+
+use crate::limiter::{Algorithm, Decision, Limiter, Rate};
+use crate::{Build, BuildResult, Kind};
+use gatehouse_core::{Fingerprint, Flow, Policy, Problem, RequestCtx, Resume, problem_response};
+use http::{HeaderName, HeaderValue, StatusCode};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// `type: rate_limit`.
+pub const KIND: Kind = Kind {
+    name: "rate_limit",
+    schema: |g| g.subschema_for::<Config>(),
+    build,
+};
+
+/// The settings of `type: rate_limit`.
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "RateLimitPolicy")]
+pub struct Config {
+    /// `token_bucket` (default), `leaky_bucket`, `fixed_window`, `sliding_window` or
+    /// `sliding_log`.
+    #[serde(default)]
+    pub algorithm: AlgorithmName,
+    /// Requests allowed per `per`.
+    pub limit: u64,
+    /// The period; default 1s.
+    #[serde(default = "default_per")]
+    pub per: gatehouse_config::Duration,
+    /// Token bucket: tokens held at most (default `limit`); leaky bucket: requests let in
+    /// beyond the steady rate (default 0).
+    #[serde(default)]
+    pub burst: Option<u64>,
+    /// What is counted apart: `consumer` (default; the client IP when no consumer),
+    /// `ip`, `route`, `header:NAME`, `claim:NAME`, or a list of them.
+    #[serde(default)]
+    pub key: KeySpec,
+    /// `local` (default): counters in this process. `cluster` needs `cluster.redis`.
+    #[serde(default)]
+    pub scope: Scope,
+    /// `reject` (default, 429) or `delay` (buckets only: wait up to `max_delay`, then 429).
+    #[serde(default)]
+    pub on_exceed: OnExceed,
+    /// Longest wait in `delay` mode; default 1s; less than the policy's `timeout`.
+    #[serde(default = "default_max_delay")]
+    pub max_delay: gatehouse_config::Duration,
+    /// Keys tracked at most (memory bound; keys at rest are dropped first); default 100000.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+}
+
+fn default_per() -> gatehouse_config::Duration {
+    gatehouse_config::Duration::from_millis(1_000)
+}
+fn default_max_delay() -> gatehouse_config::Duration {
+    gatehouse_config::Duration::from_millis(1_000)
+}
+fn default_max_keys() -> usize {
+    100_000
+}
+
+/// The algorithm names of the config.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlgorithmName {
+    /// GCRA with a bucket of `burst` tokens.
+    #[default]
+    TokenBucket,
+    /// GCRA at the steady rate, `burst` extra.
+    LeakyBucket,
+    /// A count per aligned window.
+    FixedWindow,
+    /// The current window plus the previous one weighted.
+    SlidingWindow,
+    /// Every request's time.
+    SlidingLog,
+}
+
+/// Where the counters live.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// In this process.
+    #[default]
+    Local,
+    /// In Redis, shared by every gateway.
+    Cluster,
+}
+
+/// What happens beyond the limit.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExceed {
+    /// 429 at once.
+    #[default]
+    Reject,
+    /// Wait for a turn, up to `max_delay`.
+    Delay,
+}
+
+/// One key part or several.
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
+#[serde(untagged)]
+pub enum KeySpec {
+    /// One part.
+    One(String),
+    /// Parts counted together.
+    Many(Vec<String>),
+}
+
+impl Default for KeySpec {
+    fn default() -> Self {
+        Self::One("consumer".into())
+    }
+}
+
+/// A compiled key part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    /// The consumer's name (the client IP when there is none).
+    Consumer,
+    /// The client IP.
+    Ip,
+    /// The route's name.
+    Route,
+    /// A request header's value (requests without it share one count).
+    Header(HeaderName),
+    /// A claim of the consumer's credential (dotted paths reach nested claims).
+    Claim(String),
+}
+
+impl KeyPart {
+    /// Parses `consumer`, `ip`, `route`, `header:NAME` or `claim:NAME`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "consumer" => Self::Consumer,
+            "ip" => Self::Ip,
+            "route" => Self::Route,
+            _ => match s.split_once(':') {
+                Some(("header", name)) => Self::Header(
+                    HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| format!("{name:?} is not a header name"))?,
+                ),
+                Some(("claim", name)) if !name.is_empty() => Self::Claim(name.to_string()),
+                _ => {
+                    return Err(format!(
+                        "unknown key {s:?}; expected consumer, ip, route, header:NAME or claim:NAME"
+                    ));
+                }
+            },
+        })
+    }
+
+    /// Feeds this part of `req` into `h` (a tag first, so parts of different kinds with
+    /// the same text never share a count).
+    pub fn hash(&self, req: &http::request::Parts, ctx: &RequestCtx, h: &mut impl Hasher) {
+        match self {
+            Self::Consumer => match &ctx.consumer {
+                Some(c) => (0u8, c.name.as_str()).hash(h),
+                None => (1u8, ctx.client_ip).hash(h),
+            },
+            Self::Ip => (1u8, ctx.client_ip).hash(h),
+            Self::Route => (2u8, ctx.route.as_deref().unwrap_or_default()).hash(h),
+            Self::Header(name) => {
+                3u8.hash(h);
+                for v in req.headers.get_all(name) {
+                    v.as_bytes().hash(h);
+                }
+            }
+            Self::Claim(path) => {
+                4u8.hash(h);
+                let v = ctx
+                    .consumer
+                    .as_ref()
+                    .and_then(|c| crate::claims::lookup(&c.claims, path));
+                match v {
+                    Some(serde_json::Value::String(s)) => s.hash(h),
+                    Some(other) => other.to_string().hash(h),
+                    None => 0u8.hash(h),
+                }
+            }
+        }
+    }
+}
+
+/// Compiles a `key` setting; the error names the bad entry.
+pub fn key_parts(spec: &KeySpec) -> Result<Vec<KeyPart>, (String, String)> {
+    match spec {
+        KeySpec::One(s) => Ok(vec![KeyPart::parse(s).map_err(|m| ("key".to_string(), m))?]),
+        KeySpec::Many(list) if list.is_empty() => {
+            Err(("key".into(), "must name at least one part".into()))
+        }
+        KeySpec::Many(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, s)| KeyPart::parse(s).map_err(|m| (format!("key[{i}]"), m)))
+            .collect(),
+    }
+}
+
+fn build(b: &Build<'_>) -> BuildResult {
+    let c: Config = b.settings()?;
+    let issue = |field: &str, m: &str| vec![b.issue(Some(field), m)];
+    if c.limit == 0 {
+        return Err(issue("limit", "must be at least 1"));
+    }
+    let per = c.per.get();
+    if per.is_zero() {
+        return Err(issue("per", "must be longer than 0s"));
+    }
+    if c.scope == Scope::Cluster {
+        return Err(issue(
+            "scope",
+            "cluster scope is not available yet in this version; use local",
+        ));
+    }
+    let algorithm = match c.algorithm {
+        AlgorithmName::TokenBucket => Algorithm::TokenBucket,
+        AlgorithmName::LeakyBucket => Algorithm::LeakyBucket,
+        AlgorithmName::FixedWindow => Algorithm::FixedWindow,
+        AlgorithmName::SlidingWindow => Algorithm::SlidingWindow,
+        AlgorithmName::SlidingLog => Algorithm::SlidingLog,
+    };
+    let bucket = matches!(algorithm, Algorithm::TokenBucket | Algorithm::LeakyBucket);
+    if c.burst.is_some() && !bucket {
+        return Err(issue(
+            "burst",
+            "applies to token_bucket and leaky_bucket only",
+        ));
+    }
+    if c.on_exceed == OnExceed::Delay && !bucket {
+        return Err(issue(
+            "on_exceed",
+            "delay needs token_bucket or leaky_bucket (windows have no turn to wait for)",
+        ));
+    }
+    if c.on_exceed == OnExceed::Delay && c.max_delay.get() >= b.policy.timeout.get() {
+        return Err(issue(
+            "max_delay",
+            "must be shorter than the policy's timeout (5s by default)",
+        ));
+    }
+    if algorithm == Algorithm::SlidingLog && c.limit > 10_000 {
+        return Err(issue(
+            "limit",
+            "sliding_log keeps every request's time: at most 10000 (use sliding_window)",
+        ));
+    }
+    if c.max_keys == 0 {
+        return Err(issue("max_keys", "must be at least 1"));
+    }
+    let parts = key_parts(&c.key).map_err(|(f, m)| issue(&f, &m))?;
+    let rate = Rate {
+        limit: c.limit,
+        per_ns: u64::try_from(per.as_nanos()).unwrap_or(u64::MAX),
+        burst: c.burst.unwrap_or(match algorithm {
+            Algorithm::LeakyBucket => 0,
+            _ => c.limit,
+        }),
+    };
+    let fp = Fingerprint::of(&(algorithm, rate, c.max_keys));
+    let limiter = b.state.get_or_build("rate_limit", b.name, fp, |_| {
+        Limiter::new(algorithm, rate, c.max_keys)
+    });
+    let window = per.as_secs_f64().ceil().max(1.0) as u64;
+    let quota = match algorithm {
+        Algorithm::TokenBucket | Algorithm::LeakyBucket => rate.burst.max(1),
+        _ => rate.limit,
+    };
+    let kong = match per.as_secs() {
+        1 => Some("Second"),
+        60 => Some("Minute"),
+        3600 => Some("Hour"),
+        86_400 => Some("Day"),
+        _ => None,
+    }
+    .filter(|_| per.subsec_nanos() == 0);
+    let header =
+        |s: String| HeaderValue::from_str(&s).map_err(|_| issue("limit", "cannot be sent"));
+    let policy_header = header(format!(
+        "\"{}\";q={quota};w={window}",
+        b.name.replace('"', "")
+    ))?;
+    Ok(Arc::new(RateLimit {
+        name: b.name.into(),
+        limiter,
+        parts,
+        delay: (c.on_exceed == OnExceed::Delay)
+            .then(|| u64::try_from(c.max_delay.get().as_nanos()).unwrap_or(u64::MAX)),
+        policy_header,
+        kong: kong.map(|unit| {
+            (
+                HeaderName::from_bytes(
+                    format!("x-ratelimit-limit-{}", unit.to_lowercase()).as_bytes(),
+                )
+                .unwrap_or(HeaderName::from_static("x-ratelimit-limit")),
+                HeaderName::from_bytes(
+                    format!("x-ratelimit-remaining-{}", unit.to_lowercase()).as_bytes(),
+                )
+                .unwrap_or(HeaderName::from_static("x-ratelimit-remaining")),
+            )
+        }),
+    }))
+}
+
+/// The compiled rate_limit policy.
+#[derive(Debug)]
+pub struct RateLimit {
+    name: Arc<str>,
+    limiter: Arc<Limiter>,
+    parts: Vec<KeyPart>,
+    /// `Some(max_delay_ns)` in delay mode.
+    delay: Option<u64>,
+    /// This limit's `RateLimit-Policy` item.
+    policy_header: HeaderValue,
+    /// Kong's header names, when `per` is a second, minute, hour or day.
+    kong: Option<(HeaderName, HeaderName)>,
+}
+
+/// The decisions of a request's rate limits, for their response headers.
+#[derive(Debug, Clone, Default)]
+struct Seen(Vec<(Arc<str>, Decision)>);
+
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+fn secs(ns: u64) -> u64 {
+    ns.div_ceil(1_000_000_000)
+}
+
+impl RateLimit {
+    fn key(&self, req: &http::request::Parts, ctx: &RequestCtx) -> u64 {
+        let mut h = self.limiter.hasher();
+        for p in &self.parts {
+            p.hash(req, ctx, &mut h);
+        }
+        h.finish()
+    }
+
+    fn remember(&self, ctx: &mut RequestCtx, d: Decision) {
+        match ctx.extensions.get_mut::<Seen>() {
+            Some(seen) => seen.0.push((self.name.clone(), d)),
+            None => {
+                ctx.extensions.insert(Seen(vec![(self.name.clone(), d)]));
+            }
+        }
+    }
+
+    fn refuse(&self, ctx: &mut RequestCtx, d: Decision) -> Flow {
+        self.remember(ctx, d);
+        let p = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("rate limit {} exceeded; retry later", self.name),
+        );
+        let mut r = problem_response(&p, &ctx.request_id);
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from(secs(d.retry_ns).max(1)),
+        );
+        Flow::respond("rate_limited", r)
+    }
+}
+
+impl Policy for RateLimit {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
+        let key = self.key(req, ctx);
+        let now = crate::limiter::now();
+        let Some(max_delay) = self.delay else {
+            let d = self.limiter.check(key, now);
+            if d.allowed {
+                self.remember(ctx, d);
+                return Flow::Continue;
+            }
+            return self.refuse(ctx, d);
+        };
+        match self.limiter.reserve(key, now, max_delay) {
+            Ok(0) => {
+                self.remember(ctx, self.limiter.peek(key, now));
+                Flow::Continue
+            }
+            Ok(wait) => {
+                let limiter = self.limiter.clone();
+                let name = self.name.clone();
+                Flow::wait(async move {
+                    tokio::time::sleep(std::time::Duration::from_nanos(wait)).await;
+                    let resume: Resume = Box::new(move |_req, ctx| {
+                        let d = limiter.peek(key, crate::limiter::now());
+                        match ctx.extensions.get_mut::<Seen>() {
+                            Some(seen) => seen.0.push((name, d)),
+                            None => {
+                                ctx.extensions.insert(Seen(vec![(name, d)]));
+                            }
+                        }
+                        Flow::Continue
+                    });
+                    Ok(resume)
+                })
+            }
+            Err(d) => self.refuse(ctx, d),
+        }
+    }
+
+    fn on_response(&self, resp: &mut http::response::Parts, ctx: &mut RequestCtx) {
+        let Some(d) = ctx
+            .extensions
+            .get::<Seen>()
+            .and_then(|s| s.0.iter().find(|(n, _)| Arc::ptr_eq(n, &self.name)))
+            .map(|(_, d)| *d)
+        else {
+            return;
+        };
+        let h = &mut resp.headers;
+        h.append(RATELIMIT_POLICY, self.policy_header.clone());
+        let item = format!("\"{}\";r={};t={}", self.name, d.remaining, secs(d.reset_ns));
+        if let Ok(v) = HeaderValue::from_str(&item) {
+            h.append(RATELIMIT, v);
+        }
+        if let Some((limit, remaining)) = &self.kong {
+            h.append(limit.clone(), HeaderValue::from(self.limiter.rate().limit));
+            h.append(remaining.clone(), HeaderValue::from(d.remaining));
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::kind::tests::build_one;
+
+    fn error(settings: &str) -> String {
+        let yaml = format!("policies:\n  l: {{ type: rate_limit, {settings} }}\n");
+        build_one(&yaml, "l").unwrap_err()[0].path.clone()
+    }
+
+    #[test]
+    fn settings_are_checked_when_the_config_loads() {
+        assert_eq!(error("limit: 0"), "policies.l.limit");
+        assert_eq!(error("limit: 5, per: 0s"), "policies.l.per");
+        assert_eq!(error("limit: 5, key: nope"), "policies.l.key");
+        assert_eq!(
+            error("limit: 5, key: [ip, \"header:bad name\"]"),
+            "policies.l.key[1]"
+        );
+        assert_eq!(
+            error("limit: 5, algorithm: fixed_window, burst: 3"),
+            "policies.l.burst"
+        );
+        assert_eq!(
+            error("limit: 5, algorithm: sliding_log, on_exceed: delay"),
+            "policies.l.on_exceed"
+        );
+        assert_eq!(
+            error("limit: 5, on_exceed: delay, max_delay: 10s"),
+            "policies.l.max_delay"
+        );
+        assert_eq!(
+            error("limit: 50000, algorithm: sliding_log"),
+            "policies.l.limit"
+        );
+        assert_eq!(error("limit: 5, scope: cluster"), "policies.l.scope");
+    }
+
+    #[test]
+    fn each_key_kind_separates_what_it_should() {
+        let p = |s: &str| KeyPart::parse(s).unwrap();
+        let l = Limiter::new(
+            Algorithm::TokenBucket,
+            Rate {
+                limit: 1,
+                per_ns: 1,
+                burst: 1,
+            },
+            16,
+        );
+        let key =
+            |part: &KeyPart, ip: &str, consumer: Option<&str>, hdr: Option<&str>, route: &str| {
+                let mut ctx = RequestCtx::detached("id", format!("{ip}:1").parse().unwrap());
+                ctx.route = Some(route.into());
+                ctx.consumer = consumer.map(|n| {
+                    Arc::new(gatehouse_core::Consumer {
+                        name: n.into(),
+                        groups: vec![],
+                        credential: gatehouse_core::Credential::ApiKey,
+                        claims: serde_json::from_value(serde_json::json!({"org": {"id": n}}))
+                            .unwrap(),
+                    })
+                });
+                let mut b = http::Request::get("/");
+                if let Some(h) = hdr {
+                    b = b.header("x-tenant", h);
+                }
+                let (req, ()) = b.body(()).unwrap().into_parts();
+                let mut h = l.hasher();
+                part.hash(&req, &ctx, &mut h);
+                h.finish()
+            };
+        let (consumer, ip, route) = (p("consumer"), p("ip"), p("route"));
+        let (header, claim) = (p("header:x-tenant"), p("claim:org.id"));
+        assert_eq!(
+            key(&consumer, "10.0.0.1", Some("a"), None, "r"),
+            key(&consumer, "10.0.0.2", Some("a"), None, "r")
+        );
+        assert_ne!(
+            key(&consumer, "10.0.0.1", Some("a"), None, "r"),
+            key(&consumer, "10.0.0.1", Some("b"), None, "r")
+        );
+        assert_ne!(
+            key(&consumer, "10.0.0.1", None, None, "r"),
+            key(&consumer, "10.0.0.2", None, None, "r"),
+            "no consumer: by IP"
+        );
+        assert_ne!(
+            key(&ip, "10.0.0.1", Some("a"), None, "r"),
+            key(&ip, "10.0.0.2", Some("a"), None, "r")
+        );
+        assert_ne!(
+            key(&route, "10.0.0.1", None, None, "r"),
+            key(&route, "10.0.0.1", None, None, "s")
+        );
+        assert_ne!(
+            key(&header, "10.0.0.1", None, Some("t1"), "r"),
+            key(&header, "10.0.0.1", None, Some("t2"), "r")
+        );
+        assert_eq!(
+            key(&header, "10.0.0.1", None, Some("t1"), "r"),
+            key(&header, "10.0.0.9", None, Some("t1"), "r")
+        );
+        assert_ne!(
+            key(&claim, "10.0.0.1", Some("a"), None, "r"),
+            key(&claim, "10.0.0.1", Some("b"), None, "r")
+        );
+    }
+}
