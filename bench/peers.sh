@@ -18,6 +18,8 @@
 # cost of metrics with one binary; `consumers`, `policies` and `default_policies` measure
 # a policy's cost against the plain proxy). WRK_HEADER ("name: value") is sent with every
 # request to every proxy (an API key for such a run; the others ignore it).
+# NGINX_HTTP_EXTRA and NGINX_LOCATION_EXTRA add directives to nginx's http block and its
+# proxying location (a `limit_req_zone` and `limit_req` to compare a rate limit's cost).
 set -u -o pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -34,7 +36,7 @@ while [ $# -gt 0 ]; do
     --runs) RUNS="$2"; shift 2 ;;
     --warmup) WARMUP="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
@@ -115,11 +117,12 @@ EOF
 write_proxy() {  # name workers port
   case "$1" in
     nginx) { nginx_common "$2" nginx; echo "http {"; nginx_http_common nginx; cat <<EOF
+    ${NGINX_HTTP_EXTRA:-}
     # 512 idle upstream connections: with fewer, nginx reconnects under 256 clients.
     upstream be { server 127.0.0.1:$UP1; server 127.0.0.1:$UP2; keepalive 512;
                   keepalive_requests 10000000; keepalive_timeout 120s; }
     server { listen 127.0.0.1:$3 backlog=4096;
-        location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
+        location / { ${NGINX_LOCATION_EXTRA:-} proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
                      proxy_set_header Host \$http_host;
                      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } }
 }

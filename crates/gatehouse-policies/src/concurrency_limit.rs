@@ -43,14 +43,14 @@ const SHARDS: usize = 16;
 #[derive(Debug)]
 pub struct InFlight {
     shards: Box<[Mutex<HashMap<u64, u64>>]>,
-    keys: std::hash::RandomState,
+    keys: ahash::RandomState,
 }
 
 impl InFlight {
     fn new() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            keys: std::hash::RandomState::new(),
+            keys: ahash::RandomState::new(),
         }
     }
 
@@ -129,7 +129,7 @@ impl Policy for ConcurrencyLimit {
     fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
         let mut h = self.table.keys.build_hasher();
         for p in &self.parts {
-            p.hash(req, ctx, &mut h);
+            p.hash(Some(req), ctx, &mut h);
         }
         let key = h.finish();
         if !self.table.enter(key, self.max) {

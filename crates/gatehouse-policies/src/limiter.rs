@@ -65,16 +65,27 @@ pub struct Decision {
     pub retry_ns: u64,
 }
 
-/// Nanoseconds since the Unix epoch, on a monotonic clock (wall time read once).
-pub fn now() -> u64 {
+/// The clock's origin: an instant and the Unix time then, read once.
+fn origin() -> &'static (Instant, u64) {
     static START: OnceLock<(Instant, u64)> = OnceLock::new();
-    let (at, unix) = START.get_or_init(|| {
+    START.get_or_init(|| {
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         (Instant::now(), unix)
-    });
-    unix.saturating_add(u64::try_from(at.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    })
+}
+
+/// Nanoseconds since the Unix epoch, on a monotonic clock (wall time read once).
+pub fn now() -> u64 {
+    at(Instant::now())
+}
+
+/// [`now`] at `instant` (a request's start, already read: no clock call).
+pub fn at(instant: Instant) -> u64 {
+    let (start, unix) = origin();
+    let since = instant.saturating_duration_since(*start);
+    unix.saturating_add(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// One key's state.
@@ -116,7 +127,7 @@ pub struct Limiter {
     rate: Rate,
     shards: Box<[Shard]>,
     per_shard: usize,
-    keys: std::hash::RandomState,
+    keys: ahash::RandomState,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -133,7 +144,7 @@ impl Limiter {
             rate,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: (max_keys / SHARDS).max(16),
-            keys: std::hash::RandomState::new(),
+            keys: ahash::RandomState::new(),
         }
     }
 
@@ -164,7 +175,10 @@ impl Limiter {
     /// Counts a request of `key` at `now` if the limit allows it.
     pub fn check(&self, key: u64, now: u64) -> Decision {
         let mut shard = self.shard(key);
-        if !shard.contains_key(&key) && shard.len() >= self.per_shard {
+        if let Some(state) = shard.get_mut(&key) {
+            return step(self.algorithm, self.rate, state, now, 0).0;
+        }
+        if shard.len() >= self.per_shard {
             self.make_room(&mut shard, now);
         }
         let state = shard.entry(key).or_insert_with(|| self.fresh(now));

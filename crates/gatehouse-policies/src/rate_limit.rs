@@ -165,7 +165,7 @@ impl KeyPart {
 
     /// Feeds this part of `req` into `h` (a tag first, so parts of different kinds with
     /// the same text never share a count).
-    pub fn hash(&self, req: &http::request::Parts, ctx: &RequestCtx, h: &mut impl Hasher) {
+    pub fn hash(&self, req: Option<&http::request::Parts>, ctx: &RequestCtx, h: &mut impl Hasher) {
         match self {
             Self::Consumer => match &ctx.consumer {
                 Some(c) => (0u8, c.name.as_str()).hash(h),
@@ -175,7 +175,7 @@ impl KeyPart {
             Self::Route => (2u8, ctx.route.as_deref().unwrap_or_default()).hash(h),
             Self::Header(name) => {
                 3u8.hash(h);
-                for v in req.headers.get_all(name) {
+                for v in req.into_iter().flat_map(|r| r.headers.get_all(name)) {
                     v.as_bytes().hash(h);
                 }
             }
@@ -280,10 +280,10 @@ fn build(b: &Build<'_>) -> BuildResult {
         _ => rate.limit,
     };
     let kong = match per.as_secs() {
-        1 => Some("Second"),
-        60 => Some("Minute"),
-        3600 => Some("Hour"),
-        86_400 => Some("Day"),
+        1 => Some("second"),
+        60 => Some("minute"),
+        3600 => Some("hour"),
+        86_400 => Some("day"),
         _ => None,
     }
     .filter(|_| per.subsec_nanos() == 0);
@@ -296,21 +296,14 @@ fn build(b: &Build<'_>) -> BuildResult {
     Ok(Arc::new(RateLimit {
         name: b.name.into(),
         limiter,
-        parts,
+        parts: parts.clone(),
         delay: (c.on_exceed == OnExceed::Delay)
             .then(|| u64::try_from(c.max_delay.get().as_nanos()).unwrap_or(u64::MAX)),
         policy_header,
-        kong: kong.map(|unit| {
-            (
-                HeaderName::from_bytes(
-                    format!("x-ratelimit-limit-{}", unit.to_lowercase()).as_bytes(),
-                )
-                .unwrap_or(HeaderName::from_static("x-ratelimit-limit")),
-                HeaderName::from_bytes(
-                    format!("x-ratelimit-remaining-{}", unit.to_lowercase()).as_bytes(),
-                )
-                .unwrap_or(HeaderName::from_static("x-ratelimit-remaining")),
-            )
+        item_prefix: format!("\"{}\";r=", b.name.replace('"', "")).into_bytes(),
+        by_header: parts.iter().any(|p| matches!(p, KeyPart::Header(_))),
+        kong: kong.and_then(|unit| {
+            HeaderName::from_bytes(format!("x-ratelimit-remaining-{unit}").as_bytes()).ok()
         }),
     }))
 }
@@ -325,13 +318,21 @@ pub struct RateLimit {
     delay: Option<u64>,
     /// This limit's `RateLimit-Policy` item.
     policy_header: HeaderValue,
-    /// Kong's header names, when `per` is a second, minute, hour or day.
-    kong: Option<(HeaderName, HeaderName)>,
+    /// `"NAME";r=`, the start of its `RateLimit` item.
+    item_prefix: Vec<u8>,
+    /// Whether the key has header parts (then the request phase keeps the key).
+    by_header: bool,
+    /// Kong's remaining-budget header, when `per` is a second, minute, hour or day.
+    kong: Option<HeaderName>,
 }
 
-/// The decisions of a request's rate limits, for their response headers.
+/// The decisions of a request's refusing rate limit, for its response headers.
 #[derive(Debug, Clone, Default)]
 struct Seen(Vec<(Arc<str>, Decision)>);
+
+/// The keys of a request's rate limits that count by header, for their response phase.
+#[derive(Debug, Clone, Default)]
+struct Keyed(Vec<(Arc<str>, u64)>);
 
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -341,7 +342,8 @@ fn secs(ns: u64) -> u64 {
 }
 
 impl RateLimit {
-    fn key(&self, req: &http::request::Parts, ctx: &RequestCtx) -> u64 {
+    /// The request's key; without the head (`None`) only parts the context holds count.
+    fn key(&self, req: Option<&http::request::Parts>, ctx: &RequestCtx) -> u64 {
         let mut h = self.limiter.hasher();
         for p in &self.parts {
             p.hash(req, ctx, &mut h);
@@ -379,61 +381,87 @@ impl Policy for RateLimit {
     }
 
     fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
-        let key = self.key(req, ctx);
-        let now = crate::limiter::now();
+        let key = self.key(Some(req), ctx);
+        if self.by_header {
+            match ctx.extensions.get_mut::<Keyed>() {
+                Some(k) => k.0.push((self.name.clone(), key)),
+                None => {
+                    ctx.extensions.insert(Keyed(vec![(self.name.clone(), key)]));
+                }
+            }
+        }
+        // The request's start stands for now: no clock read per decision.
+        let now = crate::limiter::at(ctx.started);
         let Some(max_delay) = self.delay else {
             let d = self.limiter.check(key, now);
             if d.allowed {
-                self.remember(ctx, d);
                 return Flow::Continue;
             }
             return self.refuse(ctx, d);
         };
         match self.limiter.reserve(key, now, max_delay) {
-            Ok(0) => {
-                self.remember(ctx, self.limiter.peek(key, now));
-                Flow::Continue
-            }
-            Ok(wait) => {
-                let limiter = self.limiter.clone();
-                let name = self.name.clone();
-                Flow::wait(async move {
-                    tokio::time::sleep(std::time::Duration::from_nanos(wait)).await;
-                    let resume: Resume = Box::new(move |_req, ctx| {
-                        let d = limiter.peek(key, crate::limiter::now());
-                        match ctx.extensions.get_mut::<Seen>() {
-                            Some(seen) => seen.0.push((name, d)),
-                            None => {
-                                ctx.extensions.insert(Seen(vec![(name, d)]));
-                            }
-                        }
-                        Flow::Continue
-                    });
-                    Ok(resume)
-                })
-            }
+            Ok(0) => Flow::Continue,
+            Ok(wait) => Flow::wait(async move {
+                tokio::time::sleep(std::time::Duration::from_nanos(wait)).await;
+                let resume: Resume = Box::new(|_, _| Flow::Continue);
+                Ok(resume)
+            }),
             Err(d) => self.refuse(ctx, d),
         }
     }
 
     fn on_response(&self, resp: &mut http::response::Parts, ctx: &mut RequestCtx) {
-        let Some(d) = ctx
+        // A refusal remembered its decision; an admitted request reads the budget as it
+        // is now (no allocation on the way through).
+        let refused = ctx
             .extensions
             .get::<Seen>()
             .and_then(|s| s.0.iter().find(|(n, _)| Arc::ptr_eq(n, &self.name)))
-            .map(|(_, d)| *d)
-        else {
-            return;
+            .map(|(_, d)| *d);
+        let d = match refused {
+            Some(d) => d,
+            None => {
+                // The request head is gone: the key is rebuilt from the context, which
+                // is all it depends on unless it has header parts (then the request
+                // phase kept it).
+                let key = if self.by_header {
+                    let Some(k) = ctx
+                        .extensions
+                        .get::<Keyed>()
+                        .and_then(|k| k.0.iter().find(|(n, _)| Arc::ptr_eq(n, &self.name)))
+                    else {
+                        return;
+                    };
+                    k.1
+                } else {
+                    self.key(None, ctx)
+                };
+                self.limiter.peek(key, crate::limiter::at(ctx.started))
+            }
         };
+        // Both values in one buffer: one allocation, no formatting machinery.
+        let mut digits = itoa::Buffer::new();
+        let remaining = digits.format(d.remaining).as_bytes();
+        let mut reset = itoa::Buffer::new();
+        let reset = reset.format(secs(d.reset_ns)).as_bytes();
+        let mut buf =
+            Vec::with_capacity(self.item_prefix.len() + 2 * remaining.len() + reset.len() + 3);
+        buf.extend_from_slice(&self.item_prefix);
+        buf.extend_from_slice(remaining);
+        buf.extend_from_slice(b";t=");
+        buf.extend_from_slice(reset);
+        let item_end = buf.len();
+        buf.extend_from_slice(remaining);
+        let buf = bytes::Bytes::from(buf);
         let h = &mut resp.headers;
         h.append(RATELIMIT_POLICY, self.policy_header.clone());
-        let item = format!("\"{}\";r={};t={}", self.name, d.remaining, secs(d.reset_ns));
-        if let Ok(v) = HeaderValue::from_str(&item) {
+        if let Ok(v) = HeaderValue::from_maybe_shared(buf.slice(..item_end)) {
             h.append(RATELIMIT, v);
         }
-        if let Some((limit, remaining)) = &self.kong {
-            h.append(limit.clone(), HeaderValue::from(self.limiter.rate().limit));
-            h.append(remaining.clone(), HeaderValue::from(d.remaining));
+        if let Some(name) = &self.kong
+            && let Ok(v) = HeaderValue::from_maybe_shared(buf.slice(item_end..))
+        {
+            h.append(name.clone(), v);
         }
     }
 }
@@ -508,7 +536,7 @@ mod tests {
                 }
                 let (req, ()) = b.body(()).unwrap().into_parts();
                 let mut h = l.hasher();
-                part.hash(&req, &ctx, &mut h);
+                part.hash(Some(&req), &ctx, &mut h);
                 h.finish()
             };
         let (consumer, ip, route) = (p("consumer"), p("ip"), p("route"));

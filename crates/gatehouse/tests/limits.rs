@@ -92,7 +92,6 @@ async fn a_rate_limit_counts_for_the_whole_process_and_answers_429_with_its_head
     for i in 0..3 {
         let r = fresh(&format!("{url}/consumer"), &[("x-api-key", "key-a-123")]).await;
         assert_eq!(r.status, 200);
-        assert_eq!(r.header("x-ratelimit-limit-minute").as_deref(), Some("3"));
         assert_eq!(
             r.header("x-ratelimit-remaining-minute"),
             Some((2 - i).to_string())
