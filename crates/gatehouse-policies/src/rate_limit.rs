@@ -275,10 +275,7 @@ fn build(b: &Build<'_>) -> BuildResult {
         Limiter::new(algorithm, rate, c.max_keys)
     });
     let window = per.as_secs_f64().ceil().max(1.0) as u64;
-    let quota = match algorithm {
-        Algorithm::TokenBucket | Algorithm::LeakyBucket => rate.burst.max(1),
-        _ => rate.limit,
-    };
+    let quota = rate.limit;
     let kong = match per.as_secs() {
         1 => Some("second"),
         60 => Some("minute"),
