@@ -5,6 +5,7 @@
 pub mod access;
 mod consumers;
 mod keys;
+mod limits;
 pub mod scrape;
 
 use bytes::Bytes;
@@ -438,6 +439,10 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
             json(StatusCode::OK, serde_json::Value::Object(ups))
         }
         (_, "/admin/consumers") => consumers::collection(gw, req).await,
+        (method, path) if path.starts_with("/admin/limits/") => {
+            let policy = path.trim_start_matches("/admin/limits/");
+            limits::endpoint(gw, method, policy, req.uri().query())
+        }
         (method, path) if path.starts_with("/admin/consumers/") => {
             let method = method.clone();
             let path = path.to_string();

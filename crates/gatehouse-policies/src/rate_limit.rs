@@ -270,10 +270,13 @@ fn build(b: &Build<'_>) -> BuildResult {
             _ => c.limit,
         }),
     };
-    let fp = Fingerprint::of(&(algorithm, rate, c.max_keys));
-    let limiter = b.state.get_or_build("rate_limit", b.name, fp, |_| {
-        Limiter::new(algorithm, rate, c.max_keys)
-    });
+    let fp = Fingerprint::of(&(algorithm, rate, c.max_keys, &parts));
+    let limit = b
+        .state
+        .get_or_build("rate_limit", b.name, fp, |_| LimitState {
+            limiter: Limiter::new(algorithm, rate, c.max_keys),
+            parts: parts.clone(),
+        });
     let window = per.as_secs_f64().ceil().max(1.0) as u64;
     let quota = rate.limit;
     let kong = match per.as_secs() {
@@ -292,8 +295,7 @@ fn build(b: &Build<'_>) -> BuildResult {
     ))?;
     Ok(Arc::new(RateLimit {
         name: b.name.into(),
-        limiter,
-        parts: parts.clone(),
+        limit,
         delay: (c.on_exceed == OnExceed::Delay)
             .then(|| u64::try_from(c.max_delay.get().as_nanos()).unwrap_or(u64::MAX)),
         policy_header,
@@ -305,12 +307,85 @@ fn build(b: &Build<'_>) -> BuildResult {
     }))
 }
 
+/// A named limit's counters and what its key is made of: the state kept across reloads,
+/// which `GET /admin/limits/{policy}` reads.
+#[derive(Debug)]
+pub struct LimitState {
+    /// The counters.
+    pub limiter: Limiter,
+    /// The key's parts.
+    pub parts: Vec<KeyPart>,
+}
+
+impl LimitState {
+    /// The key of a request; without the head (`None`) only parts the context holds count.
+    pub fn key(&self, req: Option<&http::request::Parts>, ctx: &RequestCtx) -> u64 {
+        let mut h = self.limiter.hasher();
+        for p in &self.parts {
+            p.hash(req, ctx, &mut h);
+        }
+        h.finish()
+    }
+
+    /// The key an operator names as text: the parts' values joined by commas, in the
+    /// key's order (`mobile-app`, `10.0.0.7`, `mobile-app,orders`); for a `consumer`
+    /// part, `ip:ADDRESS` names the client-IP count of requests without a consumer.
+    pub fn key_of(&self, text: &str) -> Result<u64, String> {
+        let values: Vec<&str> = if self.parts.len() == 1 {
+            vec![text]
+        } else {
+            text.split(',').collect()
+        };
+        if values.len() != self.parts.len() {
+            return Err(format!(
+                "the key has {} parts; give their values joined by commas",
+                self.parts.len()
+            ));
+        }
+        let ip = |v: &str| {
+            v.parse::<std::net::IpAddr>()
+                .map_err(|_| format!("{v:?} is not an IP address"))
+        };
+        let mut ctx = RequestCtx::detached("admin", std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        let mut req = http::Request::new(()).into_parts().0;
+        let mut claims = std::collections::BTreeMap::new();
+        let mut name = None;
+        for (part, v) in self.parts.iter().zip(values) {
+            match part {
+                KeyPart::Consumer => match v.strip_prefix("ip:") {
+                    Some(a) => ctx.client_ip = ip(a)?,
+                    None => name = Some(v.to_string()),
+                },
+                KeyPart::Ip => ctx.client_ip = ip(v)?,
+                KeyPart::Route => ctx.route = Some(v.into()),
+                KeyPart::Header(h) => {
+                    let value = http::HeaderValue::from_str(v)
+                        .map_err(|_| format!("{v:?} is not a header value"))?;
+                    req.headers.append(h.clone(), value);
+                }
+                KeyPart::Claim(path) => {
+                    claims.insert(path.clone(), serde_json::Value::String(v.to_string()));
+                }
+            }
+        }
+        if name.is_some() || !claims.is_empty() {
+            ctx.consumer = Some(Arc::new(gatehouse_core::Consumer {
+                name: name.unwrap_or_default(),
+                groups: Vec::new(),
+                credential: gatehouse_core::Credential::ApiKey,
+                claims,
+            }));
+        }
+        Ok(self.key(Some(&req), &ctx))
+    }
+}
+
 /// The compiled rate_limit policy.
 #[derive(Debug)]
 pub struct RateLimit {
     name: Arc<str>,
-    limiter: Arc<Limiter>,
-    parts: Vec<KeyPart>,
+    /// The counters and the key, kept in the state registry by name.
+    limit: Arc<LimitState>,
     /// `Some(max_delay_ns)` in delay mode.
     delay: Option<u64>,
     /// This limit's `RateLimit-Policy` item.
@@ -341,11 +416,7 @@ fn secs(ns: u64) -> u64 {
 impl RateLimit {
     /// The request's key; without the head (`None`) only parts the context holds count.
     fn key(&self, req: Option<&http::request::Parts>, ctx: &RequestCtx) -> u64 {
-        let mut h = self.limiter.hasher();
-        for p in &self.parts {
-            p.hash(req, ctx, &mut h);
-        }
-        h.finish()
+        self.limit.key(req, ctx)
     }
 
     fn remember(&self, ctx: &mut RequestCtx, d: Decision) {
@@ -390,13 +461,13 @@ impl Policy for RateLimit {
         // The request's start stands for now: no clock read per decision.
         let now = crate::limiter::at(ctx.started);
         let Some(max_delay) = self.delay else {
-            let d = self.limiter.check(key, now);
+            let d = self.limit.limiter.check(key, now);
             if d.allowed {
                 return Flow::Continue;
             }
             return self.refuse(ctx, d);
         };
-        match self.limiter.reserve(key, now, max_delay) {
+        match self.limit.limiter.reserve(key, now, max_delay) {
             Ok(0) => Flow::Continue,
             Ok(wait) => Flow::wait(async move {
                 tokio::time::sleep(std::time::Duration::from_nanos(wait)).await;
@@ -433,7 +504,9 @@ impl Policy for RateLimit {
                 } else {
                     self.key(None, ctx)
                 };
-                self.limiter.peek(key, crate::limiter::at(ctx.started))
+                self.limit
+                    .limiter
+                    .peek(key, crate::limiter::at(ctx.started))
             }
         };
         // Both values in one buffer: one allocation, no formatting machinery.
@@ -472,6 +545,51 @@ mod tests {
     fn error(settings: &str) -> String {
         let yaml = format!("policies:\n  l: {{ type: rate_limit, {settings} }}\n");
         build_one(&yaml, "l").unwrap_err()[0].path.clone()
+    }
+
+    #[test]
+    fn an_operator_names_the_same_key_a_request_counts_under() {
+        let state = LimitState {
+            limiter: Limiter::new(
+                Algorithm::TokenBucket,
+                Rate {
+                    limit: 1,
+                    per_ns: 1,
+                    burst: 1,
+                },
+                16,
+            ),
+            parts: key_parts(&KeySpec::Many(vec![
+                "consumer".into(),
+                "route".into(),
+                "header:x-t".into(),
+            ]))
+            .unwrap(),
+        };
+        let mut ctx = RequestCtx::detached("id", "10.0.0.1:1".parse().unwrap());
+        ctx.route = Some("orders".into());
+        ctx.consumer = Some(Arc::new(gatehouse_core::Consumer {
+            name: "a".into(),
+            groups: vec![],
+            credential: gatehouse_core::Credential::ApiKey,
+            claims: Default::default(),
+        }));
+        let (req, ()) = http::Request::get("/")
+            .header("x-t", "t1")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(
+            state.key_of("a,orders,t1").unwrap(),
+            state.key(Some(&req), &ctx)
+        );
+        ctx.consumer = None;
+        assert_eq!(
+            state.key_of("ip:10.0.0.1,orders,t1").unwrap(),
+            state.key(Some(&req), &ctx)
+        );
+        assert!(state.key_of("a,orders").is_err());
+        assert!(state.key_of("ip:nope,orders,t1").is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Local traffic control through real sockets: `rate_limit` (429 with Retry-After and the
 //! RateLimit headers, one count for the whole process across worker threads and fresh
-//! connections, per-consumer budgets, counters kept across a reload, delay mode that
-//! queues in order) and `concurrency_limit` (429 at once when full, places given back
+//! connections, per-consumer budgets, counters kept across a reload, a key's budget read
+//! and reset through the admin API, delay mode that queues in order) and `concurrency_limit` (429 at once when full, places given back
 //! when requests complete).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -119,6 +119,40 @@ async fn a_rate_limit_counts_for_the_whole_process_and_answers_429_with_its_head
     .unwrap();
     let r = fresh(&format!("{url}/consumer"), &[("x-api-key", "key-a-123")]).await;
     assert_problem(&r, 429);
+
+    // The admin API reads a key's budget and resets it.
+    let r = fresh(&format!("{admin}/admin/limits/per-consumer?key=a"), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(r.json()["remaining"], 0);
+    assert_eq!(r.json()["limit"], 3);
+    let r = fresh(&format!("{admin}/admin/limits/per-ip?key=127.0.0.1"), &[]).await;
+    assert_eq!(r.json()["remaining"], 0, "{}", r.body_text());
+    let r = send(
+        &Client::new(),
+        "DELETE",
+        &format!("{admin}/admin/limits/per-consumer?key=a"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        fresh(&format!("{url}/consumer"), &[("x-api-key", "key-a-123")])
+            .await
+            .status,
+        200
+    );
+    assert_problem(
+        &fresh(&format!("{admin}/admin/limits/nope?key=a"), &[]).await,
+        404,
+    );
+    assert_problem(
+        &fresh(&format!("{admin}/admin/limits/per-ip?key=not-an-ip"), &[]).await,
+        400,
+    );
+    assert_problem(
+        &fresh(&format!("{admin}/admin/limits/per-ip"), &[]).await,
+        400,
+    );
 
     // Every refusal is a short circuit of its policy in the metrics.
     let m = fresh(&format!("{admin}/metrics"), &[]).await.body_text();
