@@ -211,6 +211,26 @@ impl Limiter {
         d
     }
 
+    /// Gives back the request of `key` counted last (another limit refused it, so it
+    /// used no budget here). Windows give back a count, buckets a token, the log its
+    /// latest time.
+    pub fn refund(&self, key: u64, now: u64) {
+        let mut shard = self.shard(key);
+        let Some(state) = shard.get_mut(&key) else {
+            return;
+        };
+        match state {
+            State::Gcra(tat) => {
+                let t = (self.rate.per_ns / self.rate.limit.max(1)).max(1);
+                *tat = tat.saturating_sub(t).max(now.min(*tat));
+            }
+            State::Window { count, .. } => *count = count.saturating_sub(1),
+            State::Log(times) => {
+                times.pop_back();
+            }
+        }
+    }
+
     /// Forgets `key` (its budget is whole again).
     pub fn reset(&self, key: u64) {
         self.shard(key).remove(&key);
@@ -494,5 +514,21 @@ mod tests {
         }
         assert_eq!(l.peek(busy, t0 + 10 * S).remaining, 100);
         l.reset(busy);
+    }
+
+    #[test]
+    fn a_refund_gives_the_last_request_back() {
+        let t0 = 100 * S;
+        for alg in [
+            Algorithm::TokenBucket,
+            Algorithm::FixedWindow,
+            Algorithm::SlidingWindow,
+            Algorithm::SlidingLog,
+        ] {
+            let l = Limiter::new(alg, rate(2, 10, 2), 64);
+            assert_eq!(passed(&l, 1, t0, 2), 2);
+            l.refund(1, t0);
+            assert_eq!(passed(&l, 1, t0, 5), 1, "{alg:?}");
+        }
     }
 }

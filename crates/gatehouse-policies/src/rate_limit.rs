@@ -504,9 +504,16 @@ impl Policy for RateLimit {
                 } else {
                     self.key(None, ctx)
                 };
-                self.limit
-                    .limiter
-                    .peek(key, crate::limiter::at(ctx.started))
+                let now = crate::limiter::at(ctx.started);
+                // Refused by another limit after this one counted it: every limit of a
+                // route applies, and a refused request uses none of their budgets.
+                if ctx.short_circuit.as_ref().is_some_and(|s| {
+                    matches!(s.reason, "rate_limited" | "concurrency_full")
+                        && s.policy != *self.name
+                }) {
+                    self.limit.limiter.refund(key, now);
+                }
+                self.limit.limiter.peek(key, now)
             }
         };
         // Both values in one buffer: one allocation, no formatting machinery.

@@ -226,3 +226,54 @@ async fn a_concurrency_limit_refuses_at_once_when_full_and_frees_places_on_compl
         assert_eq!(fresh(&format!("{url}/delay/0"), &[]).await.status, 200);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_limit_of_a_route_applies_and_a_refused_request_uses_none_of_their_budgets() {
+    let be = Backend::start("a", Kind::Echo).await;
+    let yaml = format!(
+        r#"
+upstreams:
+  u:
+    targets: [{{ address: "{}" }}]
+policies:
+  per-second: {{ type: rate_limit, limit: 100, per: 100s, key: ip }}
+  per-minute: {{ type: rate_limit, algorithm: sliding_log, limit: 2, per: 1m, key: ip }}
+routes:
+  - name: r
+    policies: [per-second, per-minute]
+    upstream: u
+"#,
+        be.addr
+    );
+    let (_g, url, admin) = embedded(&yaml);
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = fresh(&format!("{url}/x"), &[]).await;
+        statuses.push(r.status);
+        if r.status == 429 {
+            // Both limits speak on the refusal: the exhausted one and the other.
+            let items: Vec<_> = r
+                .headers
+                .get_all("ratelimit")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect();
+            let items = items.join(", ");
+            assert!(
+                items.contains("\"per-minute\";r=0") && items.contains("\"per-second\";r="),
+                "{items}"
+            );
+        }
+    }
+    assert_eq!(statuses, [200, 200, 429, 429, 429]);
+    let r = fresh(
+        &format!("{admin}/admin/limits/per-second?key=127.0.0.1"),
+        &[],
+    )
+    .await;
+    assert!(
+        r.json()["remaining"].as_u64().unwrap() >= 98,
+        "refused requests were given back: {}",
+        r.body_text()
+    );
+}
