@@ -2,7 +2,8 @@
 //! whose passwords are kept only as Argon2 hashes. Argon2 is slow by design (tens of
 //! milliseconds), so it never runs on a worker: a request waits (`Flow::Wait`) while the
 //! blocking pool verifies, at most one verification per core at a time, and a verified
-//! user and password are remembered (as a keyed digest, never in clear) for `cache_ttl`.
+//! user and password are remembered (as a keyed digest, never in clear) for `cache_ttl`,
+//! in a sharded bounded cache (no lock shared by every request).
 //! Authenticating (see `auth_mode`).
 
 use crate::{Build, BuildResult, Kind};
@@ -18,7 +19,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -53,7 +54,7 @@ fn default_cache_ttl() -> gatehouse_config::Duration {
     gatehouse_config::Duration::from_millis(300_000)
 }
 
-/// Verified credentials remembered at most; beyond, the oldest half is dropped.
+/// Verified credentials remembered at most (the cache evicts the coldest beyond).
 const CACHE_MAX: usize = 10_000;
 
 fn build(b: &Build<'_>) -> BuildResult {
@@ -86,7 +87,7 @@ fn build(b: &Build<'_>) -> BuildResult {
         hide: c.hide_credentials,
         ttl: c.cache_ttl.get(),
         users,
-        verified: Arc::new(Mutex::new(HashMap::new())),
+        verified: Arc::new(quick_cache::sync::Cache::new(CACHE_MAX)),
         secret,
         slots: Arc::new(Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -106,7 +107,7 @@ fn process_secret() -> [u8; 32] {
     h.finalize().into()
 }
 
-type Verified = Arc<Mutex<HashMap<[u8; 32], (Arc<Consumer>, Instant)>>>;
+type Verified = Arc<quick_cache::sync::Cache<[u8; 32], (Arc<Consumer>, Instant)>>;
 
 /// The compiled basic_auth policy.
 #[derive(Debug)]
@@ -197,18 +198,15 @@ impl Policy for BasicAuth {
             );
         };
         let key = self.cache_key(&user, &pass);
+        if let Some((c, at)) = self.verified.get(&key)
+            && at.elapsed() < self.ttl
         {
-            let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((c, at)) = cache.get(&key)
-                && at.elapsed() < self.ttl
-            {
-                return Self::admit(self.hide, req, ctx, c.clone());
-            }
+            return Self::admit(self.hide, req, ctx, c);
         }
         // Argon2 on the blocking pool, one per core at a time; the request waits,
         // bounded by the policy's timeout (503 beyond).
         let (hash, consumer) = (hash.clone(), consumer.clone());
-        let (slots, verified, ttl) = (self.slots.clone(), self.verified.clone(), self.ttl);
+        let (slots, verified) = (self.slots.clone(), self.verified.clone());
         let (hide, challenge) = (self.hide, self.challenge.clone());
         Flow::wait(async move {
             let _slot = slots.acquire_owned().await.map_err(|_| {
@@ -231,14 +229,7 @@ impl Policy for BasicAuth {
                 )
             })?;
             if ok {
-                let mut cache = verified.lock().unwrap_or_else(|p| p.into_inner());
-                if cache.len() >= CACHE_MAX {
-                    cache.retain(|_, (_, at)| at.elapsed() < ttl);
-                    if cache.len() >= CACHE_MAX {
-                        cache.clear();
-                    }
-                }
-                cache.insert(key, (consumer.clone(), Instant::now()));
+                verified.insert(key, (consumer.clone(), Instant::now()));
             }
             let resume: Resume = Box::new(move |req, ctx| {
                 if ok {
