@@ -7,11 +7,10 @@ use crate::{Build, BuildResult, Kind};
 use gatehouse_config::CredentialConfig;
 use gatehouse_config::validate::sha256_from_hex;
 use gatehouse_core::{
-    CREDENTIALS_INVALID, CREDENTIALS_MISSING, Consumer, Credential, Flow, Policy, Problem,
-    RequestCtx, problem_response,
+    CREDENTIALS_INVALID, CREDENTIALS_MISSING, Consumer, Credential, Flow, Policy, RequestCtx,
 };
 use gatehouse_store::digest;
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -132,12 +131,7 @@ impl ApiKey {
     }
 
     fn refuse(&self, ctx: &RequestCtx, reason: &'static str, detail: &str) -> Flow {
-        let mut r = problem_response(
-            &Problem::new(StatusCode::UNAUTHORIZED, detail.to_string()),
-            &ctx.request_id,
-        );
-        r.headers_mut()
-            .insert(http::header::WWW_AUTHENTICATE, self.challenge.clone());
+        let r = crate::refusal::unauthorized(&ctx.request_id, detail, self.challenge.clone());
         Flow::respond(reason, r)
     }
 

@@ -12,7 +12,7 @@ use base64::Engine;
 use gatehouse_config::CredentialConfig;
 use gatehouse_core::{
     CREDENTIALS_INVALID, CREDENTIALS_MISSING, Consumer, Credential, Flow, Policy, Problem,
-    RequestCtx, Resume, problem_response,
+    RequestCtx, Resume,
 };
 use http::{HeaderValue, StatusCode, header};
 use schemars::JsonSchema;
@@ -138,12 +138,7 @@ pub fn credentials(headers: &http::HeaderMap) -> Option<(String, String)> {
 }
 
 fn refusal(challenge: &HeaderValue, request_id: &str, reason: &'static str, detail: &str) -> Flow {
-    let mut r = problem_response(
-        &Problem::new(StatusCode::UNAUTHORIZED, detail.to_string()),
-        request_id,
-    );
-    r.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, challenge.clone());
+    let r = crate::refusal::unauthorized(request_id, detail, challenge.clone());
     Flow::respond(reason, r)
 }
 

@@ -4,8 +4,8 @@
 //! request goes upstream (`hide_credentials`), and how its absence or refusal is answered
 //! (401 with a `Bearer` challenge, `error="invalid_token"` for a refused one).
 
-use gatehouse_core::{CREDENTIALS_MISSING, Flow, Problem, RequestCtx, problem_response};
-use http::{HeaderName, HeaderValue, StatusCode, header};
+use gatehouse_core::{CREDENTIALS_MISSING, Flow, RequestCtx};
+use http::{HeaderName, HeaderValue, header};
 use std::borrow::Cow;
 
 /// The places a policy looks for its token, and its challenge.
@@ -50,10 +50,6 @@ impl Bearer {
     /// or a refused one (RFC 6750 section 3: `invalid_token` and `detail`, which the
     /// problem's detail repeats).
     pub fn refuse(&self, ctx: &RequestCtx, reason: &'static str, detail: &str) -> Flow {
-        let mut r = problem_response(
-            &Problem::new(StatusCode::UNAUTHORIZED, detail.to_string()),
-            &ctx.request_id,
-        );
         let challenge = if reason == CREDENTIALS_MISSING {
             self.challenge.clone()
         } else {
@@ -63,8 +59,10 @@ impl Bearer {
             );
             HeaderValue::from_str(&text).unwrap_or_else(|_| self.challenge.clone())
         };
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
-        Flow::respond(reason, r)
+        Flow::respond(
+            reason,
+            crate::refusal::unauthorized(&ctx.request_id, detail, challenge),
+        )
     }
 
     /// The token the request carries, if any.

@@ -15,9 +15,9 @@ use base64::Engine;
 use gatehouse_config::CredentialConfig;
 use gatehouse_core::{
     BodyNeeds, CREDENTIALS_INVALID, CREDENTIALS_MISSING, Consumer, Credential, Fingerprint, Flow,
-    Policy, Problem, RequestBodyNeed, RequestCtx, problem_response,
+    Policy, RequestBodyNeed, RequestCtx,
 };
-use http::{HeaderValue, StatusCode, header};
+use http::HeaderValue;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -443,14 +443,8 @@ impl HttpSignature {
     }
 
     fn refuse(&self, ctx: &RequestCtx, reason: &'static str, detail: &str) -> Flow {
-        let mut r = problem_response(
-            &Problem::new(StatusCode::UNAUTHORIZED, detail.to_string()),
-            &ctx.request_id,
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Signature"),
-        );
+        let challenge = HeaderValue::from_static("Signature");
+        let mut r = crate::refusal::unauthorized(&ctx.request_id, detail, challenge);
         r.headers_mut()
             .insert("accept-signature", self.accept.clone());
         Flow::respond(reason, r)

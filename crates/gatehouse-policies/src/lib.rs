@@ -24,6 +24,7 @@ pub mod oauth2_introspection;
 pub mod query_param;
 pub mod rate_limit;
 pub mod rbac;
+pub mod refusal;
 pub mod token_key;
 
 pub use kind::{Build, BuildResult, Kind, Kinds};

@@ -6,10 +6,9 @@
 use crate::{Build, BuildResult, Kind};
 use gatehouse_config::CredentialConfig;
 use gatehouse_core::{
-    CREDENTIALS_INVALID, CREDENTIALS_MISSING, Consumer, Credential, Flow, Policy, Problem,
-    RequestCtx, problem_response,
+    CREDENTIALS_INVALID, CREDENTIALS_MISSING, Consumer, Credential, Flow, Policy, RequestCtx,
 };
-use http::{HeaderValue, StatusCode};
+use http::HeaderValue;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -86,16 +85,12 @@ pub struct MtlsAuth {
 
 impl MtlsAuth {
     fn refuse(ctx: &RequestCtx, reason: &'static str, detail: &str) -> Flow {
-        let mut r = problem_response(
-            &Problem::new(StatusCode::UNAUTHORIZED, detail.to_string()),
-            &ctx.request_id,
-        );
         // No HTTP scheme carries a certificate; the challenge names what is missing.
-        r.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("ClientCertificate"),
-        );
-        Flow::respond(reason, r)
+        let challenge = HeaderValue::from_static("ClientCertificate");
+        Flow::respond(
+            reason,
+            crate::refusal::unauthorized(&ctx.request_id, detail, challenge),
+        )
     }
 }
 

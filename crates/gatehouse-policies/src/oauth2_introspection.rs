@@ -15,7 +15,7 @@ use crate::token_key::{TokenKey, TokenRef};
 use crate::{Build, BuildResult, Kind};
 use gatehouse_core::{
     CREDENTIALS_INVALID, CREDENTIALS_MISSING, Consumer, Credential, Fingerprint, Flow, Policy,
-    Problem, RequestCtx, Resume, problem_response,
+    Problem, RequestCtx, Resume,
 };
 use http::{HeaderName, HeaderValue, StatusCode};
 use schemars::JsonSchema;
@@ -259,14 +259,11 @@ impl Inner {
         match a {
             Answer::Refused(why) => self.bearer.refuse(ctx, CREDENTIALS_INVALID, why),
             Answer::Active { scoped: false, .. } => {
-                let p = Problem::new(StatusCode::FORBIDDEN, "the token lacks a required scope");
-                let mut r = problem_response(&p, &ctx.request_id);
-                if let Ok(v) = HeaderValue::from_str(&format!(
-                    "Bearer error=\"insufficient_scope\", scope=\"{}\"",
-                    self.required_scopes.join(" ")
-                )) {
-                    r.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
-                }
+                let r = crate::refusal::forbidden(
+                    &ctx.request_id,
+                    "the token lacks a required scope".into(),
+                    Some(&self.required_scopes),
+                );
                 Flow::respond("insufficient_scope", r)
             }
             Answer::Active {

@@ -11,7 +11,7 @@ use crate::{Build, BuildResult, Kind};
 use gatehouse_core::{
     CREDENTIALS_MISSING, Consumer, Flow, Policy, Problem, RequestCtx, problem_response,
 };
-use http::{HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -161,16 +161,7 @@ impl Rbac {
     }
 
     fn refuse(&self, ctx: &RequestCtx, detail: String, missing_scope: Option<&[String]>) -> Flow {
-        let p = Problem::new(StatusCode::FORBIDDEN, detail);
-        let mut r = problem_response(&p, &ctx.request_id);
-        if let Some(scopes) = missing_scope
-            && let Ok(v) = HeaderValue::from_str(&format!(
-                "Bearer error=\"insufficient_scope\", scope=\"{}\"",
-                scopes.join(" ")
-            ))
-        {
-            r.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
-        }
+        let r = crate::refusal::forbidden(&ctx.request_id, detail, missing_scope);
         Flow::respond("rbac_denied", r)
     }
 }
