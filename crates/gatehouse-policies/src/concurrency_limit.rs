@@ -4,14 +4,14 @@
 //! (`on_complete`, which runs on every exit: answered, failed or abandoned by the client).
 //! The table holds only keys with requests in flight.
 
-use crate::rate_limit::{KeyPart, KeySpec, key_parts};
+use crate::rate_limit::{KeyPart, KeySpec, hash_key, key_parts};
 use crate::{Build, BuildResult, Kind};
 use gatehouse_core::{Fingerprint, Flow, Policy, Problem, RequestCtx, problem_response};
 use http::StatusCode;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 /// `type: concurrency_limit`.
@@ -117,9 +117,9 @@ pub struct ConcurrencyLimit {
     table: Arc<InFlight>,
 }
 
-/// The places a request holds, to give back when it completes.
-#[derive(Debug, Clone, Default)]
-struct Held(Vec<(Arc<str>, u64)>);
+/// A place a request holds (its key), to give back when it completes.
+#[derive(Debug, Clone, Copy)]
+struct Place(u64);
 
 impl Policy for ConcurrencyLimit {
     fn name(&self) -> &str {
@@ -127,11 +127,7 @@ impl Policy for ConcurrencyLimit {
     }
 
     fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
-        let mut h = self.table.keys.build_hasher();
-        for p in &self.parts {
-            p.hash(Some(req), ctx, &mut h);
-        }
-        let key = h.finish();
+        let key = hash_key(&self.parts, self.table.keys.build_hasher(), Some(req), ctx);
         if !self.table.enter(key, self.max) {
             let p = Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -147,22 +143,13 @@ impl Policy for ConcurrencyLimit {
             );
             return Flow::respond("concurrency_full", r);
         }
-        match ctx.extensions.get_mut::<Held>() {
-            Some(held) => held.0.push((self.name.clone(), key)),
-            None => {
-                ctx.extensions.insert(Held(vec![(self.name.clone(), key)]));
-            }
-        }
+        crate::notes::keep(ctx, &self.name, Place(key));
         Flow::Continue
     }
 
     fn on_complete(&self, ctx: &RequestCtx) {
-        if let Some(held) = ctx.extensions.get::<Held>() {
-            for (name, key) in &held.0 {
-                if Arc::ptr_eq(name, &self.name) {
-                    self.table.leave(*key);
-                }
-            }
+        for place in crate::notes::kept::<Place>(ctx, &self.name) {
+            self.table.leave(place.0);
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod key_set;
 pub mod kind;
 pub mod limiter;
 pub mod mtls_auth;
+pub mod notes;
 pub mod oauth2_introspection;
 pub mod query_param;
 pub mod rate_limit;

@@ -195,6 +195,20 @@ impl KeyPart {
     }
 }
 
+/// The key `parts` make of a request, hashed with `h` (keyed by the caller's secret);
+/// without the head (`None`) only parts the context holds count.
+pub fn hash_key(
+    parts: &[KeyPart],
+    mut h: impl Hasher,
+    req: Option<&http::request::Parts>,
+    ctx: &RequestCtx,
+) -> u64 {
+    for p in parts {
+        p.hash(req, ctx, &mut h);
+    }
+    h.finish()
+}
+
 /// Compiles a `key` setting; the error names the bad entry.
 pub fn key_parts(spec: &KeySpec) -> Result<Vec<KeyPart>, (String, String)> {
     match spec {
@@ -320,11 +334,7 @@ pub struct LimitState {
 impl LimitState {
     /// The key of a request; without the head (`None`) only parts the context holds count.
     pub fn key(&self, req: Option<&http::request::Parts>, ctx: &RequestCtx) -> u64 {
-        let mut h = self.limiter.hasher();
-        for p in &self.parts {
-            p.hash(req, ctx, &mut h);
-        }
-        h.finish()
+        hash_key(&self.parts, self.limiter.hasher(), req, ctx)
     }
 
     /// The key an operator names as text: the parts' values joined by commas, in the
@@ -398,13 +408,13 @@ pub struct RateLimit {
     kong: Option<HeaderName>,
 }
 
-/// The decisions of a request's refusing rate limit, for its response headers.
-#[derive(Debug, Clone, Default)]
-struct Seen(Vec<(Arc<str>, Decision)>);
+/// A refusing limit's decision, kept for its response headers.
+#[derive(Debug, Clone, Copy)]
+struct Refused(Decision);
 
-/// The keys of a request's rate limits that count by header, for their response phase.
-#[derive(Debug, Clone, Default)]
-struct Keyed(Vec<(Arc<str>, u64)>);
+/// The key of a limit that counts by header, kept for its response phase.
+#[derive(Debug, Clone, Copy)]
+struct HeaderKey(u64);
 
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -419,17 +429,8 @@ impl RateLimit {
         self.limit.key(req, ctx)
     }
 
-    fn remember(&self, ctx: &mut RequestCtx, d: Decision) {
-        match ctx.extensions.get_mut::<Seen>() {
-            Some(seen) => seen.0.push((self.name.clone(), d)),
-            None => {
-                ctx.extensions.insert(Seen(vec![(self.name.clone(), d)]));
-            }
-        }
-    }
-
     fn refuse(&self, ctx: &mut RequestCtx, d: Decision) -> Flow {
-        self.remember(ctx, d);
+        crate::notes::keep(ctx, &self.name, Refused(d));
         let p = Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!("rate limit {} exceeded; retry later", self.name),
@@ -451,12 +452,7 @@ impl Policy for RateLimit {
     fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
         let key = self.key(Some(req), ctx);
         if self.by_header {
-            match ctx.extensions.get_mut::<Keyed>() {
-                Some(k) => k.0.push((self.name.clone(), key)),
-                None => {
-                    ctx.extensions.insert(Keyed(vec![(self.name.clone(), key)]));
-                }
-            }
+            crate::notes::keep(ctx, &self.name, HeaderKey(key));
         }
         // The request's start stands for now: no clock read per decision.
         let now = crate::limiter::at(ctx.started);
@@ -481,11 +477,9 @@ impl Policy for RateLimit {
     fn on_response(&self, resp: &mut http::response::Parts, ctx: &mut RequestCtx) {
         // A refusal remembered its decision; an admitted request reads the budget as it
         // is now (no allocation on the way through).
-        let refused = ctx
-            .extensions
-            .get::<Seen>()
-            .and_then(|s| s.0.iter().find(|(n, _)| Arc::ptr_eq(n, &self.name)))
-            .map(|(_, d)| *d);
+        let refused = crate::notes::kept::<Refused>(ctx, &self.name)
+            .next()
+            .map(|r| r.0);
         let d = match refused {
             Some(d) => d,
             None => {
@@ -493,14 +487,10 @@ impl Policy for RateLimit {
                 // is all it depends on unless it has header parts (then the request
                 // phase kept it).
                 let key = if self.by_header {
-                    let Some(k) = ctx
-                        .extensions
-                        .get::<Keyed>()
-                        .and_then(|k| k.0.iter().find(|(n, _)| Arc::ptr_eq(n, &self.name)))
-                    else {
+                    let Some(k) = crate::notes::kept::<HeaderKey>(ctx, &self.name).next() else {
                         return;
                     };
-                    k.1
+                    k.0
                 } else {
                     self.key(None, ctx)
                 };
