@@ -36,7 +36,7 @@ pub const KIND: Kind = Kind {
 #[schemars(rename = "BasicAuthPolicy")]
 pub struct Config {
     /// The realm of the challenge; default `gatehouse`.
-    #[serde(default = "default_realm")]
+    #[serde(default = "crate::bearer::default_realm")]
     pub realm: String,
     /// Remove `Authorization` before the request goes upstream; default false.
     #[serde(default)]
@@ -44,10 +44,6 @@ pub struct Config {
     /// How long a verified user and password are remembered; default 5m.
     #[serde(default = "default_cache_ttl")]
     pub cache_ttl: gatehouse_config::Duration,
-}
-
-fn default_realm() -> String {
-    "gatehouse".into()
 }
 
 fn default_cache_ttl() -> gatehouse_config::Duration {

@@ -8,6 +8,21 @@ use gatehouse_core::{CREDENTIALS_MISSING, Flow, RequestCtx};
 use http::{HeaderName, HeaderValue, header};
 use std::borrow::Cow;
 
+/// The default `header` of the token policies.
+pub fn default_header() -> String {
+    "authorization".into()
+}
+
+/// The default `realm` of the challenges.
+pub fn default_realm() -> String {
+    "gatehouse".into()
+}
+
+/// The default `cache_size` of the token policies' caches.
+pub fn default_cache_size() -> usize {
+    10_000
+}
+
 /// The places a policy looks for its token, and its challenge.
 #[derive(Debug, Clone)]
 pub struct Bearer {

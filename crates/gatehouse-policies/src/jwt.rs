@@ -81,7 +81,7 @@ pub struct Config {
     #[serde(default)]
     pub forward_claims: BTreeMap<String, String>,
     /// Header carrying the token; default `authorization` (with the `Bearer` scheme).
-    #[serde(default = "default_header")]
+    #[serde(default = "crate::bearer::default_header")]
     pub header: String,
     /// Query parameter carrying the token, looked at after the header; default none.
     #[serde(default)]
@@ -97,7 +97,7 @@ pub struct Config {
     #[serde(default)]
     pub require_consumer: bool,
     /// The realm of the `WWW-Authenticate: Bearer` challenge; default `gatehouse`.
-    #[serde(default = "default_realm")]
+    #[serde(default = "crate::bearer::default_realm")]
     pub realm: String,
     /// How old the fetched keys may grow before they are fetched again (in the
     /// background); default 5m.
@@ -108,7 +108,7 @@ pub struct Config {
     #[serde(default = "default_min_refresh")]
     pub jwks_min_refresh: gatehouse_config::Duration,
     /// Verified tokens remembered at most; default 10000.
-    #[serde(default = "default_cache_size")]
+    #[serde(default = "crate::bearer::default_cache_size")]
     pub cache_size: usize,
 }
 
@@ -118,20 +118,11 @@ fn default_leeway() -> gatehouse_config::Duration {
 fn default_required() -> Vec<String> {
     vec!["exp".into()]
 }
-fn default_header() -> String {
-    "authorization".into()
-}
-fn default_realm() -> String {
-    "gatehouse".into()
-}
 fn default_refresh() -> gatehouse_config::Duration {
     gatehouse_config::Duration::from_millis(300_000)
 }
 fn default_min_refresh() -> gatehouse_config::Duration {
     gatehouse_config::Duration::from_millis(10_000)
-}
-fn default_cache_size() -> usize {
-    10_000
 }
 
 /// The algorithms `alg` may name.

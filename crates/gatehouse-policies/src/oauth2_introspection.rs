@@ -66,7 +66,7 @@ pub struct Config {
     #[serde(default)]
     pub forward_claims: BTreeMap<String, String>,
     /// Header carrying the token; default `authorization` (with the `Bearer` scheme).
-    #[serde(default = "default_header")]
+    #[serde(default = "crate::bearer::default_header")]
     pub header: String,
     /// Query parameter carrying the token; default none.
     #[serde(default)]
@@ -81,10 +81,10 @@ pub struct Config {
     #[serde(default)]
     pub require_consumer: bool,
     /// The realm of the `WWW-Authenticate: Bearer` challenge; default `gatehouse`.
-    #[serde(default = "default_realm")]
+    #[serde(default = "crate::bearer::default_realm")]
     pub realm: String,
     /// Answers remembered at most; default 10000.
-    #[serde(default = "default_cache_size")]
+    #[serde(default = "crate::bearer::default_cache_size")]
     pub cache_size: usize,
 }
 
@@ -96,15 +96,6 @@ fn default_cache_ttl() -> gatehouse_config::Duration {
 }
 fn default_inactive_ttl() -> gatehouse_config::Duration {
     gatehouse_config::Duration::from_millis(5_000)
-}
-fn default_header() -> String {
-    "authorization".into()
-}
-fn default_realm() -> String {
-    "gatehouse".into()
-}
-fn default_cache_size() -> usize {
-    10_000
 }
 
 fn build(b: &Build<'_>) -> BuildResult {
