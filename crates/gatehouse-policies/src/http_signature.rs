@@ -347,9 +347,11 @@ impl HttpSignature {
         }
     }
 
-    /// Verifies one signature (its covered components and parameters are `input`).
+    /// Verifies one signature: `entry` is its `Signature-Input` member, `input` the same
+    /// as an inner list (its covered components and parameters).
     fn verify_one(
         &self,
+        entry: &ListEntry,
         input: &InnerList,
         signature: &[u8],
         req: &http::request::Parts,
@@ -409,8 +411,10 @@ impl HttpSignature {
             base.push('\n');
         }
         base.push_str("\"@signature-params\": ");
-        let params = vec![ListEntry::InnerList(input.clone())]
-            .serialize()
+        let mut params = sfv::ListSerializer::new();
+        params.members([entry]);
+        let params = params
+            .finish()
             .ok_or("the signature parameters cannot be serialized")?;
         base.push_str(&params);
         let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signature);
@@ -490,7 +494,7 @@ impl Policy for HttpSignature {
                 why = "a signature input has no signature";
                 continue;
             };
-            match self.verify_one(input, sig, req, ctx) {
+            match self.verify_one(entry, input, sig, req, ctx) {
                 Ok(found) => {
                     admitted = Some(found);
                     break;

@@ -588,7 +588,7 @@ mod tests {
     }
 
     #[test]
-    fn a_public_key_file_is_read_and_its_family_kept() {
+    fn a_public_key_file_is_read_and_a_bad_one_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k.pem");
         std::fs::write(&p, "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n").unwrap();
