@@ -7,6 +7,8 @@ command -v curl >/dev/null || need+=(curl)
 # RSA keys for the JWT tests (ring signs RSA but cannot generate keys).
 command -v openssl >/dev/null || need+=(openssl)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+# The shared Redis that cluster-scope limits are tested against (started per test).
+command -v redis-server >/dev/null || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"

@@ -441,7 +441,7 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
         (_, "/admin/consumers") => consumers::collection(gw, req).await,
         (method, path) if path.starts_with("/admin/limits/") => {
             let policy = path.trim_start_matches("/admin/limits/");
-            limits::endpoint(gw, method, policy, req.uri().query())
+            limits::endpoint(gw, method, policy, req.uri().query()).await
         }
         (method, path) if path.starts_with("/admin/consumers/") => {
             let method = method.clone();

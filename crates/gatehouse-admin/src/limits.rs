@@ -1,7 +1,8 @@
 //! `/admin/limits/{policy}?key=...`: one key's budget under a `rate_limit` policy (`GET`:
 //! limit, remaining, seconds until whole again) and resetting it (`DELETE`, 204: the key
 //! starts afresh). The key is written as the parts' values joined by commas, in the
-//! key's order (docs/traffic.md).
+//! key's order (docs/traffic.md). A cluster-scope limit is read and reset in Redis, so
+//! every gateway sees the change (503 while Redis does not answer).
 
 use crate::{json, problem};
 use bytes::Bytes;
@@ -12,7 +13,7 @@ use http_body_util::Full;
 use std::sync::Arc;
 
 /// Serves `method /admin/limits/{policy}` with `query`.
-pub fn endpoint(
+pub async fn endpoint(
     gw: &Arc<Gateway>,
     method: &Method,
     policy: &str,
@@ -37,10 +38,23 @@ pub fn endpoint(
         Ok(k) => k,
         Err(e) => return problem(StatusCode::BAD_REQUEST, e, None),
     };
+    let unreachable = || {
+        problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Redis does not answer; cluster-scope counters cannot be read or reset now".into(),
+            None,
+        )
+    };
     match *method {
         Method::GET => {
             let rate = state.limiter.rate();
-            let d = state.limiter.peek(key, gatehouse_policies::limiter::now());
+            let d = match &state.shared {
+                None => state.limiter.peek(key, gatehouse_policies::limiter::now()),
+                Some(shared) => match shared.inspect(key).await {
+                    Ok(d) => d,
+                    Err(_) => return unreachable(),
+                },
+            };
             json(
                 StatusCode::OK,
                 serde_json::json!({
@@ -54,7 +68,14 @@ pub fn endpoint(
             )
         }
         Method::DELETE => {
-            state.limiter.reset(key);
+            match &state.shared {
+                None => state.limiter.reset(key),
+                Some(shared) => {
+                    if shared.reset(key).await.is_err() {
+                        return unreachable();
+                    }
+                }
+            }
             let mut r = Response::new(Full::new(Bytes::new()));
             *r.status_mut() = StatusCode::NO_CONTENT;
             r

@@ -27,6 +27,9 @@ pub struct Config {
     /// The embedded store for API keys created through the admin API; absent = none.
     #[serde(default)]
     pub store: Option<StoreConfig>,
+    /// State shared by several gateway processes (docs/traffic.md: cluster scope).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// Consumers declared in config (docs/identity.md): who may call, in which groups,
     /// with which credentials.
     #[serde(default)]
@@ -868,6 +871,46 @@ pub enum CredentialConfig {
         #[serde(default)]
         public_key: Option<String>,
     },
+}
+
+/// `cluster:`: what gateway processes share.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The Redis server that holds shared counters; absent = nothing is shared.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+}
+
+/// `cluster.redis:`: one Redis server (or a TLS one) every gateway of the cluster uses.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port/db` or `rediss://...` (TLS, system trust store).
+    pub url: String,
+    /// What a limit decides while Redis does not answer: `allow` (default: requests
+    /// pass) or `deny` (503).
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// How long a gateway keeps budget it reserved and has not used, and how often it
+    /// tries Redis again while it is down; default 50ms.
+    #[serde(default = "default_sync_interval")]
+    pub sync_interval: Duration,
+}
+
+fn default_sync_interval() -> Duration {
+    Duration::from_millis(50)
+}
+
+/// What happens to limited requests while Redis is unreachable.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Requests pass unlimited.
+    #[default]
+    Allow,
+    /// Requests are refused with 503.
+    Deny,
 }
 
 /// The embedded SQLite store.

@@ -26,6 +26,7 @@ pub mod query_param;
 pub mod rate_limit;
 pub mod rbac;
 pub mod refusal;
+pub mod shared_limit;
 pub mod token_key;
 
 pub use kind::{Build, BuildResult, Kind, Kinds};

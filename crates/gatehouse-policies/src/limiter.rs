@@ -139,12 +139,28 @@ impl std::fmt::Debug for Limiter {
 impl Limiter {
     /// Counters for `rate` by `algorithm`, for at most about `max_keys` keys.
     pub fn new(algorithm: Algorithm, rate: Rate, max_keys: usize) -> Self {
+        Self::keyed(algorithm, rate, max_keys, ahash::RandomState::new())
+    }
+
+    /// Like [`Limiter::new`], with keys hashed under `seeds`: every process given the same
+    /// seeds hashes a key alike (cluster scope, where gateways share counters by key).
+    pub fn seeded(algorithm: Algorithm, rate: Rate, max_keys: usize, seeds: [u64; 4]) -> Self {
+        let [a, b, c, d] = seeds;
+        Self::keyed(
+            algorithm,
+            rate,
+            max_keys,
+            ahash::RandomState::with_seeds(a, b, c, d),
+        )
+    }
+
+    fn keyed(algorithm: Algorithm, rate: Rate, max_keys: usize, keys: ahash::RandomState) -> Self {
         Self {
             algorithm,
             rate,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: (max_keys / SHARDS).max(16),
-            keys: ahash::RandomState::new(),
+            keys,
         }
     }
 

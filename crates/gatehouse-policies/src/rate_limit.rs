@@ -7,9 +7,11 @@
 //! Kong's `X-RateLimit-Limit-*` / `X-RateLimit-Remaining-*`.
 //!
 //! A named limit keeps one set of counters, shared by every route that lists it and kept
-//! across reloads that leave its settings alone.
+//! across reloads that leave its settings alone. With `scope: cluster` the counters are
+//! in Redis, shared by every gateway (`shared_limit.rs`).
 
 use crate::limiter::{Algorithm, Decision, Limiter, Rate};
+use crate::shared_limit::{SharedLimit, Verdict};
 use crate::{Build, BuildResult, Kind};
 use gatehouse_core::{Fingerprint, Flow, Policy, Problem, RequestCtx, Resume, problem_response};
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -59,6 +61,11 @@ pub struct Config {
     /// Keys tracked at most (memory bound; keys at rest are dropped first); default 100000.
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
+    /// Cluster scope: requests each gateway reserves from Redis at a time; default
+    /// `limit / 1000`, at least 1. At most `gateways x batch` requests pass beyond the
+    /// limit.
+    #[serde(default)]
+    pub batch: Option<u64>,
 }
 
 fn default_per() -> gatehouse_config::Duration {
@@ -234,12 +241,6 @@ fn build(b: &Build<'_>) -> BuildResult {
     if per.is_zero() {
         return Err(issue("per", "must be longer than 0s"));
     }
-    if c.scope == Scope::Cluster {
-        return Err(issue(
-            "scope",
-            "cluster scope is not available yet in this version; use local",
-        ));
-    }
     let algorithm = match c.algorithm {
         AlgorithmName::TokenBucket => Algorithm::TokenBucket,
         AlgorithmName::LeakyBucket => Algorithm::LeakyBucket,
@@ -276,6 +277,36 @@ fn build(b: &Build<'_>) -> BuildResult {
         return Err(issue("max_keys", "must be at least 1"));
     }
     let parts = key_parts(&c.key).map_err(|(f, m)| issue(&f, &m))?;
+    let cluster = match c.scope {
+        Scope::Local => {
+            if c.batch.is_some() {
+                return Err(issue("batch", "applies to scope: cluster only"));
+            }
+            None
+        }
+        Scope::Cluster => {
+            if c.on_exceed == OnExceed::Delay {
+                return Err(issue(
+                    "on_exceed",
+                    "delay needs scope: local (a cluster-wide turn would wait on Redis)",
+                ));
+            }
+            if c.batch == Some(0) {
+                return Err(issue("batch", "must be at least 1"));
+            }
+            let Some(redis) = &b.config.cluster.redis else {
+                return Err(issue(
+                    "scope",
+                    "cluster scope needs `cluster.redis` (the Redis server the gateways share)",
+                ));
+            };
+            match &gatehouse_cluster::Cluster::staged(b.state, redis).0 {
+                Ok(cluster) => Some(cluster.clone()),
+                // The link's own error is reported at `cluster.redis`.
+                Err(_) => return Err(issue("scope", "`cluster.redis` is not usable")),
+            }
+        }
+    };
     let rate = Rate {
         limit: c.limit,
         per_ns: u64::try_from(per.as_nanos()).unwrap_or(u64::MAX),
@@ -284,12 +315,32 @@ fn build(b: &Build<'_>) -> BuildResult {
             _ => c.limit,
         }),
     };
-    let fp = Fingerprint::of(&(algorithm, rate, c.max_keys, &parts));
+    let batch = c.batch.unwrap_or(c.limit / 1000).max(1);
+    // A new link to Redis (other settings) builds new state, which uses it.
+    let link = cluster.as_ref().map(|l| (Arc::as_ptr(l) as usize, batch));
+    let fp = Fingerprint::of(&(algorithm, rate, c.max_keys, &parts, link));
     let limit = b
         .state
-        .get_or_build("rate_limit", b.name, fp, |_| LimitState {
-            limiter: Limiter::new(algorithm, rate, c.max_keys),
-            parts: parts.clone(),
+        .get_or_build("rate_limit", b.name, fp, |_| match &cluster {
+            None => LimitState {
+                limiter: Limiter::new(algorithm, rate, c.max_keys),
+                parts: parts.clone(),
+                shared: None,
+            },
+            Some(cluster) => LimitState {
+                // Keys hash alike in every gateway of the cluster (seeded by the shared URL,
+                // which holds the password when there is one, and the policy's name).
+                limiter: Limiter::seeded(algorithm, rate, 16, shared_seeds(cluster.url(), b.name)),
+                parts: parts.clone(),
+                shared: Some(SharedLimit::new(
+                    cluster.clone(),
+                    b.name,
+                    algorithm,
+                    rate,
+                    batch,
+                    c.max_keys,
+                )),
+            },
         });
     let window = per.as_secs_f64().ceil().max(1.0) as u64;
     let quota = rate.limit;
@@ -321,14 +372,33 @@ fn build(b: &Build<'_>) -> BuildResult {
     }))
 }
 
+/// Hash seeds every gateway sharing `url` derives alike for `policy`.
+fn shared_seeds(url: &str, policy: &str) -> [u64; 4] {
+    use sha2::Digest;
+    let d = sha2::Sha256::new()
+        .chain_update(url)
+        .chain_update([0])
+        .chain_update(policy)
+        .finalize();
+    let mut seeds = [0u64; 4];
+    for (s, chunk) in seeds.iter_mut().zip(d.chunks_exact(8)) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        *s = u64::from_le_bytes(b);
+    }
+    seeds
+}
+
 /// A named limit's counters and what its key is made of: the state kept across reloads,
 /// which `GET /admin/limits/{policy}` reads.
 #[derive(Debug)]
 pub struct LimitState {
-    /// The counters.
+    /// The counters (scope local); in cluster scope only its key hashing is used.
     pub limiter: Limiter,
     /// The key's parts.
     pub parts: Vec<KeyPart>,
+    /// Cluster scope: the counters in Redis, as this gateway sees them.
+    pub shared: Option<SharedLimit>,
 }
 
 impl LimitState {
@@ -442,6 +512,21 @@ impl RateLimit {
         );
         Flow::respond("rate_limited", r)
     }
+
+    /// Cluster scope, Redis down, `on_failure: deny`.
+    fn unavailable(&self, ctx: &RequestCtx) -> Flow {
+        let p = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "rate limit {} cannot be checked now; retry later",
+                self.name
+            ),
+        );
+        let mut r = problem_response(&p, &ctx.request_id);
+        r.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(1u32));
+        Flow::respond("limit_unavailable", r)
+    }
 }
 
 impl Policy for RateLimit {
@@ -456,6 +541,13 @@ impl Policy for RateLimit {
         }
         // The request's start stands for now: no clock read per decision.
         let now = crate::limiter::at(ctx.started);
+        if let Some(shared) = &self.limit.shared {
+            return match shared.check(key, now) {
+                Verdict::Pass => Flow::Continue,
+                Verdict::Refused(d) => self.refuse(ctx, d),
+                Verdict::Unavailable => self.unavailable(ctx),
+            };
+        }
         let Some(max_delay) = self.delay else {
             let d = self.limit.limiter.check(key, now);
             if d.allowed {
@@ -501,9 +593,15 @@ impl Policy for RateLimit {
                     matches!(s.reason, "rate_limited" | "concurrency_full")
                         && s.policy != *self.name
                 }) {
-                    self.limit.limiter.refund(key, now);
+                    match &self.limit.shared {
+                        Some(shared) => shared.refund(key),
+                        None => self.limit.limiter.refund(key, now),
+                    }
                 }
-                self.limit.limiter.peek(key, now)
+                match &self.limit.shared {
+                    Some(shared) => shared.peek(key, now),
+                    None => self.limit.limiter.peek(key, now),
+                }
             }
         };
         // Both values in one buffer: one allocation, no formatting machinery.
@@ -562,6 +660,7 @@ mod tests {
                 "header:x-t".into(),
             ]))
             .unwrap(),
+            shared: None,
         };
         let mut ctx = RequestCtx::detached("id", "10.0.0.1:1".parse().unwrap());
         ctx.route = Some("orders".into());
@@ -615,6 +714,7 @@ mod tests {
             "policies.l.limit"
         );
         assert_eq!(error("limit: 5, scope: cluster"), "policies.l.scope");
+        assert_eq!(error("limit: 5, batch: 3"), "policies.l.batch");
     }
 
     #[test]

@@ -66,6 +66,18 @@ pub fn compile(
             }
         }
     });
+    // So is the link to Redis, which cluster-scope limits use.
+    if let Some(redis) = &c.cluster.redis {
+        let opened = gatehouse_cluster::Cluster::staged(stage, redis);
+        match &opened.0 {
+            // Connects now, so a Redis that is down at start is reported at start.
+            Ok(cluster) => cluster.start(),
+            Err((field, message)) => issues.push(Issue {
+                path: format!("cluster.redis.{field}"),
+                message: message.clone(),
+            }),
+        }
+    }
     let upstreams = Registry::build(&c.upstreams, stage);
     let mut policies = HashMap::new();
     for (name, cfg) in &c.policies {

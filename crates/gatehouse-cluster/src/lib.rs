@@ -1,0 +1,374 @@
+//! `cluster.redis`: the Redis server several gateway processes share state through
+//! (docs/traffic.md: cluster scope). One driver thread per configured server owns the
+//! connection (the `redis` crate's connection manager, which reconnects by itself); the
+//! request path hands it commands through a queue and never waits: the driver sends what
+//! has queued up as one pipeline and calls each command's continuation with its answer.
+//!
+//! Health is one flag the request path reads: a failed pipeline or connection marks the
+//! server down (logged once), jobs queued meanwhile fail at once, and the driver tries
+//! again every `sync_interval` until a `PING` answers (logged once again).
+
+use gatehouse_config::schema::{OnFailure, RedisConfig};
+use gatehouse_core::{Fingerprint, Stage};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Where a config's link to Redis is kept in the state registry (kind, name), so the
+/// policies and the admin API of one config share one connection.
+pub const STATE: (&str, &str) = ("cluster", "redis");
+
+/// The link a config opened, or why its settings are wrong (the field and the message).
+#[derive(Debug)]
+pub struct Opened(pub Result<Arc<Cluster>, (&'static str, String)>);
+
+/// Redis did not answer (down, unreachable, too slow) or refused the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+/// What is called with a command's answer, on the driver's thread.
+pub type Done = Box<dyn FnOnce(Result<redis::Value, Unavailable>) + Send>;
+
+/// Commands sent in one pipeline at most.
+const MAX_BATCH: usize = 512;
+/// Longest wait for a pipeline's answers or a connection before Redis counts as down.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+struct Job {
+    cmd: redis::Cmd,
+    done: Done,
+}
+
+/// The link to one Redis server.
+pub struct Cluster {
+    /// The URL as configured (a password in it seeds shared key hashes).
+    url: String,
+    on_failure: OnFailure,
+    sync_interval: Duration,
+    jobs: mpsc::UnboundedSender<Job>,
+    up: Arc<AtomicBool>,
+    /// The driver until its thread starts (at the first command or [`Cluster::start`]):
+    /// a config that is only checked never connects.
+    idle: Mutex<Option<(Driver, mpsc::UnboundedReceiver<Job>)>>,
+    started: AtomicBool,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("up", &self.is_up())
+            .field("on_failure", &self.on_failure)
+            .finish()
+    }
+}
+
+/// The URL without its password, for logs.
+fn shown(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+impl Cluster {
+    /// The link of `cfg` in `stage`: the committed one when the settings did not change,
+    /// else a new one (opened, not started). The config's compile and the policies that
+    /// use it (in the check pass too) get the same one this way.
+    pub fn staged(stage: &Stage<'_>, cfg: &RedisConfig) -> Arc<Opened> {
+        let (kind, name) = STATE;
+        stage.get_or_build(kind, name, Fingerprint::of(cfg), |_| {
+            Opened(Self::open(cfg))
+        })
+    }
+
+    /// Checks the settings; the driver thread starts later (see `idle`), and makes the
+    /// first connection (a server that is down is tried again every `sync_interval`).
+    pub fn open(cfg: &RedisConfig) -> Result<Arc<Self>, (&'static str, String)> {
+        let url = |m: String| ("url", m);
+        let scheme = cfg.url.split("://").next().unwrap_or_default();
+        match scheme {
+            "redis" | "rediss" => {}
+            "redis+sentinel" | "rediss+sentinel" => {
+                return Err(url(
+                    "Redis Sentinel is not supported yet in this version; give the primary's redis:// URL"
+                        .into(),
+                ));
+            }
+            _ => {
+                return Err(url(format!(
+                    "{scheme:?} is not a Redis URL; expected redis:// or rediss://"
+                )));
+            }
+        }
+        let client = redis::Client::open(cfg.url.as_str())
+            .map_err(|e| url(format!("not a Redis URL: {e}")))?;
+        let interval = cfg.sync_interval.get();
+        if interval.is_zero() {
+            return Err(("sync_interval", "must be longer than 0s".into()));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let up = Arc::new(AtomicBool::new(true));
+        let driver = Driver {
+            client,
+            shown: shown(&cfg.url),
+            on_failure: cfg.on_failure,
+            interval,
+            up: up.clone(),
+            failing: false,
+        };
+        Ok(Arc::new(Self {
+            url: cfg.url.clone(),
+            on_failure: cfg.on_failure,
+            sync_interval: interval,
+            jobs: tx,
+            up,
+            idle: Mutex::new(Some((driver, rx))),
+            started: AtomicBool::new(false),
+        }))
+    }
+
+    /// Starts the driver thread (once): it connects and serves commands from then on.
+    pub fn start(&self) {
+        if self.started.load(Ordering::Acquire) {
+            return;
+        }
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.started.store(true, Ordering::Release);
+        if let Some((driver, rx)) = idle {
+            let spawned = std::thread::Builder::new()
+                .name("gatehouse-cluster".into())
+                .spawn(move || driver.run(rx));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the Redis driver thread");
+                self.up.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether Redis answered the last pipeline (or nothing has failed yet).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// What limits decide while Redis is down.
+    pub fn on_failure(&self) -> OnFailure {
+        self.on_failure
+    }
+
+    /// `cluster.redis.sync_interval`.
+    pub fn sync_interval(&self) -> Duration {
+        self.sync_interval
+    }
+
+    /// The configured URL, which every gateway of the cluster shares (a seed for key
+    /// hashes that must agree across processes).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Queues `cmd`; `done` gets its answer on the driver's thread. Never waits.
+    pub fn submit(&self, cmd: redis::Cmd, done: Done) {
+        self.start();
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(Job { cmd, done }) {
+            (job.done)(Err(Unavailable));
+        }
+    }
+
+    /// Runs `cmd` and waits for its answer (for the admin API, not the request path).
+    pub async fn call(&self, cmd: redis::Cmd) -> Result<redis::Value, Unavailable> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(
+            cmd,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.await.unwrap_or(Err(Unavailable))
+    }
+}
+
+/// The driver thread's state.
+struct Driver {
+    client: redis::Client,
+    shown: String,
+    on_failure: OnFailure,
+    interval: Duration,
+    up: Arc<AtomicBool>,
+    /// Whether the current failure was logged.
+    failing: bool,
+}
+
+impl Driver {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the Redis driver's runtime");
+                self.up.store(false, Ordering::Relaxed);
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            let mut conn: Option<ConnectionManager> = None;
+            loop {
+                if conn.is_none() {
+                    let cfg = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+                        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                        .set_number_of_retries(1)
+                        .set_min_delay(self.interval)
+                        .set_max_delay(self.interval);
+                    let connect = self.client.get_connection_manager_with_config(cfg);
+                    match tokio::time::timeout(RESPONSE_TIMEOUT, connect).await {
+                        Ok(Ok(c)) => {
+                            conn = Some(c);
+                            self.mark_up();
+                        }
+                        Ok(Err(e)) => self.mark_down(&e.to_string()),
+                        Err(_) => self.mark_down("no answer within 1s"),
+                    }
+                }
+                let Some(c) = conn.as_mut() else {
+                    if !self.wait_failing(&mut rx, &mut batch).await {
+                        return;
+                    }
+                    continue;
+                };
+                if !self.up.load(Ordering::Relaxed) {
+                    let ping = redis::cmd("PING");
+                    let probe = tokio::time::timeout(
+                        RESPONSE_TIMEOUT,
+                        ping.query_async::<redis::Value>(c),
+                    );
+                    if matches!(probe.await, Ok(Ok(_))) {
+                        self.mark_up();
+                    } else if !self.wait_failing(&mut rx, &mut batch).await {
+                        return;
+                    }
+                    continue;
+                }
+                if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                    return; // the config that opened this link is gone
+                }
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                let mut dones = Vec::with_capacity(batch.len());
+                for job in batch.drain(..) {
+                    pipe.add_command(job.cmd);
+                    dones.push(job.done);
+                }
+                let answer = tokio::time::timeout(
+                    RESPONSE_TIMEOUT,
+                    pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(c),
+                )
+                .await;
+                match answer {
+                    Ok(Ok(results)) if results.len() == dones.len() => {
+                        for (done, r) in dones.into_iter().zip(results) {
+                            done(r.map_err(|e| {
+                                tracing::warn!(redis = %self.shown, error = %e, "redis refused a command");
+                                Unavailable
+                            }));
+                        }
+                    }
+                    other => {
+                        let why = match other {
+                            Ok(Err(e)) => e.to_string(),
+                            Err(_) => "no answer within 1s".into(),
+                            Ok(Ok(_)) => "answers did not match the commands".into(),
+                        };
+                        self.mark_down(&why);
+                        for done in dones {
+                            done(Err(Unavailable));
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// While Redis is down: fails the jobs that arrive for `sync_interval`. False when
+    /// every sender is gone (the driver ends).
+    async fn wait_failing(
+        &self,
+        rx: &mut mpsc::UnboundedReceiver<Job>,
+        batch: &mut Vec<Job>,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + self.interval;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return true,
+                n = rx.recv_many(batch, MAX_BATCH) => {
+                    if n == 0 {
+                        return false;
+                    }
+                    for job in batch.drain(..) {
+                        (job.done)(Err(Unavailable));
+                    }
+                }
+            }
+        }
+    }
+
+    fn mark_down(&mut self, why: &str) {
+        self.up.store(false, Ordering::Relaxed);
+        if !self.failing {
+            self.failing = true;
+            let mode = match self.on_failure {
+                OnFailure::Allow => "pass unlimited",
+                OnFailure::Deny => "are refused (503)",
+            };
+            tracing::warn!(
+                redis = %self.shown,
+                error = %why,
+                "redis unreachable: requests under cluster-scope limits {mode} until it answers"
+            );
+        }
+    }
+
+    fn mark_up(&mut self) {
+        self.up.store(true, Ordering::Relaxed);
+        if self.failing {
+            self.failing = false;
+            tracing::info!(redis = %self.shown, "redis reachable again: cluster-scope limits apply");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(
+            shown("redis://:s3cret@127.0.0.1:6379/0"),
+            "redis://***@127.0.0.1:6379/0"
+        );
+        assert_eq!(shown("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn urls_are_checked_when_the_config_loads() {
+        let cfg = |url: &str| RedisConfig {
+            url: url.into(),
+            on_failure: OnFailure::Allow,
+            sync_interval: gatehouse_config::Duration::from_millis(50),
+        };
+        assert!(Cluster::open(&cfg("http://127.0.0.1:6379")).is_err());
+        assert!(
+            Cluster::open(&cfg("redis+sentinel://127.0.0.1:26379/mymaster"))
+                .unwrap_err()
+                .1
+                .contains("Sentinel")
+        );
+        let c = Cluster::open(&cfg("redis://127.0.0.1:1/0")).unwrap();
+        assert!(c.is_up(), "nothing failed yet: not even started");
+    }
+}

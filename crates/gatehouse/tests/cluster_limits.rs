@@ -1,0 +1,199 @@
+//! Cluster-scope rate limits through real sockets: three gateway processes share one
+//! real `redis-server` (started here, stopped by its PID) and together admit the limit
+//! within the documented bound (1% + gateways x batch); a key's budget is read and reset
+//! through any gateway's admin API; Redis killed mid-test lets `on_failure` decide
+//! (allow: requests pass; deny: 503), is logged once, and is found again by itself when
+//! it comes back.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use gatehouse_testkit::RedisServer;
+use std::time::{Duration, Instant};
+use support::*;
+
+fn shared(backend: std::net::SocketAddr, redis: &str, on_failure: &str) -> String {
+    format!(
+        r#"
+cluster:
+  redis: {{ url: "{redis}", on_failure: {on_failure}, sync_interval: 50ms }}
+upstreams:
+  u:
+    targets: [{{ address: "{backend}" }}]
+policies:
+  bucket: {{ type: rate_limit, limit: 1000, per: 1h, key: route, scope: cluster }}
+  log: {{ type: rate_limit, algorithm: sliding_log, limit: 500, per: 1h, key: route, scope: cluster, batch: 5 }}
+  tenant: {{ type: rate_limit, limit: 3, per: 1h, key: "header:x-tenant", scope: cluster }}
+routes:
+  - name: bucket
+    match: {{ path: {{ type: prefix, value: /bucket }} }}
+    policies: [bucket]
+    upstream: u
+  - name: log
+    match: {{ path: {{ type: prefix, value: /log }} }}
+    policies: [log]
+    upstream: u
+  - name: tenant
+    match: {{ path: {{ type: prefix, value: /tenant }} }}
+    policies: [tenant]
+    upstream: u
+"#
+    )
+}
+
+/// Sends `n` requests to `url` over `conns` connections at once; counts the 200s.
+async fn blast(url: String, n: usize, conns: usize) -> usize {
+    let tasks: Vec<_> = (0..conns)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let c = Client::new();
+                let mut ok = 0;
+                for _ in (i..n).step_by(conns) {
+                    let r = send(&c, "GET", &url, &[]).await;
+                    assert!(
+                        r.status == 200 || r.status == 429,
+                        "{}: {}",
+                        r.status,
+                        r.body_text()
+                    );
+                    ok += usize::from(r.status == 200);
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        ok += t.await.unwrap();
+    }
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_gateways_sharing_one_redis_admit_the_limit_within_the_bound() {
+    let redis = RedisServer::start();
+    let be = Backend::start("a", Kind::Echo).await;
+    let yaml = shared(be.addr, &redis.url(), "deny");
+    let nodes: Vec<_> = (0..3).map(|_| gateway(&yaml)).collect();
+
+    for (path, limit, batch) in [("bucket", 1000usize, 1usize), ("log", 500, 5)] {
+        let started = Instant::now();
+        // Three times the limit, spread evenly over the three gateways at once.
+        let runs: Vec<_> = nodes
+            .iter()
+            .map(|(_, url, _)| tokio::spawn(blast(format!("{url}/{path}"), limit, 16)))
+            .collect();
+        let mut admitted = 0;
+        for r in runs {
+            admitted += r.await.unwrap();
+        }
+        // The token bucket refills 1000/h while the test runs.
+        let refill = (started.elapsed().as_secs_f64() * limit as f64 / 3600.0).ceil() as usize;
+        let bound = limit / 100 + 3 * batch;
+        eprintln!("{path}: {admitted} admitted for a limit of {limit} (bound {bound})");
+        assert!(
+            admitted + bound >= limit && admitted <= limit + refill + bound,
+            "{path}: {admitted} admitted for a limit of {limit} (bound {bound})"
+        );
+    }
+
+    // The budget as Redis holds it, read through any gateway; reset through another,
+    // then a third admits again within `sync_interval`.
+    let c = Client::new();
+    let read = c
+        .get(&format!("{}/admin/limits/log?key=log", nodes[1].2))
+        .await;
+    assert_eq!(read.status, 200, "{}", read.body_text());
+    assert_eq!(read.json()["remaining"], 0);
+    let no = send(&c, "GET", &format!("{}/log", nodes[2].1), &[]).await;
+    assert_eq!(no.status, 429);
+    assert!(no.header("retry-after").is_some());
+    let del = send(
+        &c,
+        "DELETE",
+        &format!("{}/admin/limits/log?key=log", nodes[0].2),
+        &[],
+    )
+    .await;
+    assert_eq!(del.status, 204);
+    // The third gateway still holds Redis's refusal; the first request after
+    // `sync_interval` asks Redis again (and is refused meanwhile), the next one passes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = send(&c, "GET", &format!("{}/log", nodes[2].1), &[]).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let again = send(&c, "GET", &format!("{}/log", nodes[2].1), &[]).await;
+    assert_eq!(again.status, 200, "the reset reached the third gateway");
+    assert!(again.header("ratelimit").unwrap().starts_with("\"log\";r="));
+}
+
+/// Requests with a tenant no one used yet, until `want` says stop (or 5 s pass).
+async fn until_status(url: &str, want: u16) -> Reply {
+    let c = Client::new();
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut i = 0;
+    loop {
+        i += 1;
+        let tenant = format!("t-{}-{i}", std::process::id());
+        let r = send(&c, "GET", url, &[("x-tenant", &tenant)]).await;
+        if r.status == want || Instant::now() > until {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_dying_lets_on_failure_decide_is_logged_once_and_is_found_again() {
+    let mut redis = RedisServer::start();
+    let be = Backend::start("a", Kind::Echo).await;
+    let (allow, allow_url, _) = gateway(&shared(be.addr, &redis.url(), "allow"));
+    let (deny, deny_url, _) = gateway(&shared(be.addr, &redis.url(), "deny"));
+    let c = Client::new();
+    let tenant = |url: &str, t: &str| {
+        let (c, url, t) = (c.clone(), format!("{url}/tenant"), t.to_string());
+        async move { send(&c, "GET", &url, &[("x-tenant", &t)]).await.status }
+    };
+    // Both gateways count tenant "x" together: 3 in all.
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let url = if i % 2 == 0 { &allow_url } else { &deny_url };
+        statuses.push(tenant(url, "x").await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+
+    redis.kill();
+    let r = until_status(&format!("{deny_url}/tenant"), 503).await;
+    assert_problem(&r, 503);
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    // allow: a tenant far over its budget passes while Redis is away.
+    let _ = until_status(&format!("{allow_url}/tenant"), 200).await;
+    for _ in 0..10 {
+        assert_eq!(tenant(&allow_url, "busy").await, 200);
+    }
+    for g in [&allow, &deny] {
+        let log = g.stderr_text();
+        assert_eq!(log.matches("redis unreachable").count(), 1, "{log}");
+    }
+
+    redis.restart();
+    let back = |g: &GatewayProcess| g.stderr_text().contains("redis reachable again");
+    let until = Instant::now() + Duration::from_secs(10);
+    while !(back(&allow) && back(&deny)) {
+        // The deny gateway finds Redis again by itself; the allow one too.
+        assert!(Instant::now() < until, "{}", deny.stderr_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Limits apply again (Redis came back empty: a fresh budget of 3).
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(tenant(&deny_url, "y").await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+}
