@@ -1,4 +1,4 @@
-//! `/admin/limits/{policy}?key=...`: one key's budget under a `rate_limit` policy (`GET`:
+//! `/admin/limits/{policy}?key=...`: one key's budget under a `rate_limit` or `quota` policy (`GET`:
 //! limit, remaining, seconds until whole again) and resetting it (`DELETE`, 204: the key
 //! starts afresh). The key is written as the parts' values joined by commas, in the
 //! key's order (docs/traffic.md). A cluster-scope limit is read and reset in Redis, so
@@ -6,11 +6,72 @@
 
 use crate::{json, problem};
 use bytes::Bytes;
+use gatehouse_policies::quota::Counts;
 use gatehouse_policies::rate_limit::LimitState;
 use gatehouse_proxy::Gateway;
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 use std::sync::Arc;
+
+fn no_key() -> Response<Full<Bytes>> {
+    problem(
+        StatusCode::BAD_REQUEST,
+        "name the key: ?key=VALUE (several parts joined by commas)".into(),
+        None,
+    )
+}
+
+fn no_content() -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+fn not_allowed(m: &Method) -> Response<Full<Bytes>> {
+    problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{m} is not allowed here"),
+        None,
+    )
+}
+
+/// A quota's key: what it used in its current period, of which plan (`GET`), or starting
+/// it afresh (`DELETE`, in the store too).
+fn quota(
+    counts: &Counts,
+    method: &Method,
+    policy: &str,
+    key: Option<String>,
+) -> Response<Full<Bytes>> {
+    let Some(key) = key else {
+        return no_key();
+    };
+    match *method {
+        Method::GET => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let (used, plan) = counts.usage(&key, now);
+            let mut body = serde_json::json!({ "policy": policy, "key": key, "used": used });
+            if let Some((plan, reset)) = plan {
+                body["limit"] = plan.limit.into();
+                body["period"] = plan.period.name().into();
+                body["remaining"] = plan.limit.saturating_sub(used).into();
+                body["reset_seconds"] = reset.into();
+            }
+            json(StatusCode::OK, body)
+        }
+        Method::DELETE => match counts.reset(&key) {
+            Ok(()) => no_content(),
+            Err(_) => problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the store could not forget the key's usage".into(),
+                None,
+            ),
+        },
+        ref m => not_allowed(m),
+    }
+}
 
 /// Serves `method /admin/limits/{policy}` with `query`.
 pub async fn endpoint(
@@ -19,20 +80,20 @@ pub async fn endpoint(
     policy: &str,
     query: Option<&str>,
 ) -> Response<Full<Bytes>> {
+    let text = query.and_then(|q| gatehouse_policies::query_param::value(q, "key"));
+    let text = text.and_then(|t| String::from_utf8(t).ok());
+    if let Some(counts) = gw.platform.state.get::<Counts>("quota", policy) {
+        return quota(&counts, method, policy, text);
+    }
     let Some(state) = gw.platform.state.get::<LimitState>("rate_limit", policy) else {
         return problem(
             StatusCode::NOT_FOUND,
-            format!("no rate_limit policy named {policy:?}"),
+            format!("no rate_limit or quota policy named {policy:?}"),
             None,
         );
     };
-    let text = query.and_then(|q| gatehouse_policies::query_param::value(q, "key"));
-    let Some(text) = text.and_then(|t| String::from_utf8(t).ok()) else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "name the key: ?key=VALUE (several parts joined by commas)".into(),
-            None,
-        );
+    let Some(text) = text else {
+        return no_key();
     };
     let key = match state.key_of(&text) {
         Ok(k) => k,
@@ -76,14 +137,8 @@ pub async fn endpoint(
                     }
                 }
             }
-            let mut r = Response::new(Full::new(Bytes::new()));
-            *r.status_mut() = StatusCode::NO_CONTENT;
-            r
+            no_content()
         }
-        ref m => problem(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{m} is not allowed here"),
-            None,
-        ),
+        ref m => not_allowed(m),
     }
 }

@@ -23,6 +23,7 @@ pub mod mtls_auth;
 pub mod notes;
 pub mod oauth2_introspection;
 pub mod query_param;
+pub mod quota;
 pub mod rate_limit;
 pub mod rbac;
 pub mod refusal;
@@ -46,6 +47,7 @@ pub const BUILTIN: &[Kind] = &[
     cors::KIND,
     rate_limit::KIND,
     concurrency_limit::KIND,
+    quota::KIND,
 ];
 
 /// The consumer a credential of `c` authenticates, as the authenticating kinds record it.

@@ -170,6 +170,55 @@ impl KeyPart {
         })
     }
 
+    /// Writes this part's value as text (the form the admin API names keys in): the
+    /// consumer's name (`ip:ADDRESS` without one), the IP, the route, the header's values
+    /// (joined by `;`), the claim (empty when absent).
+    pub fn write_text(
+        &self,
+        req: Option<&http::request::Parts>,
+        ctx: &RequestCtx,
+        out: &mut String,
+    ) {
+        use std::fmt::Write;
+        match self {
+            Self::Consumer => match &ctx.consumer {
+                Some(c) => out.push_str(&c.name),
+                None => {
+                    let _ = write!(out, "ip:{}", ctx.client_ip);
+                }
+            },
+            Self::Ip => {
+                let _ = write!(out, "{}", ctx.client_ip);
+            }
+            Self::Route => out.push_str(ctx.route.as_deref().unwrap_or_default()),
+            Self::Header(name) => {
+                for (i, v) in req
+                    .into_iter()
+                    .flat_map(|r| r.headers.get_all(name))
+                    .enumerate()
+                {
+                    if i > 0 {
+                        out.push(';');
+                    }
+                    out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                }
+            }
+            Self::Claim(path) => {
+                let v = ctx
+                    .consumer
+                    .as_ref()
+                    .and_then(|c| crate::claims::lookup(&c.claims, path));
+                match v {
+                    Some(serde_json::Value::String(s)) => out.push_str(s),
+                    Some(other) => {
+                        let _ = write!(out, "{other}");
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
     /// Feeds this part of `req` into `h` (a tag first, so parts of different kinds with
     /// the same text never share a count).
     pub fn hash(&self, req: Option<&http::request::Parts>, ctx: &RequestCtx, h: &mut impl Hasher) {
@@ -200,6 +249,15 @@ impl KeyPart {
             }
         }
     }
+}
+
+/// Whether a local answer is a limit's refusal (then the other limits of the route give
+/// back what they counted for the request).
+pub fn refused_by_a_limit(s: &gatehouse_core::ShortCircuit) -> bool {
+    matches!(
+        s.reason,
+        "rate_limited" | "concurrency_full" | "quota_exceeded" | "limit_unavailable"
+    )
 }
 
 /// The key `parts` make of a request, hashed with `h` (keyed by the caller's secret);
@@ -589,10 +647,11 @@ impl Policy for RateLimit {
                 let now = crate::limiter::at(ctx.started);
                 // Refused by another limit after this one counted it: every limit of a
                 // route applies, and a refused request uses none of their budgets.
-                if ctx.short_circuit.as_ref().is_some_and(|s| {
-                    matches!(s.reason, "rate_limited" | "concurrency_full")
-                        && s.policy != *self.name
-                }) {
+                if ctx
+                    .short_circuit
+                    .as_ref()
+                    .is_some_and(|s| refused_by_a_limit(s) && s.policy != *self.name)
+                {
                     match &self.limit.shared {
                         Some(shared) => shared.refund(key),
                         None => self.limit.limiter.refund(key, now),

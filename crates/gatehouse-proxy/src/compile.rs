@@ -25,6 +25,21 @@ pub struct Platform {
     pub state: gatehouse_core::StateRegistry,
 }
 
+/// Stages an in-memory store where `loaded` names a store file, so [`compile`] builds
+/// everything that uses the store without creating or opening the file (`validate`).
+pub fn stand_in_store(loaded: &Loaded, stage: &Stage<'_>) {
+    if let Some(s) = &loaded.config.store {
+        let (kind, name) = gatehouse_store::STATE;
+        let path = loaded.dir().join(&s.path);
+        stage.get_or_build(kind, name, Fingerprint::of(&path), |_| {
+            gatehouse_store::Opened(
+                gatehouse_store::Store::open(std::path::Path::new(":memory:"))
+                    .map(std::sync::Arc::new),
+            )
+        });
+    }
+}
+
 /// Compiles a loaded config, taking state from `stage` (committed by the caller once the
 /// snapshot serves). `previous` lends the access-log sink when its target did not change.
 pub fn compile(
@@ -69,13 +84,12 @@ pub fn compile(
     // So is the link to Redis, which cluster-scope limits use.
     if let Some(redis) = &c.cluster.redis {
         let opened = gatehouse_cluster::Cluster::staged(stage, redis);
-        match &opened.0 {
-            // Connects now, so a Redis that is down at start is reported at start.
-            Ok(cluster) => cluster.start(),
-            Err((field, message)) => issues.push(Issue {
+        // It connects at its first command (`validate` never does).
+        if let Err((field, message)) = &opened.0 {
+            issues.push(Issue {
                 path: format!("cluster.redis.{field}"),
                 message: message.clone(),
-            }),
+            });
         }
     }
     let upstreams = Registry::build(&c.upstreams, stage);

@@ -118,6 +118,13 @@ impl Store {
                  name TEXT PRIMARY KEY,
                  groups TEXT NOT NULL,
                  created INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS quota_usage (
+                 policy TEXT NOT NULL,
+                 key TEXT NOT NULL,
+                 period_start INTEGER NOT NULL,
+                 used INTEGER NOT NULL,
+                 PRIMARY KEY (policy, key)
              );",
         )
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -285,6 +292,69 @@ impl Store {
         };
         self.reindex()?;
         Ok(gone > 0)
+    }
+}
+
+/// Quota usage (`type: quota`): requests counted for one key of one policy in the period
+/// that started at `period_start` (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    /// The counted key (the key parts' values joined by commas).
+    pub key: String,
+    /// The period's start, Unix seconds.
+    pub period_start: i64,
+    /// Requests counted in it.
+    pub used: u64,
+}
+
+impl Store {
+    /// The usage stored for `key` of quota `policy`.
+    pub fn quota_usage(&self, policy: &str, key: &str) -> Result<Option<Usage>, String> {
+        let db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        db.query_row(
+            "SELECT period_start, used FROM quota_usage WHERE policy = ?1 AND key = ?2",
+            params![policy, key],
+            |r| {
+                Ok(Usage {
+                    key: key.to_string(),
+                    period_start: r.get(0)?,
+                    used: r.get::<_, i64>(1)?.max(0).unsigned_abs(),
+                })
+            },
+        )
+        .optional()
+        .map_err(sql)
+    }
+
+    /// Writes `rows` of quota `policy` in one transaction (durable when this returns).
+    pub fn save_quota_usage(&self, policy: &str, rows: &[Usage]) -> Result<(), String> {
+        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = db.transaction().map_err(sql)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO quota_usage (policy, key, period_start, used) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (policy, key) DO UPDATE SET period_start = ?3, used = ?4",
+                )
+                .map_err(sql)?;
+            for u in rows {
+                let used = i64::try_from(u.used).unwrap_or(i64::MAX);
+                stmt.execute(params![policy, u.key, u.period_start, used])
+                    .map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)
+    }
+
+    /// Forgets the usage of `key` of quota `policy` (`DELETE /admin/limits`).
+    pub fn delete_quota_usage(&self, policy: &str, key: &str) -> Result<(), String> {
+        let db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        db.execute(
+            "DELETE FROM quota_usage WHERE policy = ?1 AND key = ?2",
+            params![policy, key],
+        )
+        .map_err(sql)?;
+        Ok(())
     }
 }
 

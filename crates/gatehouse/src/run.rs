@@ -11,14 +11,14 @@ pub fn validate(path: &str) -> ExitCode {
     let platform = Platform::default();
     let check = |c: &gatehouse_config::Config, dir: &std::path::Path| platform.kinds.check(c, dir);
     match gatehouse_config::load::load_file_with(path, &check).and_then(|mut l| {
-        // Compile too (templates, policies), but never open sinks or the store, bind
-        // sockets or resolve names; the stage is dropped, never committed.
+        // Compile too (templates, policies), but never open sinks or the store file, bind
+        // sockets or resolve names; the stage is dropped, never committed. An in-memory
+        // store stands in for the file, so what needs a store compiles as it would.
         let access_log = std::mem::replace(&mut l.config.access_log, "off".into());
-        let store = l.config.store.take();
         let stage = platform.state.stage();
+        gatehouse_proxy::compile::stand_in_store(&l, &stage);
         gatehouse_proxy::compile::compile(&l, None, &platform.kinds, &stage)?;
         l.config.access_log = access_log;
-        l.config.store = store;
         Ok(l)
     }) {
         Ok(loaded) => {
