@@ -83,6 +83,18 @@ impl Period {
         })
     }
 
+    /// Kong's header for the budget left in this period.
+    fn remaining_header(self) -> HeaderName {
+        HeaderName::from_static(match self {
+            Self::Minute => "x-ratelimit-remaining-minute",
+            Self::Hour => "x-ratelimit-remaining-hour",
+            Self::Day => "x-ratelimit-remaining-day",
+            Self::Week => "x-ratelimit-remaining-week",
+            Self::Month => "x-ratelimit-remaining-month",
+            Self::Year => "x-ratelimit-remaining-year",
+        })
+    }
+
     /// The period's name in config (`day`, `month`, ...).
     pub fn name(self) -> &'static str {
         match self {
@@ -211,6 +223,7 @@ fn build(b: &Build<'_>) -> BuildResult {
     counts.start_flushing();
     Ok(Arc::new(Quota {
         name: b.name.into(),
+        quoted: format!("\"{}\"", b.name.replace('"', "")),
         plans,
         counts,
     }))
@@ -345,8 +358,19 @@ impl Counts {
 
     /// Counts one request of `key` against `plan` at Unix second `now`; `Err` with the
     /// count when the allowance is spent.
+    #[cfg(test)]
     fn take(&self, key: &str, plan: Plan, now: i64) -> Result<(u64, i64), (u64, i64)> {
-        let (start, end) = plan.period.bounds(now);
+        self.take_in(key, plan, plan.period.bounds(now))
+    }
+
+    /// Counts one request of `key` against `plan` in the period `(start, end)` (Unix
+    /// seconds): `Ok` with the count and the period's end, `Err` when the allowance is spent.
+    fn take_in(
+        &self,
+        key: &str,
+        plan: Plan,
+        (start, end): (i64, i64),
+    ) -> Result<(u64, i64), (u64, i64)> {
         let mut shard = lock(self.shard(key));
         if !shard.contains_key(key) {
             let stored = self
@@ -445,6 +469,8 @@ impl Drop for Counts {
 #[derive(Debug)]
 pub struct Quota {
     name: Arc<str>,
+    /// `"NAME"`, as the RateLimit headers carry it.
+    quoted: String,
     plans: HashMap<String, Plan>,
     counts: Arc<Counts>,
 }
@@ -452,9 +478,11 @@ pub struct Quota {
 /// What the request phase counted, for the response phase.
 #[derive(Debug, Clone)]
 struct Counted {
-    key: Arc<str>,
+    key: String,
     plan: Plan,
     used: u64,
+    /// The period's bounds, Unix seconds.
+    start: i64,
     end: i64,
     refused: bool,
 }
@@ -488,11 +516,12 @@ impl Policy for Quota {
         let Some(plan) = self.plan(ctx) else {
             return Flow::Continue;
         };
-        let key: Arc<str> = self.counts.key(Some(req), ctx).into();
+        let key = self.counts.key(Some(req), ctx);
         let now = unix_now();
-        let (used, end, refused) = match self.counts.take(&key, plan, now) {
-            Ok((used, end)) => (used, end, false),
-            Err((used, end)) => (used, end, true),
+        let (start, end) = plan.period.bounds(now);
+        let (used, refused) = match self.counts.take_in(&key, plan, (start, end)) {
+            Ok((used, _)) => (used, false),
+            Err((used, _)) => (used, true),
         };
         crate::notes::keep(
             ctx,
@@ -501,6 +530,7 @@ impl Policy for Quota {
                 key,
                 plan,
                 used,
+                start,
                 end,
                 refused,
             },
@@ -526,10 +556,7 @@ impl Policy for Quota {
     }
 
     fn on_response(&self, resp: &mut http::response::Parts, ctx: &mut RequestCtx) {
-        let Some(c) = crate::notes::kept::<Counted>(ctx, &self.name)
-            .next()
-            .cloned()
-        else {
+        let Some(c) = crate::notes::kept::<Counted>(ctx, &self.name).next() else {
             return;
         };
         let mut used = c.used;
@@ -542,24 +569,38 @@ impl Policy for Quota {
             self.counts.give_back(&c.key);
             used = used.saturating_sub(1);
         }
-        let now = unix_now();
-        let (start, end) = c.plan.period.bounds(now);
         let remaining = c.plan.limit.saturating_sub(used);
-        let reset = (c.end.min(end) - now).max(0);
-        let name = self.name.replace('"', "");
+        let reset = u64::try_from(c.end - unix_now()).unwrap_or(0);
+        let window = u64::try_from(c.end - c.start).unwrap_or(0);
+        // The three values in one buffer: one allocation, no formatting machinery.
+        let (mut a, mut b, mut d, mut e) = (
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+        );
+        let (limit, window) = (a.format(c.plan.limit), b.format(window));
+        let (remaining, reset) = (d.format(remaining), e.format(reset));
+        let mut buf = Vec::with_capacity(2 * self.quoted.len() + 48);
+        for part in [self.quoted.as_str(), ";q=", limit, ";w=", window] {
+            buf.extend_from_slice(part.as_bytes());
+        }
+        let policy_end = buf.len();
+        for part in [self.quoted.as_str(), ";r=", remaining, ";t=", reset] {
+            buf.extend_from_slice(part.as_bytes());
+        }
+        let item_end = buf.len();
+        buf.extend_from_slice(remaining.as_bytes());
+        let buf = bytes::Bytes::from(buf);
         let h = &mut resp.headers;
-        if let Ok(v) =
-            HeaderValue::from_str(&format!("\"{name}\";q={};w={}", c.plan.limit, end - start))
-        {
+        if let Ok(v) = HeaderValue::from_maybe_shared(buf.slice(..policy_end)) {
             h.append(RATELIMIT_POLICY, v);
         }
-        if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";r={remaining};t={reset}")) {
+        if let Ok(v) = HeaderValue::from_maybe_shared(buf.slice(policy_end..item_end)) {
             h.append(RATELIMIT, v);
         }
-        if let Ok(n) = HeaderName::from_bytes(
-            format!("x-ratelimit-remaining-{}", c.plan.period.name()).as_bytes(),
-        ) {
-            h.append(n, HeaderValue::from(remaining));
+        if let Ok(v) = HeaderValue::from_maybe_shared(buf.slice(item_end..)) {
+            h.append(c.plan.period.remaining_header(), v);
         }
     }
 }
