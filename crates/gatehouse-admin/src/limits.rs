@@ -37,7 +37,7 @@ fn not_allowed(m: &Method) -> Response<Full<Bytes>> {
 
 /// A quota's key: what it used in its current period, of which plan (`GET`), or starting
 /// it afresh (`DELETE`, in the store too).
-fn quota(
+async fn quota(
     counts: &Counts,
     method: &Method,
     policy: &str,
@@ -48,6 +48,18 @@ fn quota(
     };
     match *method {
         Method::GET => {
+            // Cluster scope: the count as Redis holds it, with its period's start.
+            if let Some(found) = counts.shared_usage(&key).await {
+                return match found {
+                    Ok((used, start)) => json(
+                        StatusCode::OK,
+                        serde_json::json!({
+                            "policy": policy, "key": key, "used": used, "period_start": start,
+                        }),
+                    ),
+                    Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e, None),
+                };
+            }
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -61,13 +73,16 @@ fn quota(
             }
             json(StatusCode::OK, body)
         }
-        Method::DELETE => match counts.reset(&key) {
+        Method::DELETE => match counts.reset(&key).await {
             Ok(()) => no_content(),
-            Err(_) => problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the store could not forget the key's usage".into(),
-                None,
-            ),
+            Err(e) => {
+                tracing::error!(policy, error = %e, "cannot reset a quota key");
+                problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the key's usage could not be forgotten now; retry later".into(),
+                    None,
+                )
+            }
         },
         ref m => not_allowed(m),
     }
@@ -83,7 +98,7 @@ pub async fn endpoint(
     let text = query.and_then(|q| gatehouse_policies::query_param::value(q, "key"));
     let text = text.and_then(|t| String::from_utf8(t).ok());
     if let Some(counts) = gw.platform.state.get::<Counts>("quota", policy) {
-        return quota(&counts, method, policy, text);
+        return quota(&counts, method, policy, text).await;
     }
     let Some(state) = gw.platform.state.get::<LimitState>("rate_limit", policy) else {
         return problem(

@@ -9,9 +9,11 @@
 //! store (`store.path`) every second and when the policy's state is dropped; a key not
 //! in memory is read from the store once. A crash loses at most the last second's
 //! counts. Periods restart at calendar boundaries in UTC, whatever the process did in
-//! between (a restart mid-month keeps the month's count).
+//! between (a restart mid-month keeps the month's count). With `scope: cluster` the
+//! counts are in Redis instead, reserved in batches (`shared_limit.rs`).
 
 use crate::rate_limit::{KeyPart, KeySpec, key_parts};
+use crate::shared_limit::{Counting, SharedLimit, Verdict};
 use crate::{Build, BuildResult, Kind};
 use gatehouse_core::{Fingerprint, Flow, Policy, Problem, RequestCtx, problem_response};
 use gatehouse_store::{Store, Usage};
@@ -40,7 +42,7 @@ pub struct Config {
     /// What is counted apart, as for `rate_limit`; default `consumer`.
     #[serde(default)]
     pub key: KeySpec,
-    /// `local` (default): counts in the embedded store. `cluster` is not supported yet.
+    /// `local` (default): counts in the embedded store; `cluster`: in Redis.
     #[serde(default)]
     pub scope: crate::rate_limit::Scope,
     /// Keys kept in memory at most (others are read from the store when they return);
@@ -181,12 +183,6 @@ impl Plan {
 fn build(b: &Build<'_>) -> BuildResult {
     let c: Config = b.settings()?;
     let issue = |field: &str, m: &str| vec![b.issue(Some(field), m)];
-    if c.scope == crate::rate_limit::Scope::Cluster {
-        return Err(issue(
-            "scope",
-            "cluster scope is not supported for quotas yet; quotas are kept in the embedded store",
-        ));
-    }
     if c.limits.is_empty() {
         return Err(issue("limits", "must name at least one plan"));
     }
@@ -195,12 +191,30 @@ fn build(b: &Build<'_>) -> BuildResult {
         let plan = Plan::parse(spec).map_err(|m| issue(&format!("limits.{group}"), &m))?;
         plans.insert(group.clone(), plan);
     }
-    if b.config.store.is_none() {
-        return Err(issue(
-            "limits",
-            "quotas are durable: set `store.path` (the embedded store that keeps their counts)",
-        ));
-    }
+    let cluster = match c.scope {
+        crate::rate_limit::Scope::Local => {
+            if b.config.store.is_none() {
+                return Err(issue(
+                    "limits",
+                    "quotas are durable: set `store.path` (the embedded store that keeps their counts) or use scope: cluster",
+                ));
+            }
+            None
+        }
+        crate::rate_limit::Scope::Cluster => {
+            let Some(redis) = &b.config.cluster.redis else {
+                return Err(issue(
+                    "scope",
+                    "cluster scope needs `cluster.redis` (the Redis server the gateways share)",
+                ));
+            };
+            match &gatehouse_cluster::Cluster::staged(b.state, redis).0 {
+                Ok(cluster) => Some(cluster.clone()),
+                // The link's own error is reported at `cluster.redis`.
+                Err(_) => return Err(issue("scope", "`cluster.redis` is not usable")),
+            }
+        }
+    };
     if c.max_keys == 0 {
         return Err(issue("max_keys", "must be at least 1"));
     }
@@ -216,9 +230,23 @@ fn build(b: &Build<'_>) -> BuildResult {
         &parts,
         c.max_keys,
         store.as_ref().map(|s| Arc::as_ptr(s) as usize),
+        cluster.as_ref().map(|s| Arc::as_ptr(s) as usize),
     ));
     let counts = b.state.get_or_build("quota", b.name, fp, |_| {
-        Counts::new(b.name, parts.clone(), c.max_keys, store.clone())
+        let mut counts = Counts::new(b.name, parts.clone(), c.max_keys, store.clone());
+        if let Some(cluster) = &cluster {
+            let [k0, k1, k2, k3] = crate::rate_limit::shared_seeds(cluster.url(), b.name);
+            counts.hasher = ahash::RandomState::with_seeds(k0, k1, k2, k3);
+            counts.store = None;
+            counts.shared = Some(SharedLimit::new(
+                cluster.clone(),
+                format!("gatehouse:quota:{}:", b.name),
+                Counting::Calendar,
+                1,
+                c.max_keys,
+            ));
+        }
+        counts
     });
     counts.start_flushing();
     Ok(Arc::new(Quota {
@@ -251,6 +279,9 @@ pub struct Counts {
     per_shard: usize,
     store: Option<Arc<Store>>,
     hasher: ahash::RandomState,
+    /// Cluster scope: the counts in Redis, as this gateway sees them (then nothing is
+    /// kept in `shards` or the store).
+    shared: Option<SharedLimit>,
     /// Whether the writer thread runs.
     flushing: std::sync::atomic::AtomicBool,
 }
@@ -284,6 +315,7 @@ impl Counts {
             per_shard: (max_keys / SHARDS).max(16),
             store,
             hasher: ahash::RandomState::new(),
+            shared: None,
             flushing: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -449,13 +481,47 @@ impl Counts {
         }
     }
 
-    /// Starts `key` afresh (`DELETE /admin/limits`), in memory and in the store.
-    pub fn reset(&self, key: &str) -> Result<(), String> {
+    /// Starts `key` afresh (`DELETE /admin/limits`), in memory and in the store, or in
+    /// Redis (cluster scope).
+    pub async fn reset(&self, key: &str) -> Result<(), String> {
+        if let Some(shared) = &self.shared {
+            let redis_key = format!("{}{key}", shared.prefix());
+            return shared
+                .reset_with(self.hasher.hash_one(key), redis_key)
+                .await
+                .map_err(|_| "Redis does not answer".to_string());
+        }
         lock(self.shard(key)).remove(key);
         match &self.store {
             Some(s) => s.delete_quota_usage(&self.policy, key),
             None => Ok(()),
         }
+    }
+
+    /// Cluster scope: what `key` used in the period that started at `start` (Unix
+    /// seconds), as Redis holds it; `None` in local scope.
+    pub async fn shared_usage(&self, key: &str) -> Option<Result<(u64, i64), String>> {
+        let shared = self.shared.as_ref()?;
+        let mut read = redis::cmd("HMGET");
+        read.arg(format!("{}{key}", shared.prefix()))
+            .arg("s")
+            .arg("u");
+        let answer = shared.call(read).await;
+        Some(match answer {
+            Ok(redis::Value::Array(v)) => {
+                let num = |i: usize| match v.get(i) {
+                    Some(redis::Value::BulkString(b)) => std::str::from_utf8(b)
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok()),
+                    _ => None,
+                };
+                Ok((
+                    num(1).unwrap_or(0).max(0).unsigned_abs(),
+                    num(0).unwrap_or(0),
+                ))
+            }
+            _ => Err("Redis does not answer".to_string()),
+        })
     }
 }
 
@@ -505,6 +571,18 @@ impl Quota {
     pub fn counts(&self) -> &Arc<Counts> {
         &self.counts
     }
+
+    /// Cluster scope, Redis down, `on_failure: deny`.
+    fn unavailable(&self, ctx: &RequestCtx) -> Flow {
+        let p = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("quota {} cannot be checked now; retry later", self.name),
+        );
+        let mut r = problem_response(&p, &ctx.request_id);
+        r.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(1u32));
+        Flow::respond("limit_unavailable", r)
+    }
 }
 
 impl Policy for Quota {
@@ -519,9 +597,33 @@ impl Policy for Quota {
         let key = self.counts.key(Some(req), ctx);
         let now = unix_now();
         let (start, end) = plan.period.bounds(now);
-        let (used, refused) = match self.counts.take_in(&key, plan, (start, end)) {
-            Ok((used, _)) => (used, false),
-            Err((used, _)) => (used, true),
+        let (used, refused) = match &self.counts.shared {
+            None => match self.counts.take_in(&key, plan, (start, end)) {
+                Ok((used, _)) => (used, false),
+                Err((used, _)) => (used, true),
+            },
+            Some(shared) => {
+                let hash = self.counts.hasher.hash_one(key.as_str());
+                let redis_key = format!("{}{key}", shared.prefix());
+                let batch = (plan.limit / 1000).clamp(1, 1000);
+                let verdict =
+                    shared.check_with(hash, crate::limiter::at(ctx.started), batch, &|want| {
+                        crate::shared_limit::calendar_command(
+                            &redis_key,
+                            plan.limit,
+                            (start, end),
+                            want,
+                        )
+                    });
+                match verdict {
+                    Verdict::Pass => {
+                        let d = shared.peek(hash, crate::limiter::at(ctx.started), plan.limit);
+                        (plan.limit - d.remaining.min(plan.limit), false)
+                    }
+                    Verdict::Refused(_) => (plan.limit, true),
+                    Verdict::Unavailable => return self.unavailable(ctx),
+                }
+            }
         };
         crate::notes::keep(
             ctx,
@@ -566,7 +668,10 @@ impl Policy for Quota {
                 .as_ref()
                 .is_some_and(|s| crate::rate_limit::refused_by_a_limit(s) && s.policy != *self.name)
         {
-            self.counts.give_back(&c.key);
+            match &self.counts.shared {
+                Some(shared) => shared.refund(self.counts.hasher.hash_one(c.key.as_str())),
+                None => self.counts.give_back(&c.key),
+            }
             used = used.saturating_sub(1);
         }
         let remaining = c.plan.limit.saturating_sub(used);

@@ -11,7 +11,7 @@
 //! in Redis, shared by every gateway (`shared_limit.rs`).
 
 use crate::limiter::{Algorithm, Decision, Limiter, Rate};
-use crate::shared_limit::{SharedLimit, Verdict};
+use crate::shared_limit::{Counting, SharedLimit, Verdict};
 use crate::{Build, BuildResult, Kind};
 use gatehouse_core::{Fingerprint, Flow, Policy, Problem, RequestCtx, Resume, problem_response};
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -392,9 +392,8 @@ fn build(b: &Build<'_>) -> BuildResult {
                 parts: parts.clone(),
                 shared: Some(SharedLimit::new(
                     cluster.clone(),
-                    b.name,
-                    algorithm,
-                    rate,
+                    format!("gatehouse:rl:{}:", b.name),
+                    Counting::Rate(algorithm, rate),
                     batch,
                     c.max_keys,
                 )),
@@ -430,8 +429,9 @@ fn build(b: &Build<'_>) -> BuildResult {
     }))
 }
 
-/// Hash seeds every gateway sharing `url` derives alike for `policy`.
-fn shared_seeds(url: &str, policy: &str) -> [u64; 4] {
+/// Hash seeds every gateway sharing `url` derives alike for `policy` (keys of cluster-scope
+/// limits and quotas).
+pub fn shared_seeds(url: &str, policy: &str) -> [u64; 4] {
     use sha2::Digest;
     let d = sha2::Sha256::new()
         .chain_update(url)
@@ -658,7 +658,10 @@ impl Policy for RateLimit {
                     }
                 }
                 match &self.limit.shared {
-                    Some(shared) => shared.peek(key, now),
+                    Some(shared) => {
+                        let rate = self.limit.limiter.rate();
+                        shared.peek(key, now, rate.limit.max(rate.burst))
+                    }
                     None => self.limit.limiter.peek(key, now),
                 }
             }

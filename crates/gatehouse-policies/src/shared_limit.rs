@@ -95,6 +95,56 @@ else
 end
 ";
 
+/// The quota script. KEYS[1]: the key. ARGV: the period's start and end (Unix seconds,
+/// from the gateway's calendar), the allowance, the budget wanted (0 only reads).
+/// Returns the same four numbers as `SCRIPT`. The key expires a day after its period.
+const CALENDAR_SCRIPT: &str = r"
+local start, stop = tonumber(ARGV[1]), tonumber(ARGV[2])
+local limit, want = tonumber(ARGV[3]), tonumber(ARGV[4])
+local v = redis.call('HMGET', KEYS[1], 's', 'u')
+local s, used = tonumber(v[1] or -1), tonumber(v[2] or 0)
+if s ~= start then used = 0 end
+local g = math.max(0, math.min(want, limit - used))
+used = used + g
+if g > 0 or s ~= start then
+  redis.call('HSET', KEYS[1], 's', string.format('%.0f', start), 'u', string.format('%.0f', used))
+  redis.call('EXPIREAT', KEYS[1], string.format('%.0f', stop + 86400))
+end
+local t = redis.call('TIME')
+local reset = math.max(0, (stop - tonumber(t[1])) * 1000000)
+local retry = 0
+if g < want then retry = math.max(1, reset) end
+return {g, math.max(0, limit - used), reset, retry}
+";
+
+/// The script call that reserves `want` of `limit` for the period `(start, end)` (Unix
+/// seconds) under `redis_key` (a quota's).
+pub fn calendar_command(
+    redis_key: &str,
+    limit: u64,
+    (start, end): (i64, i64),
+    want: u64,
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(CALENDAR_SCRIPT)
+        .arg(1)
+        .arg(redis_key)
+        .arg(start)
+        .arg(end)
+        .arg(limit)
+        .arg(want);
+    cmd
+}
+
+/// What a shared count counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counting {
+    /// A rate limit's algorithm and rate (`SCRIPT`).
+    Rate(Algorithm, Rate),
+    /// A quota's calendar periods (`CALENDAR_SCRIPT`; the caller makes the commands).
+    Calendar,
+}
+
 /// One key as this gateway knows it.
 #[derive(Debug, Default, Clone, Copy)]
 struct Entry {
@@ -134,10 +184,9 @@ pub enum Verdict {
 /// A cluster-scope limit's local view.
 pub struct SharedLimit {
     cluster: Arc<Cluster>,
-    algorithm: Algorithm,
-    rate: Rate,
+    counting: Counting,
     batch: u64,
-    /// `gatehouse:rl:POLICY:`, followed by the key's hash.
+    /// `gatehouse:rl:POLICY:` (rate limits), followed by the key's hash.
     prefix: String,
     /// How long reserved budget is kept (ns).
     hold_ns: u64,
@@ -174,22 +223,21 @@ fn numbers(v: &redis::Value) -> Option<[u64; 4]> {
 }
 
 impl SharedLimit {
-    /// The view of limit `policy` counted in `cluster`, reserving `batch` at a time.
+    /// The view of a count in `cluster` under Redis keys starting with `prefix`,
+    /// reserving `batch` at a time.
     pub fn new(
         cluster: Arc<Cluster>,
-        policy: &str,
-        algorithm: Algorithm,
-        rate: Rate,
+        prefix: String,
+        counting: Counting,
         batch: u64,
         max_keys: usize,
     ) -> Self {
         let hold_ns = u64::try_from(cluster.sync_interval().as_nanos()).unwrap_or(u64::MAX);
         Self {
             cluster,
-            algorithm,
-            rate,
+            counting,
             batch: batch.max(1),
-            prefix: format!("gatehouse:rl:{policy}:"),
+            prefix,
             hold_ns,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: (max_keys / SHARDS).max(16),
@@ -207,11 +255,24 @@ impl SharedLimit {
         &self.shards[(key >> 58) as usize % SHARDS]
     }
 
-    /// The script call that reserves `want` for `key` (0: reads only).
+    /// Runs `cmd` on the shared Redis and waits (for the admin API).
+    pub async fn call(&self, cmd: redis::Cmd) -> Result<redis::Value, Unavailable> {
+        self.cluster.call(cmd).await
+    }
+
+    /// The Redis key prefix (`gatehouse:quota:POLICY:` for a quota).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The rate script call that reserves `want` for `key` (0: reads only).
     fn command(&self, key: u64, want: u64) -> redis::Cmd {
-        let (alg, capacity) = match self.algorithm {
-            Algorithm::TokenBucket => ("gcra", self.rate.burst.max(1)),
-            Algorithm::LeakyBucket => ("gcra", self.rate.burst.saturating_add(1)),
+        let Counting::Rate(algorithm, rate) = self.counting else {
+            return redis::cmd("PING");
+        };
+        let (alg, capacity) = match algorithm {
+            Algorithm::TokenBucket => ("gcra", rate.burst.max(1)),
+            Algorithm::LeakyBucket => ("gcra", rate.burst.saturating_add(1)),
             Algorithm::FixedWindow => ("fixed", 0),
             Algorithm::SlidingWindow => ("sliding", 0),
             Algorithm::SlidingLog => ("log", 0),
@@ -222,23 +283,36 @@ impl SharedLimit {
             .arg(1)
             .arg(self.redis_key(key))
             .arg(alg)
-            .arg(self.rate.limit)
-            .arg((self.rate.per_ns / 1_000).max(1))
+            .arg(rate.limit)
+            .arg((rate.per_ns / 1_000).max(1))
             .arg(capacity)
             .arg(want)
             .arg(format!("{:x}.{call:x}", self.node));
         cmd
     }
 
-    /// Decides a request of `key` at `now` (ns, local clock) without waiting.
+    /// Decides a request of `key` at `now` (ns, local clock) without waiting (a rate
+    /// limit's).
     pub fn check(&self, key: u64, now: u64) -> Verdict {
+        self.check_with(key, now, self.batch, &|want| self.command(key, want))
+    }
+
+    /// Decides a request of `key` at `now`, reserving `batch` at a time; `command(want)`
+    /// is the script call that reserves `want` for it, sent when this gateway needs more.
+    pub fn check_with(
+        &self,
+        key: u64,
+        now: u64,
+        batch: u64,
+        command: &dyn Fn(u64) -> redis::Cmd,
+    ) -> Verdict {
         if !self.cluster.is_up() {
             return match self.cluster.on_failure() {
                 OnFailure::Allow => Verdict::Pass,
                 OnFailure::Deny => Verdict::Unavailable,
             };
         }
-        let batch = self.batch;
+        let batch = batch.max(1);
         let mut want = None;
         let verdict = {
             let mut shard = lock(self.shard(key));
@@ -274,7 +348,7 @@ impl SharedLimit {
             verdict
         };
         if let Some(n) = want {
-            self.reserve(key, n);
+            self.reserve(key, n, command(n));
         }
         verdict
     }
@@ -289,12 +363,16 @@ impl SharedLimit {
     }
 
     /// Asks Redis for `want` more of `key`; the answer lands in the entry.
-    fn reserve(&self, key: u64, want: u64) {
+    fn reserve(&self, key: u64, want: u64, command: redis::Cmd) {
         let shards = self.shards.clone();
-        let (hold, fixed) = (self.hold_ns, self.algorithm == Algorithm::FixedWindow);
+        let hold = self.hold_ns;
+        let fixed = matches!(
+            self.counting,
+            Counting::Rate(Algorithm::FixedWindow, _) | Counting::Calendar
+        );
         let i = (key >> 58) as usize % SHARDS;
         self.cluster.submit(
-            self.command(key, want),
+            command,
             Box::new(move |answer| {
                 let now = crate::limiter::now();
                 let mut shard = lock(&shards[i]);
@@ -314,7 +392,7 @@ impl SharedLimit {
                 e.debt -= paid;
                 e.budget += granted - paid;
                 let reset_ns = reset_us.saturating_mul(1_000);
-                // A fixed window's budget belongs to its window; other budget is held
+                // A fixed window's (a period's) budget belongs to it; other budget is held
                 // `sync_interval` at most.
                 e.valid_until = now.saturating_add(if fixed { reset_ns } else { hold });
                 e.remaining = remaining;
@@ -332,12 +410,13 @@ impl SharedLimit {
 
     /// The budget as this gateway sees it (for response headers): what Redis had left
     /// at its last answer plus what this gateway holds.
-    pub fn peek(&self, key: u64, now: u64) -> Decision {
+    /// `full` is a fresh key's budget.
+    pub fn peek(&self, key: u64, now: u64, full: u64) -> Decision {
         let shard = lock(self.shard(key));
         let Some(e) = shard.get(&key) else {
             return Decision {
                 allowed: true,
-                remaining: self.rate.limit,
+                remaining: full,
                 reset_ns: 0,
                 retry_ns: 0,
             };
@@ -345,10 +424,7 @@ impl SharedLimit {
         let held = if now < e.valid_until { e.budget } else { 0 };
         Decision {
             allowed: true,
-            remaining: e
-                .remaining
-                .saturating_add(held)
-                .min(self.rate.limit.max(self.rate.burst)),
+            remaining: e.remaining.saturating_add(held).min(full),
             reset_ns: e.reset_at.saturating_sub(now),
             retry_ns: 0,
         }
@@ -367,7 +443,12 @@ impl SharedLimit {
 
     /// The key's budget as Redis holds it (for `GET /admin/limits`).
     pub async fn inspect(&self, key: u64) -> Result<Decision, Unavailable> {
-        let v = self.cluster.call(self.command(key, 0)).await?;
+        self.inspect_with(self.command(key, 0)).await
+    }
+
+    /// What `read` (a script call wanting 0) answers, as a budget.
+    pub async fn inspect_with(&self, read: redis::Cmd) -> Result<Decision, Unavailable> {
+        let v = self.cluster.call(read).await?;
         let [_, remaining, reset_us, _] = numbers(&v).ok_or(Unavailable)?;
         Ok(Decision {
             allowed: true,
@@ -380,8 +461,13 @@ impl SharedLimit {
     /// Starts the key afresh everywhere (for `DELETE /admin/limits`): its Redis key and
     /// this gateway's view. Other gateways spend what they hold, then see the fresh key.
     pub async fn reset(&self, key: u64) -> Result<(), Unavailable> {
+        self.reset_with(key, self.redis_key(key)).await
+    }
+
+    /// [`SharedLimit::reset`] of `key`, kept in Redis under `redis_key`.
+    pub async fn reset_with(&self, key: u64, redis_key: String) -> Result<(), Unavailable> {
         let mut del = redis::cmd("DEL");
-        del.arg(self.redis_key(key));
+        del.arg(redis_key);
         self.cluster.call(del).await?;
         lock(self.shard(key)).remove(&key);
         Ok(())
