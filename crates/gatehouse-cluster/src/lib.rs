@@ -11,6 +11,7 @@
 use gatehouse_config::schema::{OnFailure, RedisConfig};
 use gatehouse_core::{Fingerprint, Stage};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,6 +50,9 @@ pub struct Cluster {
     sync_interval: Duration,
     jobs: mpsc::UnboundedSender<Job>,
     up: Arc<AtomicBool>,
+    /// Whether a connection was ever made (until then, a request that would wait for
+    /// Redis is decided by `on_failure`).
+    connected: Arc<AtomicBool>,
     /// The driver until its thread starts (at the first command or [`Cluster::start`]):
     /// a config that is only checked never connects.
     idle: Mutex<Option<(Driver, mpsc::UnboundedReceiver<Job>)>>,
@@ -73,45 +77,53 @@ fn shown(url: &str) -> String {
 }
 
 impl Cluster {
-    /// The link of `cfg` in `stage`: the committed one when the settings did not change,
-    /// else a new one (opened, not started). The config's compile and the policies that
-    /// use it (in the check pass too) get the same one this way.
-    pub fn staged(stage: &Stage<'_>, cfg: &RedisConfig) -> Arc<Opened> {
+    /// The link of `cfg` in `stage` (files relative to `dir`): the committed one when the
+    /// settings did not change, else a new one (opened, not started). The config's
+    /// compile and the policies that use it (in the check pass too) get the same one.
+    pub fn staged(stage: &Stage<'_>, cfg: &RedisConfig, dir: &Path) -> Arc<Opened> {
         let (kind, name) = STATE;
-        stage.get_or_build(kind, name, Fingerprint::of(cfg), |_| {
-            Opened(Self::open(cfg))
+        stage.get_or_build(kind, name, Fingerprint::of(&(cfg, dir)), |_| {
+            Opened(Self::open(cfg, dir))
         })
     }
 
     /// Checks the settings; the driver thread starts later (see `idle`), and makes the
     /// first connection (a server that is down is tried again every `sync_interval`).
-    pub fn open(cfg: &RedisConfig) -> Result<Arc<Self>, (&'static str, String)> {
+    pub fn open(cfg: &RedisConfig, dir: &Path) -> Result<Arc<Self>, (&'static str, String)> {
         let url = |m: String| ("url", m);
         let scheme = cfg.url.split("://").next().unwrap_or_default();
-        match scheme {
-            "redis" | "rediss" => {}
+        let tls = scheme.starts_with("rediss");
+        let certs = certificates(cfg, dir)?;
+        if certs.is_some() && !tls {
+            return Err(("ca", "TLS files need a rediss:// URL".into()));
+        }
+        let target = match scheme {
+            "redis" | "rediss" => Target::Direct(Box::new(
+                match certs {
+                    Some(c) => redis::Client::build_with_tls(cfg.url.as_str(), c),
+                    None => redis::Client::open(cfg.url.as_str()),
+                }
+                .map_err(|e| url(format!("not a Redis URL: {e}")))?,
+            )),
             "redis+sentinel" | "rediss+sentinel" => {
-                return Err(url(
-                    "Redis Sentinel is not supported yet in this version; give the primary's redis:// URL"
-                        .into(),
-                ));
+                Target::Sentinel(Box::new(sentinel(&cfg.url, tls, certs).map_err(url)?))
             }
             _ => {
                 return Err(url(format!(
-                    "{scheme:?} is not a Redis URL; expected redis:// or rediss://"
+                    "{scheme:?} is not a Redis URL; expected redis://, rediss://, redis+sentinel:// or rediss+sentinel://"
                 )));
             }
-        }
-        let client = redis::Client::open(cfg.url.as_str())
-            .map_err(|e| url(format!("not a Redis URL: {e}")))?;
+        };
         let interval = cfg.sync_interval.get();
         if interval.is_zero() {
             return Err(("sync_interval", "must be longer than 0s".into()));
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let up = Arc::new(AtomicBool::new(true));
+        let connected = Arc::new(AtomicBool::new(false));
         let driver = Driver {
-            client,
+            target,
+            connected: connected.clone(),
             shown: shown(&cfg.url),
             on_failure: cfg.on_failure,
             interval,
@@ -124,6 +136,7 @@ impl Cluster {
             sync_interval: interval,
             jobs: tx,
             up,
+            connected,
             idle: Mutex::new(Some((driver, rx))),
             started: AtomicBool::new(false),
         }))
@@ -150,6 +163,11 @@ impl Cluster {
     /// Whether Redis answered the last pipeline (or nothing has failed yet).
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// Whether the link has connected to Redis at least once.
+    pub fn has_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 
     /// What limits decide while Redis is down.
@@ -189,9 +207,128 @@ impl Cluster {
     }
 }
 
+/// Where the driver connects.
+enum Target {
+    /// One server.
+    Direct(Box<redis::Client>),
+    /// The primary the sentinels name, asked again after every failure (a failover
+    /// moves it).
+    Sentinel(Box<redis::sentinel::SentinelClient>),
+}
+
+/// The TLS files of `cfg`, read (relative to `dir`); `None` when it names none.
+fn certificates(
+    cfg: &RedisConfig,
+    dir: &Path,
+) -> Result<Option<redis::TlsCertificates>, (&'static str, String)> {
+    let read = |field: &'static str,
+                p: &Option<String>|
+     -> Result<Option<Vec<u8>>, (&'static str, String)> {
+        p.as_ref()
+            .map(|p| {
+                std::fs::read(dir.join(p)).map_err(|e| (field, format!("cannot read {p}: {e}")))
+            })
+            .transpose()
+    };
+    let (ca, cert, key) = (
+        read("ca", &cfg.ca)?,
+        read("cert", &cfg.cert)?,
+        read("key", &cfg.key)?,
+    );
+    let client_tls = match (cert, key) {
+        (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig {
+            client_cert,
+            client_key,
+        }),
+        (None, None) => None,
+        _ => return Err(("cert", "cert and key go together".into())),
+    };
+    Ok(
+        (ca.is_some() || client_tls.is_some()).then_some(redis::TlsCertificates {
+            client_tls,
+            root_cert: ca,
+        }),
+    )
+}
+
+/// A Sentinel client from `redis+sentinel://[user:password@]h:p[,h:p...]/PRIMARY[/db]`;
+/// the credentials and db are the primary's.
+fn sentinel(
+    url: &str,
+    tls: bool,
+    certs: Option<redis::TlsCertificates>,
+) -> Result<redis::sentinel::SentinelClient, String> {
+    use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((a, r)) => (Some(a), r),
+        None => (None, rest),
+    };
+    let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    let primary = segments
+        .next()
+        .ok_or("name the primary: redis+sentinel://host:port/PRIMARY_NAME")?;
+    let db = match segments.next() {
+        Some(d) => d
+            .parse::<i64>()
+            .map_err(|_| format!("{d:?} is not a db number"))?,
+        None => 0,
+    };
+    let mut addrs = Vec::new();
+    for h in hosts.split(',') {
+        let (host, port) = h
+            .rsplit_once(':')
+            .and_then(|(host, p)| Some((host, p.parse::<u16>().ok()?)))
+            .ok_or_else(|| format!("{h:?} is not host:port"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        addrs.push(if tls {
+            redis::ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            redis::ConnectionAddr::Tcp(host, port)
+        });
+    }
+    let mut b = SentinelClientBuilder::new(addrs, primary, SentinelServerType::Master)
+        .map_err(|e| e.to_string())?
+        .set_client_to_redis_db(db);
+    if let Some((user, password)) = auth.map(|a| a.split_once(':').unwrap_or(("", a))) {
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        if !user.is_empty() {
+            b = b.set_client_to_redis_username(decode(user));
+        }
+        if !password.is_empty() {
+            b = b.set_client_to_redis_password(decode(password));
+        }
+    }
+    if tls {
+        b = b
+            .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+            .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+        if let Some(c) = certs {
+            b = b
+                .set_client_to_redis_certificates(c.clone())
+                .set_client_to_sentinel_certificates(c);
+        }
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
 /// The driver thread's state.
 struct Driver {
-    client: redis::Client,
+    target: Target,
+    connected: Arc<AtomicBool>,
     shown: String,
     on_failure: OnFailure,
     interval: Duration,
@@ -218,19 +355,13 @@ impl Driver {
             let mut conn: Option<ConnectionManager> = None;
             loop {
                 if conn.is_none() {
-                    let cfg = ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-                        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                        .set_number_of_retries(1)
-                        .set_min_delay(self.interval)
-                        .set_max_delay(self.interval);
-                    let connect = self.client.get_connection_manager_with_config(cfg);
-                    match tokio::time::timeout(RESPONSE_TIMEOUT, connect).await {
+                    match tokio::time::timeout(RESPONSE_TIMEOUT, self.connect()).await {
                         Ok(Ok(c)) => {
                             conn = Some(c);
+                            self.connected.store(true, Ordering::Relaxed);
                             self.mark_up();
                         }
-                        Ok(Err(e)) => self.mark_down(&e.to_string()),
+                        Ok(Err(e)) => self.mark_down(&e),
                         Err(_) => self.mark_down("no answer within 1s"),
                     }
                 }
@@ -248,8 +379,11 @@ impl Driver {
                     );
                     if matches!(probe.await, Ok(Ok(_))) {
                         self.mark_up();
-                    } else if !self.wait_failing(&mut rx, &mut batch).await {
-                        return;
+                    } else {
+                        self.forget(&mut conn);
+                        if !self.wait_failing(&mut rx, &mut batch).await {
+                            return;
+                        }
                     }
                     continue;
                 }
@@ -284,6 +418,7 @@ impl Driver {
                             Ok(Ok(_)) => "answers did not match the commands".into(),
                         };
                         self.mark_down(&why);
+                        self.forget(&mut conn);
                         for done in dones {
                             done(Err(Unavailable));
                         }
@@ -291,6 +426,32 @@ impl Driver {
                 }
             }
         });
+    }
+
+    /// A connection to the target: for Sentinel, to the primary the sentinels name now.
+    async fn connect(&mut self) -> Result<ConnectionManager, String> {
+        let client = match &mut self.target {
+            Target::Direct(c) => (**c).clone(),
+            Target::Sentinel(s) => s.async_get_client().await.map_err(|e| e.to_string())?,
+        };
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(self.interval)
+            .set_max_delay(self.interval);
+        client
+            .get_connection_manager_with_config(cfg)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// After a failure: a Sentinel target asks the sentinels again (the primary may have
+    /// moved); a direct one keeps its connection manager, which reconnects by itself.
+    fn forget(&self, conn: &mut Option<ConnectionManager>) {
+        if matches!(self.target, Target::Sentinel(_)) {
+            *conn = None;
+        }
     }
 
     /// While Redis is down: fails the jobs that arrive for `sync_interval`. False when
@@ -360,15 +521,24 @@ mod tests {
             url: url.into(),
             on_failure: OnFailure::Allow,
             sync_interval: gatehouse_config::Duration::from_millis(50),
+            ca: None,
+            cert: None,
+            key: None,
         };
-        assert!(Cluster::open(&cfg("http://127.0.0.1:6379")).is_err());
+        let dir = Path::new(".");
+        assert!(Cluster::open(&cfg("http://127.0.0.1:6379"), dir).is_err());
+        assert!(Cluster::open(&cfg("redis+sentinel://127.0.0.1:26379/mymaster/0"), dir).is_ok());
         assert!(
-            Cluster::open(&cfg("redis+sentinel://127.0.0.1:26379/mymaster"))
+            Cluster::open(&cfg("redis+sentinel://127.0.0.1:26379"), dir)
                 .unwrap_err()
                 .1
-                .contains("Sentinel")
+                .contains("primary")
         );
-        let c = Cluster::open(&cfg("redis://127.0.0.1:1/0")).unwrap();
+        assert!(Cluster::open(&cfg("redis+sentinel://127.0.0.1/m"), dir).is_err());
+        let mut tls = cfg("redis://127.0.0.1:6379");
+        tls.ca = Some("ca.pem".into());
+        assert_eq!(Cluster::open(&tls, dir).unwrap_err().0, "ca");
+        let c = Cluster::open(&cfg("redis://127.0.0.1:1/0"), dir).unwrap();
         assert!(c.is_up(), "nothing failed yet: not even started");
     }
 }

@@ -886,8 +886,20 @@ pub struct ClusterConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port/db` or `rediss://...` (TLS, system trust store).
+    /// `redis://[user:password@]host:port/db`, `rediss://...` (TLS), or
+    /// `redis+sentinel://[user:password@]host:port[,host:port...]/PRIMARY_NAME[/db]`
+    /// (`rediss+sentinel://` with TLS): the sentinels are asked for the current primary.
     pub url: String,
+    /// TLS: a PEM file of the CA the server's certificate must chain to; default the
+    /// system's trust store. Relative to the config file's directory.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// TLS: a PEM client certificate for servers that ask for one (with `key`).
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// TLS: the PEM private key of `cert`.
+    #[serde(default)]
+    pub key: Option<String>,
     /// What a limit decides while Redis does not answer: `allow` (default: requests
     /// pass) or `deny` (503).
     #[serde(default)]

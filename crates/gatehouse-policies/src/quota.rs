@@ -208,7 +208,7 @@ fn build(b: &Build<'_>) -> BuildResult {
                     "cluster scope needs `cluster.redis` (the Redis server the gateways share)",
                 ));
             };
-            match &gatehouse_cluster::Cluster::staged(b.state, redis).0 {
+            match &gatehouse_cluster::Cluster::staged(b.state, redis, b.dir).0 {
                 Ok(cluster) => Some(cluster.clone()),
                 // The link's own error is reported at `cluster.redis`.
                 Err(_) => return Err(issue("scope", "`cluster.redis` is not usable")),

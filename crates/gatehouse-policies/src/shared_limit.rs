@@ -335,6 +335,13 @@ impl SharedLimit {
             } else if e.debt < batch {
                 e.debt += 1;
                 Verdict::Pass
+            } else if !self.cluster.has_connected() {
+                // Credit is spent before the first connection is made (a gateway that
+                // just started): as if Redis were down.
+                match self.cluster.on_failure() {
+                    OnFailure::Allow => Verdict::Pass,
+                    OnFailure::Deny => Verdict::Unavailable,
+                }
             } else {
                 // Credit is spent and the reservation has not answered yet: Redis is slow.
                 Verdict::Refused(self.refusal(e, now, self.hold_ns))

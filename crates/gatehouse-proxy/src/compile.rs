@@ -25,6 +25,18 @@ pub struct Platform {
     pub state: gatehouse_core::StateRegistry,
 }
 
+/// Connects what a config about to serve shares with other gateways (its Redis link),
+/// so the first requests find the connection made; called once its state is committed
+/// (never by `validate`).
+pub fn connect_shared(state: &gatehouse_core::StateRegistry) {
+    let (kind, name) = gatehouse_cluster::STATE;
+    if let Some(opened) = state.get::<gatehouse_cluster::Opened>(kind, name)
+        && let Ok(cluster) = &opened.0
+    {
+        cluster.start();
+    }
+}
+
 /// Stages an in-memory store where `loaded` names a store file, so [`compile`] builds
 /// everything that uses the store without creating or opening the file (`validate`).
 pub fn stand_in_store(loaded: &Loaded, stage: &Stage<'_>) {
@@ -83,8 +95,8 @@ pub fn compile(
     });
     // So is the link to Redis, which cluster-scope limits use.
     if let Some(redis) = &c.cluster.redis {
-        let opened = gatehouse_cluster::Cluster::staged(stage, redis);
-        // It connects at its first command (`validate` never does).
+        let opened = gatehouse_cluster::Cluster::staged(stage, redis, base);
+        // It connects once the config serves (`connect_shared`; `validate` never does).
         if let Err((field, message)) = &opened.0 {
             issues.push(Issue {
                 path: format!("cluster.redis.{field}"),

@@ -10,14 +10,68 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// Arguments before the common ones (a config file for a sentinel).
+    lead: Vec<String>,
+    /// Arguments after them (`--replicaof`, `--sentinel`, TLS settings).
+    extra: Vec<String>,
+    /// A scratch directory of its own (a sentinel rewrites its config file).
+    dir: std::path::PathBuf,
 }
 
 impl RedisServer {
     /// Starts one on a free port and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with(Vec::new(), Vec::new())
+    }
+
+    /// Starts one with `lead` arguments before the usual ones and `extra` after them.
+    pub fn start_with(lead: Vec<String>, extra: Vec<String>) -> Self {
+        let port = crate::free_port();
+        let dir =
+            std::env::temp_dir().join(format!("gatehouse-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
         let mut r = RedisServer {
             child: None,
-            port: crate::free_port(),
+            port,
+            lead,
+            extra,
+            dir,
+        };
+        r.restart();
+        r
+    }
+
+    /// A replica of `primary`.
+    pub fn replica_of(primary: &RedisServer) -> Self {
+        let p = primary.port.to_string();
+        Self::start_with(
+            Vec::new(),
+            vec!["--replicaof".into(), "127.0.0.1".into(), p],
+        )
+    }
+
+    /// A sentinel watching `primary` under `name`, quorum 1, quick to fail over (down
+    /// after 500 ms).
+    pub fn sentinel_for(primary: &RedisServer, name: &str) -> Self {
+        let port = crate::free_port();
+        let dir =
+            std::env::temp_dir().join(format!("gatehouse-sentinel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "sentinel monitor {name} 127.0.0.1 {} 1\nsentinel down-after-milliseconds {name} 500\nsentinel failover-timeout {name} 2000\nsentinel parallel-syncs {name} 1\n",
+                primary.port
+            ),
+        )
+        .unwrap();
+        let mut r = RedisServer {
+            child: None,
+            port,
+            lead: vec![conf.to_string_lossy().into_owned()],
+            extra: vec!["--sentinel".into()],
+            dir,
         };
         r.restart();
         r
@@ -31,10 +85,16 @@ impl RedisServer {
     /// Starts the server again on its port (empty: nothing is saved).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--dir", &std::env::temp_dir().to_string_lossy()])
+        let sentinel = self.extra.iter().any(|a| a == "--sentinel");
+        let mut cmd = Command::new("redis-server");
+        cmd.args(&self.lead)
+            .args(["--port", &self.port.to_string()]);
+        cmd.args(["--bind", "127.0.0.1", "--dir", &self.dir.to_string_lossy()]);
+        if !sentinel {
+            cmd.args(["--save", "", "--appendonly", "no"]);
+        }
+        let child = cmd
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -73,5 +133,6 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

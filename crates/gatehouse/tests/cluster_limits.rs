@@ -275,3 +275,176 @@ routes:
         "the reset reached the new gateway"
     );
 }
+
+/// A yaml with one cluster-scope limit (`limit` per hour on route `r`) over `url`.
+fn one_limit(backend: std::net::SocketAddr, redis: &str, limit: u32) -> String {
+    format!(
+        r#"
+cluster:
+  redis: {redis}
+upstreams:
+  u:
+    targets: [{{ address: "{backend}" }}]
+policies:
+  hourly: {{ type: rate_limit, limit: {limit}, per: 1h, key: route, scope: cluster }}
+routes:
+  - name: r
+    match: {{ path: {{ type: prefix, value: / }} }}
+    policies: [hourly]
+    upstream: u
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn behind_sentinel_the_gateway_follows_a_failover_to_the_replica() {
+    let mut primary = RedisServer::start();
+    let replica = RedisServer::replica_of(&primary);
+    let until = Instant::now() + Duration::from_secs(10);
+    while primary.command(&["WAIT", "1", "500"]).as_deref() != Some(":1") {
+        assert!(Instant::now() < until, "the replica did not sync");
+    }
+    let sentinel = RedisServer::sentinel_for(&primary, "gh");
+    while sentinel.command(&["SENTINEL", "REPLICAS", "gh"]).as_deref() != Some("*1") {
+        assert!(
+            Instant::now() < until,
+            "the sentinel did not see the replica"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let be = Backend::start("a", Kind::Echo).await;
+    let url = format!(
+        "{{ url: \"redis+sentinel://127.0.0.1:{}/gh/0\", on_failure: deny }}",
+        sentinel.port
+    );
+    let (g, base, admin) = gateway(&one_limit(be.addr, &url, 1000));
+    let c = Client::new();
+    for _ in 0..5 {
+        assert_eq!(c.get(&format!("{base}/x")).await.status, 200);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The count reached the replica too.
+    while primary.command(&["WAIT", "1", "500"]).as_deref() != Some(":1") {}
+
+    primary.kill();
+    let mut seen = Vec::new();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = c.get(&format!("{base}/x")).await.status;
+        seen.push(s);
+        if s == 200 && seen.contains(&503) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "no failover: {seen:?}\n{}",
+            g.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(g.stderr_text().contains("redis reachable again"));
+    assert_eq!(
+        replica.command(&["ROLE"]).as_deref(),
+        Some("*3"),
+        "the replica is the primary now"
+    );
+    // The count went on where the old primary left it.
+    let v = c
+        .get(&format!("{admin}/admin/limits/hourly?key=r"))
+        .await
+        .json();
+    assert!(v["remaining"].as_u64().unwrap() <= 994, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_tls_the_gateway_checks_the_server_and_shows_its_own_certificate() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name
+        .push(DnType::CommonName, "test redis ca");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = write("ca.pem", &ca.self_signed(&ca_key).unwrap().pem());
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, stem: &str| {
+        let mut p = CertificateParams::new(names).unwrap();
+        // A subject of its own: OpenSSL (Redis's TLS) takes a leaf named like its CA
+        // for a self-signed certificate.
+        p.distinguished_name.push(DnType::CommonName, stem);
+        p.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        (
+            write(&format!("{stem}.pem"), &cert.pem()),
+            write(&format!("{stem}.key"), &key.serialize_pem()),
+        )
+    };
+    let (server_cert, server_key) = leaf(
+        vec!["127.0.0.1".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        "server",
+    );
+    let (client_cert, client_key) = leaf(
+        vec!["gateway".into()],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        "client",
+    );
+    let tls_port = free_port();
+    let redis = RedisServer::start_with(
+        Vec::new(),
+        [
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &server_cert,
+            "--tls-key-file",
+            &server_key,
+            "--tls-ca-cert-file",
+            &ca_pem,
+            "--tls-auth-clients",
+            "yes",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let be = Backend::start("a", Kind::Echo).await;
+    let tls = |cert: &str| {
+        format!(
+            "{{ url: \"rediss://127.0.0.1:{tls_port}/0\", on_failure: deny, ca: \"{ca_pem}\"{cert} }}"
+        )
+    };
+    // With its client certificate: counted in Redis.
+    let with = format!(", cert: \"{client_cert}\", key: \"{client_key}\"");
+    let (g, base, admin) = gateway(&one_limit(be.addr, &tls(&with), 2));
+    let c = Client::new();
+    // Connected once the admin API reads the count through the link.
+    let until = Instant::now() + Duration::from_secs(10);
+    while c
+        .get(&format!("{admin}/admin/limits/hourly?key=r"))
+        .await
+        .status
+        != 200
+    {
+        assert!(Instant::now() < until, "{}", g.stderr_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(c.get(&format!("{base}/x")).await.status);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(statuses, [200, 200, 429, 429], "{}", g.stderr_text());
+    assert_eq!(redis.command(&["DBSIZE"]).as_deref(), Some(":1"));
+    // Without it the server refuses the handshake: Redis counts as down (deny: 503).
+    let (_g2, base2, _) = gateway(&one_limit(be.addr, &tls(""), 2));
+    let r = until_status(&format!("{base2}/x"), 503).await;
+    assert_eq!(r.status, 503);
+}
