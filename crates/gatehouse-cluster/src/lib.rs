@@ -11,6 +11,7 @@
 use gatehouse_config::schema::{OnFailure, RedisConfig};
 use gatehouse_core::{Fingerprint, Stage};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -108,9 +109,12 @@ impl Cluster {
             "redis+sentinel" | "rediss+sentinel" => {
                 Target::Sentinel(Box::new(sentinel(&cfg.url, tls, certs).map_err(url)?))
             }
+            "redis+cluster" | "rediss+cluster" => {
+                Target::Cluster(Box::new(cluster(&cfg.url, tls, certs).map_err(url)?))
+            }
             _ => {
                 return Err(url(format!(
-                    "{scheme:?} is not a Redis URL; expected redis://, rediss://, redis+sentinel:// or rediss+sentinel://"
+                    "{scheme:?} is not a Redis URL; expected redis://, rediss://, redis+sentinel://, redis+cluster:// (or rediss+ with TLS)"
                 )));
             }
         };
@@ -214,6 +218,54 @@ enum Target {
     /// The primary the sentinels name, asked again after every failure (a failover
     /// moves it).
     Sentinel(Box<redis::sentinel::SentinelClient>),
+    /// A Redis Cluster, its nodes found from the seed addresses (the client follows
+    /// MOVED answers and reconnects by itself).
+    Cluster(Box<redis::cluster::ClusterClient>),
+}
+
+/// A live connection.
+enum Conn {
+    /// To one server (direct or the Sentinel's primary): commands go as one pipeline.
+    Single(ConnectionManager),
+    /// To a Redis Cluster: each command goes to its key's node, all at once (a pipeline
+    /// would go to one node).
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// Sends `cmds`; each answer, or the connection's failure.
+    async fn run(
+        &mut self,
+        cmds: Vec<redis::Cmd>,
+    ) -> redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> {
+        match self {
+            Conn::Single(c) => {
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                for cmd in cmds {
+                    pipe.add_command(cmd);
+                }
+                pipe.query_async(c).await
+            }
+            Conn::Cluster(c) => {
+                let sends = cmds.into_iter().map(|cmd| {
+                    let mut c = c.clone();
+                    async move { cmd.query_async::<redis::Value>(&mut c).await }
+                });
+                let answers = futures_util::future::join_all(sends).await;
+                // A node that cannot be reached fails the batch (Redis counts as down);
+                // a command the server refused fails alone.
+                if let Some(e) = answers.iter().find_map(|r| {
+                    r.as_ref()
+                        .err()
+                        .filter(|e| e.is_io_error() || e.is_connection_dropped() || e.is_timeout())
+                }) {
+                    return Err(e.clone());
+                }
+                Ok(answers)
+            }
+        }
+    }
 }
 
 /// The TLS files of `cfg`, read (relative to `dir`); `None` when it names none.
@@ -251,30 +303,27 @@ fn certificates(
     )
 }
 
-/// A Sentinel client from `redis+sentinel://[user:password@]h:p[,h:p...]/PRIMARY[/db]`;
-/// the credentials and db are the primary's.
-fn sentinel(
+/// The parts of `SCHEME://[user:password@]h:p[,h:p...][/path]`: credentials
+/// (percent-decoded), addresses, path segments.
+#[allow(clippy::type_complexity)]
+fn split_url(
     url: &str,
-    tls: bool,
-    certs: Option<redis::TlsCertificates>,
-) -> Result<redis::sentinel::SentinelClient, String> {
-    use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+) -> Result<(Option<(String, String)>, Vec<(String, u16)>, Vec<&str>), String> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let (auth, rest) = match rest.rsplit_once('@') {
         Some((a, r)) => (Some(a), r),
         None => (None, rest),
     };
     let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut segments = path.split('/').filter(|s| !s.is_empty());
-    let primary = segments
-        .next()
-        .ok_or("name the primary: redis+sentinel://host:port/PRIMARY_NAME")?;
-    let db = match segments.next() {
-        Some(d) => d
-            .parse::<i64>()
-            .map_err(|_| format!("{d:?} is not a db number"))?,
-        None => 0,
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
     };
+    let auth = auth.map(|a| {
+        let (user, password) = a.split_once(':').unwrap_or(("", a));
+        (decode(user), decode(password))
+    });
     let mut addrs = Vec::new();
     for h in hosts.split(',') {
         let (host, port) = h
@@ -285,7 +334,72 @@ fn sentinel(
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        addrs.push(if tls {
+        addrs.push((host, port));
+    }
+    Ok((
+        auth,
+        addrs,
+        path.split('/').filter(|s| !s.is_empty()).collect(),
+    ))
+}
+
+/// A Cluster client from `redis+cluster://[user:password@]h:p[,h:p...]` (seed nodes).
+fn cluster(
+    url: &str,
+    tls: bool,
+    certs: Option<redis::TlsCertificates>,
+) -> Result<redis::cluster::ClusterClient, String> {
+    let (auth, addrs, path) = split_url(url)?;
+    if !path.is_empty() {
+        return Err("a Redis Cluster has only db 0: no path after the addresses".into());
+    }
+    let scheme = if tls { "rediss" } else { "redis" };
+    let seeds: Vec<String> = addrs
+        .iter()
+        .map(|(h, p)| format!("{scheme}://{h}:{p}"))
+        .collect();
+    let mut b = redis::cluster::ClusterClientBuilder::new(seeds)
+        .connection_timeout(RESPONSE_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT)
+        .retries(1);
+    if let Some((user, password)) = auth {
+        if !user.is_empty() {
+            b = b.username(user);
+        }
+        if !password.is_empty() {
+            b = b.password(password);
+        }
+    }
+    if tls {
+        b = b.tls(redis::TlsMode::Secure);
+        if let Some(c) = certs {
+            b = b.certs(c);
+        }
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+/// A Sentinel client from `redis+sentinel://[user:password@]h:p[,h:p...]/PRIMARY[/db]`;
+/// the credentials and db are the primary's.
+fn sentinel(
+    url: &str,
+    tls: bool,
+    certs: Option<redis::TlsCertificates>,
+) -> Result<redis::sentinel::SentinelClient, String> {
+    use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+    let (auth, hosts, path) = split_url(url)?;
+    let mut segments = path.into_iter();
+    let primary = segments
+        .next()
+        .ok_or("name the primary: redis+sentinel://host:port/PRIMARY_NAME")?;
+    let db = match segments.next() {
+        Some(d) => d
+            .parse::<i64>()
+            .map_err(|_| format!("{d:?} is not a db number"))?,
+        None => 0,
+    };
+    let addrs = hosts.into_iter().map(|(host, port)| {
+        if tls {
             redis::ConnectionAddr::TcpTls {
                 host,
                 port,
@@ -294,22 +408,17 @@ fn sentinel(
             }
         } else {
             redis::ConnectionAddr::Tcp(host, port)
-        });
-    }
+        }
+    });
     let mut b = SentinelClientBuilder::new(addrs, primary, SentinelServerType::Master)
         .map_err(|e| e.to_string())?
         .set_client_to_redis_db(db);
-    if let Some((user, password)) = auth.map(|a| a.split_once(':').unwrap_or(("", a))) {
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        };
+    if let Some((user, password)) = auth {
         if !user.is_empty() {
-            b = b.set_client_to_redis_username(decode(user));
+            b = b.set_client_to_redis_username(user);
         }
         if !password.is_empty() {
-            b = b.set_client_to_redis_password(decode(password));
+            b = b.set_client_to_redis_password(password);
         }
     }
     if tls {
@@ -352,7 +461,7 @@ impl Driver {
         };
         rt.block_on(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
-            let mut conn: Option<ConnectionManager> = None;
+            let mut conn: Option<Conn> = None;
             loop {
                 if conn.is_none() {
                     match tokio::time::timeout(RESPONSE_TIMEOUT, self.connect()).await {
@@ -372,11 +481,7 @@ impl Driver {
                     continue;
                 };
                 if !self.up.load(Ordering::Relaxed) {
-                    let ping = redis::cmd("PING");
-                    let probe = tokio::time::timeout(
-                        RESPONSE_TIMEOUT,
-                        ping.query_async::<redis::Value>(c),
-                    );
+                    let probe = tokio::time::timeout(RESPONSE_TIMEOUT, c.run(vec![redis::cmd("PING")]));
                     if matches!(probe.await, Ok(Ok(_))) {
                         self.mark_up();
                     } else {
@@ -390,18 +495,13 @@ impl Driver {
                 if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
                     return; // the config that opened this link is gone
                 }
-                let mut pipe = redis::pipe();
-                pipe.ignore_errors();
+                let mut cmds = Vec::with_capacity(batch.len());
                 let mut dones = Vec::with_capacity(batch.len());
                 for job in batch.drain(..) {
-                    pipe.add_command(job.cmd);
+                    cmds.push(job.cmd);
                     dones.push(job.done);
                 }
-                let answer = tokio::time::timeout(
-                    RESPONSE_TIMEOUT,
-                    pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(c),
-                )
-                .await;
+                let answer = tokio::time::timeout(RESPONSE_TIMEOUT, c.run(cmds)).await;
                 match answer {
                     Ok(Ok(results)) if results.len() == dones.len() => {
                         for (done, r) in dones.into_iter().zip(results) {
@@ -429,10 +529,17 @@ impl Driver {
     }
 
     /// A connection to the target: for Sentinel, to the primary the sentinels name now.
-    async fn connect(&mut self) -> Result<ConnectionManager, String> {
+    async fn connect(&mut self) -> Result<Conn, String> {
         let client = match &mut self.target {
             Target::Direct(c) => (**c).clone(),
             Target::Sentinel(s) => s.async_get_client().await.map_err(|e| e.to_string())?,
+            Target::Cluster(c) => {
+                return c
+                    .get_async_connection()
+                    .await
+                    .map(Conn::Cluster)
+                    .map_err(|e| e.to_string());
+            }
         };
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
@@ -443,12 +550,13 @@ impl Driver {
         client
             .get_connection_manager_with_config(cfg)
             .await
+            .map(Conn::Single)
             .map_err(|e| e.to_string())
     }
 
     /// After a failure: a Sentinel target asks the sentinels again (the primary may have
     /// moved); a direct one keeps its connection manager, which reconnects by itself.
-    fn forget(&self, conn: &mut Option<ConnectionManager>) {
+    fn forget(&self, conn: &mut Option<Conn>) {
         if matches!(self.target, Target::Sentinel(_)) {
             *conn = None;
         }

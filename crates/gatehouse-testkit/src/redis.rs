@@ -50,6 +50,43 @@ impl RedisServer {
         )
     }
 
+    /// A Redis Cluster of `n` primaries (no replicas), its slots assigned by
+    /// `redis-cli --cluster create`; returns once the cluster says it is ok.
+    pub fn cluster(n: usize) -> Vec<Self> {
+        let extra = || {
+            ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
+                .map(String::from)
+                .to_vec()
+        };
+        let nodes: Vec<Self> = (0..n)
+            .map(|_| Self::start_with(Vec::new(), extra()))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|r| format!("127.0.0.1:{}", r.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli ({e}); scripts/test.sh installs it"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let until = Instant::now() + Duration::from_secs(15);
+        loop {
+            let info = Command::new("redis-cli")
+                .args(["-p", &nodes[0].port.to_string(), "cluster", "info"])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                return nodes;
+            }
+            assert!(Instant::now() < until, "the cluster did not form");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// A sentinel watching `primary` under `name`, quorum 1, quick to fail over (down
     /// after 500 ms).
     pub fn sentinel_for(primary: &RedisServer, name: &str) -> Self {

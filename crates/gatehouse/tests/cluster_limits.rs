@@ -448,3 +448,48 @@ async fn over_tls_the_gateway_checks_the_server_and_shows_its_own_certificate() 
     let r = until_status(&format!("{base2}/x"), 503).await;
     assert_eq!(r.status, 503);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_redis_cluster_each_key_is_counted_on_its_node() {
+    let nodes = RedisServer::cluster(3);
+    let be = Backend::start("a", Kind::Echo).await;
+    let seeds: Vec<String> = nodes[..2]
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let yaml = shared(
+        be.addr,
+        &format!("redis+cluster://{}", seeds.join(",")),
+        "deny",
+    );
+    let (_a, a_url, _) = gateway(&yaml);
+    let (_b, b_url, _) = gateway(&yaml);
+    let c = Client::new();
+    // Eight tenants, each with a budget of 3 shared by both gateways.
+    for t in 0..8 {
+        let tenant = format!("t{t}");
+        let mut statuses = Vec::new();
+        for i in 0..5 {
+            let url = if i % 2 == 0 { &a_url } else { &b_url };
+            let r = send(
+                &c,
+                "GET",
+                &format!("{url}/tenant"),
+                &[("x-tenant", &tenant)],
+            )
+            .await;
+            statuses.push(r.status);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(statuses, [200, 200, 200, 429, 429], "tenant {tenant}");
+    }
+    // The keys are spread over the nodes by slot.
+    let counts: Vec<String> = nodes
+        .iter()
+        .map(|n| n.command(&["DBSIZE"]).unwrap())
+        .collect();
+    assert!(
+        counts.iter().filter(|c| c.as_str() != ":0").count() >= 2,
+        "{counts:?}"
+    );
+}
