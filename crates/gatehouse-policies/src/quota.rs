@@ -604,12 +604,12 @@ impl Policy for Quota {
             },
             Some(shared) => {
                 let hash = self.counts.hasher.hash_one(key.as_str());
-                let redis_key = format!("{}{key}", shared.prefix());
                 let batch = (plan.limit / 1000).clamp(1, 1000);
+                // The Redis key is written only when a reservation is sent.
                 let verdict =
                     shared.check_with(hash, crate::limiter::at(ctx.started), batch, &|want| {
                         crate::shared_limit::calendar_command(
-                            &redis_key,
+                            &format!("{}{key}", shared.prefix()),
                             plan.limit,
                             (start, end),
                             want,

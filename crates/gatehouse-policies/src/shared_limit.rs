@@ -265,7 +265,8 @@ impl SharedLimit {
         &self.prefix
     }
 
-    /// The rate script call that reserves `want` for `key` (0: reads only).
+    /// The rate script call that reserves `want` for `key` (0: reads only). A quota's
+    /// calls come from its caller (`check_with`); asked here for one, this reads nothing.
     fn command(&self, key: u64, want: u64) -> redis::Cmd {
         let Counting::Rate(algorithm, rate) = self.counting else {
             return redis::cmd("PING");
