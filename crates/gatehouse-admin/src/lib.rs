@@ -7,6 +7,7 @@ mod consumers;
 mod keys;
 mod limits;
 pub mod scrape;
+mod transactions;
 
 use bytes::Bytes;
 use gatehouse_core::{Problem, problem_response};
@@ -362,6 +363,7 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
             json(StatusCode::OK, serde_json::Value::Array(list))
         }
         (&Method::GET, "/admin/routes") => routes_view(gw),
+        (&Method::GET, "/admin/transactions") => transactions::endpoint(req.uri().query()),
         (&Method::POST, "/admin/reload") => {
             let g = gw.clone();
             match tokio::task::spawn_blocking(move || g.reload()).await {

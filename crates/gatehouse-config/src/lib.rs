@@ -7,6 +7,7 @@ pub mod field_errors;
 pub mod interpolate;
 pub mod load;
 pub mod locate;
+pub mod observability;
 pub mod resilience;
 pub mod schema;
 pub mod units;

@@ -2,6 +2,7 @@
 //! errors everywhere. Defaults live here, next to the field they belong to, and are
 //! documented in docs/configuration.md.
 
+use crate::observability::{AccessLogConfig, AnalyticsConfig};
 use crate::resilience::{CircuitBreaker, HealthCheck, Retries};
 use crate::units::{Duration, Size};
 use schemars::JsonSchema;
@@ -46,9 +47,13 @@ pub struct Config {
     /// Peers whose X-Forwarded-For is believed (CIDRs or ip_groups names).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
-    /// Where the JSON access log goes: stdout | stderr | off | a file path.
-    #[serde(default = "default_access_log")]
-    pub access_log: String,
+    /// The JSON access log: a target (`stdout`, `stderr`, `off`, a file path) or
+    /// `{ output, sample, always }`.
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+    /// What the gateway keeps about recent requests (transactions).
+    #[serde(default)]
+    pub analytics: AnalyticsConfig,
     /// The Prometheus endpoint and request-path recording.
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -75,10 +80,6 @@ pub struct ErrorsConfig {
     /// default none, which gives `about:blank`.
     #[serde(default)]
     pub type_base: Option<String>,
-}
-
-fn default_access_log() -> String {
-    "stdout".into()
 }
 
 /// One client-facing listener.

@@ -83,8 +83,11 @@ pub fn validate(c: &Config) -> Vec<Issue> {
         }
         route(c, i, r, &mut out);
     }
-    if c.access_log.trim().is_empty() {
+    if c.access_log.output.trim().is_empty() {
         out.push("access_log", "must be stdout, stderr, off or a file path");
+    }
+    if !(0.0..=1.0).contains(&c.access_log.sample) {
+        out.push("access_log.sample", "must be between 0 and 1");
     }
     out.0
 }

@@ -3,34 +3,39 @@
 
 use serde::Serialize;
 use std::io::Write;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::SystemTime;
 
-/// One access-log line. Latencies are milliseconds with microsecond precision.
-#[derive(Debug, Serialize)]
-pub struct AccessRecord<'a> {
+/// One request as logged and as kept for `GET /admin/transactions`. Latencies are
+/// milliseconds with microsecond precision.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessRecord {
     /// RFC 3339 time the request started; the same key as the process log's JSON lines.
     pub timestamp: String,
     /// Request id.
-    pub request_id: &'a str,
+    pub request_id: String,
     /// Client IP after trusted proxies.
-    pub client_ip: String,
+    pub client_ip: std::net::IpAddr,
     /// The listener the request arrived on.
-    pub listener: &'a str,
+    pub listener: Arc<str>,
     /// The authenticated consumer's name, when an authentication policy set one.
-    pub consumer: Option<&'a str>,
+    pub consumer: Option<String>,
     /// Method.
-    pub method: &'a str,
+    pub method: String,
     /// Host.
-    pub host: &'a str,
+    pub host: String,
     /// Path (without query), as received.
-    pub path: &'a str,
+    pub path: String,
     /// Query string, without `?`; absent when the target had none.
-    pub query: Option<&'a str>,
+    pub query: Option<String>,
     /// Protocol version: `HTTP/1.0`, `HTTP/1.1`, `HTTP/2.0`.
-    pub http_version: &'a str,
+    pub http_version: &'static str,
     /// The client's User-Agent.
-    pub user_agent: Option<&'a str>,
+    pub user_agent: Option<String>,
+    /// The kind of client the User-Agent names (`desktop`, `mobile`, `tablet`, `bot`,
+    /// `library`, `unknown`).
+    pub device: &'static str,
     /// Response status.
     pub status: u16,
     /// Request body bytes received.
@@ -38,11 +43,11 @@ pub struct AccessRecord<'a> {
     /// Response body bytes sent.
     pub bytes_out: u64,
     /// Matched route.
-    pub route: Option<&'a str>,
+    pub route: Option<Arc<str>>,
     /// Upstream the request was proxied to.
-    pub upstream: Option<&'a str>,
+    pub upstream: Option<Arc<str>>,
     /// Upstream target address.
-    pub upstream_target: Option<&'a str>,
+    pub upstream_target: Option<Arc<str>>,
     /// Tries sent upstream (1 without retries; 0 when none was sent).
     pub attempts: u32,
     /// Time to the upstream response head.
@@ -53,14 +58,18 @@ pub struct AccessRecord<'a> {
     pub phases: Phases,
     /// Policy that answered locally, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub short_circuit: Option<ShortCircuitRecord<'a>>,
+    pub short_circuit: Option<ShortCircuitRecord>,
     /// Error detail when the gateway produced the response.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<&'a str>,
+    pub error: Option<String>,
+    /// In the access log: 1 for lines written whatever the sampling, else the sampled
+    /// share (`access_log.sample`), so counts can be scaled back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<f64>,
 }
 
 /// Per-phase timings in milliseconds.
-#[derive(Debug, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default)]
 pub struct Phases {
     /// Request and response policies.
     pub policies_ms: f64,
@@ -73,12 +82,12 @@ pub struct Phases {
 }
 
 /// A short circuit, as logged.
-#[derive(Debug, Serialize)]
-pub struct ShortCircuitRecord<'a> {
+#[derive(Debug, Clone, Serialize)]
+pub struct ShortCircuitRecord {
     /// Policy name.
-    pub policy: &'a str,
+    pub policy: String,
     /// Reason.
-    pub reason: &'a str,
+    pub reason: &'static str,
 }
 
 /// Milliseconds with microsecond precision.
@@ -148,7 +157,7 @@ impl AccessLog {
     }
 
     /// Queues one record.
-    pub fn write(&self, rec: &AccessRecord<'_>) {
+    pub fn write(&self, rec: &AccessRecord) {
         let Some(tx) = &self.tx else { return };
         if let Ok(mut line) = serde_json::to_string(rec) {
             line.push('\n');

@@ -25,10 +25,11 @@ pub struct Platform {
     pub state: gatehouse_core::StateRegistry,
 }
 
-/// Connects what a config about to serve shares with other gateways (its Redis link),
-/// so the first requests find the connection made; called once its state is committed
-/// (never by `validate`).
-pub fn connect_shared(state: &gatehouse_core::StateRegistry) {
+/// What a config does once it serves (its state committed; never for `validate`):
+/// connects what it shares with other gateways (its Redis link), so the first requests
+/// find the connection made, and sizes the transactions kept for search.
+pub fn on_serving(state: &gatehouse_core::StateRegistry, config: &gatehouse_config::Config) {
+    gatehouse_observe::transactions::set_capacity(config.analytics.transactions);
     let (kind, name) = gatehouse_cluster::STATE;
     if let Some(opened) = state.get::<gatehouse_cluster::Opened>(kind, name)
         && let Ok(cluster) = &opened.0
@@ -96,7 +97,7 @@ pub fn compile(
     // So is the link to Redis, which cluster-scope limits use.
     if let Some(redis) = &c.cluster.redis {
         let opened = gatehouse_cluster::Cluster::staged(stage, redis, base);
-        // It connects once the config serves (`connect_shared`; `validate` never does).
+        // It connects once the config serves (`on_serving`; `validate` never does).
         if let Err((field, message)) = &opened.0 {
             issues.push(Issue {
                 path: format!("cluster.redis.{field}"),
@@ -208,11 +209,11 @@ pub fn compile(
     }
 
     let access_log = match previous {
-        Some(p) if p.config.access_log == c.access_log => p.access_log.clone(),
-        _ => AccessLog::open(&c.access_log).unwrap_or_else(|e| {
+        Some(p) if p.config.access_log.output == c.access_log.output => p.access_log.clone(),
+        _ => AccessLog::open(&c.access_log.output).unwrap_or_else(|e| {
             issue(
                 "access_log".into(),
-                format!("cannot open {:?}: {e}", c.access_log),
+                format!("cannot open {:?}: {e}", c.access_log.output),
             );
             AccessLog::off()
         }),
@@ -281,6 +282,7 @@ pub fn compile(
         upstreams,
         trusted_proxies: trusted,
         access_log,
+        log_sampling: gatehouse_observe::sampling::Sampling::of(&c.access_log),
         problem_style: gatehouse_core::ProblemStyle {
             verbose: c.errors.verbose,
             type_base: c.errors.type_base.clone(),

@@ -4,7 +4,7 @@
 use crate::snapshot::Snapshot;
 use gatehouse_core::RequestCtx;
 use gatehouse_observe::access_log::{AccessRecord, Phases, ShortCircuitRecord, ms, rfc3339};
-use gatehouse_observe::metrics;
+use gatehouse_observe::{device, metrics, transactions};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -59,7 +59,8 @@ impl Drop for Finish {
             }
         }
         let metered = metrics::enabled();
-        if !metered && !snap.access_log.is_on() {
+        let kept = transactions::is_on();
+        if !metered && !kept && !snap.access_log.is_on() {
             return;
         }
         let ctx = &self.ctx;
@@ -67,30 +68,38 @@ impl Drop for Finish {
         if metered {
             self.meter(route, total);
         }
-        if !snap.access_log.is_on() {
+        let logged = if snap.access_log.is_on() {
+            snap.log_sampling
+                .decide(self.status, total, ctx.short_circuit.is_some())
+        } else {
+            None
+        };
+        if logged.is_none() && !kept {
             return;
         }
-        let rec = AccessRecord {
+        let user_agent = self.user_agent.as_ref().and_then(|v| v.to_str().ok());
+        let mut rec = AccessRecord {
             timestamp: rfc3339(SystemTime::now().checked_sub(total).unwrap_or(UNIX_EPOCH)),
-            request_id: &ctx.request_id,
-            client_ip: ctx.client_ip.to_string(),
-            listener: &ctx.conn.listener,
-            consumer: ctx.consumer.as_ref().map(|c| c.name.as_str()),
-            method: self.method.as_str(),
-            host: &self.host,
-            path: self.uri.path(),
-            query: self.uri.query(),
+            request_id: ctx.request_id.to_string(),
+            client_ip: ctx.client_ip,
+            listener: ctx.conn.listener.clone(),
+            consumer: ctx.consumer.as_ref().map(|c| c.name.clone()),
+            method: self.method.as_str().to_string(),
+            host: std::mem::take(&mut self.host),
+            path: self.uri.path().to_string(),
+            query: self.uri.query().map(str::to_string),
             http_version: version_text(self.version),
-            user_agent: self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
+            user_agent: user_agent.map(str::to_string),
+            device: device::classify(user_agent),
             status: self.status,
             bytes_in: self
                 .bytes_in
                 .bytes
                 .load(std::sync::atomic::Ordering::Relaxed),
             bytes_out: self.bytes_out,
-            route: ctx.route.as_deref(),
-            upstream: ctx.upstream.as_deref(),
-            upstream_target: ctx.upstream_target.as_deref(),
+            route: ctx.route.clone(),
+            upstream: ctx.upstream.clone(),
+            upstream_target: ctx.upstream_target.clone(),
             attempts: ctx.attempts,
             upstream_latency_ms: ctx.timings.upstream_first_byte.map(ms),
             total_latency_ms: ms(total),
@@ -101,12 +110,20 @@ impl Drop for Finish {
                 total_ms: ms(total),
             },
             short_circuit: ctx.short_circuit.as_ref().map(|s| ShortCircuitRecord {
-                policy: &s.policy,
+                policy: s.policy.clone(),
                 reason: s.reason,
             }),
-            error: self.error.as_deref(),
+            error: self.error.take(),
+            sample_rate: logged,
         };
-        snap.access_log.write(&rec);
+        if logged.is_some() {
+            snap.access_log.write(&rec);
+        }
+        if kept {
+            // The sampling is the log's, not the transaction's.
+            rec.sample_rate = None;
+            transactions::keep(Arc::new(rec));
+        }
     }
 }
 

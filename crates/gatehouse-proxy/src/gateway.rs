@@ -215,7 +215,7 @@ impl Gateway {
         gatehouse_observe::metrics::set_enabled(next.config.metrics.enabled);
         self.live.store(next);
         self.platform.state.commit(stage);
-        crate::compile::connect_shared(&self.platform.state);
+        crate::compile::on_serving(&self.platform.state, &self.live.load().config);
         tracing::info!(generation, "config reloaded");
         Ok(generation)
     }

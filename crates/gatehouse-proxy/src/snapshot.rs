@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub trusted_proxies: CidrSet,
     /// Access-log sink.
     pub access_log: AccessLog,
+    /// Which requests the access log writes.
+    pub log_sampling: gatehouse_observe::sampling::Sampling,
     /// How problem bodies are rendered.
     pub problem_style: gatehouse_core::ProblemStyle,
     /// TLS of each upstream that speaks it, by upstream name.

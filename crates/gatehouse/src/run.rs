@@ -14,11 +14,11 @@ pub fn validate(path: &str) -> ExitCode {
         // Compile too (templates, policies), but never open sinks or the store file, bind
         // sockets or resolve names; the stage is dropped, never committed. An in-memory
         // store stands in for the file, so what needs a store compiles as it would.
-        let access_log = std::mem::replace(&mut l.config.access_log, "off".into());
+        let access_log = std::mem::replace(&mut l.config.access_log.output, "off".into());
         let stage = platform.state.stage();
         gatehouse_proxy::compile::stand_in_store(&l, &stage);
         gatehouse_proxy::compile::compile(&l, None, &platform.kinds, &stage)?;
-        l.config.access_log = access_log;
+        l.config.access_log.output = access_log;
         Ok(l)
     }) {
         Ok(loaded) => {

@@ -51,7 +51,7 @@ pub fn prepare(
     let stage = platform.state.stage();
     let snapshot = Arc::new(compile(&loaded, None, &platform.kinds, &stage)?);
     platform.state.commit(stage);
-    gatehouse_proxy::compile::connect_shared(&platform.state);
+    gatehouse_proxy::compile::on_serving(&platform.state, &snapshot.config);
     // Names are resolved when a config is about to serve, never by validate.
     snapshot.upstreams.resolve_new();
     for w in warnings(&loaded) {
