@@ -61,6 +61,8 @@ pub struct RequestCtx {
     pub attempts: u32,
     /// Per-phase timings.
     pub timings: PhaseTimings,
+    /// The W3C trace the request belongs to (continued from the client or new).
+    pub trace: crate::TraceContext,
 }
 
 impl RequestCtx {
@@ -81,6 +83,7 @@ impl RequestCtx {
             upstream_target: None,
             attempts: 0,
             timings: PhaseTimings::default(),
+            trace: crate::TraceContext::start(),
         }
     }
 

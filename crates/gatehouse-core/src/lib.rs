@@ -11,6 +11,7 @@ pub mod flow;
 pub mod policy;
 pub mod problem;
 pub mod state;
+pub mod trace;
 
 pub use body_needs::{
     Bodies, BodyFilter, BodyNeeds, FilterError, RequestBodyNeed, ResponseBodyNeed,
@@ -22,3 +23,4 @@ pub use flow::{Flow, LocalResponse, Resume, Wait};
 pub use policy::Policy;
 pub use problem::{Problem, ProblemStyle, problem_response};
 pub use state::{Fingerprint, Stage, StateRegistry};
+pub use trace::TraceContext;

@@ -1,0 +1,193 @@
+//! W3C Trace Context (https://www.w3.org/TR/trace-context/) of one request: a valid
+//! `traceparent` from the client continues its trace (the client's span becomes the
+//! parent, its sampled flag is kept); an absent or invalid one starts a new trace. Every
+//! try sent upstream carries a `traceparent` whose parent-id is a span of the gateway's
+//! own, so the upstream's spans hang under the gateway's.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// `traceparent`.
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// `tracestate`, vendor data that travels unchanged with a continued trace.
+pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// The trace a request belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    /// The trace id (never all zeros).
+    pub trace_id: [u8; 16],
+    /// The caller's span, when the request came with a valid `traceparent`.
+    pub parent_id: Option<[u8; 8]>,
+    /// The gateway's own (server) span.
+    pub span_id: [u8; 8],
+    /// Whether the trace is sampled (the `01` flag).
+    pub sampled: bool,
+}
+
+fn hex_to<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        let d = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None, // upper case is invalid in traceparent
+        };
+        *o = d(s[2 * i])? << 4 | d(s[2 * i + 1])?;
+    }
+    Some(out)
+}
+
+fn nonzero<const N: usize>(id: [u8; N]) -> Option<[u8; N]> {
+    id.iter().any(|b| *b != 0).then_some(id)
+}
+
+/// A random span id (never zero).
+pub fn new_span_id() -> [u8; 8] {
+    loop {
+        let id = fastrand::u64(..).to_be_bytes();
+        if let Some(id) = nonzero(id) {
+            return id;
+        }
+    }
+}
+
+fn new_trace_id() -> [u8; 16] {
+    loop {
+        let id = fastrand::u128(..).to_be_bytes();
+        if let Some(id) = nonzero(id) {
+            return id;
+        }
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const D: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(D[usize::from(b >> 4)] as char);
+        s.push(D[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+impl TraceContext {
+    /// A new trace, not sampled.
+    pub fn start() -> Self {
+        Self {
+            trace_id: new_trace_id(),
+            parent_id: None,
+            span_id: new_span_id(),
+            sampled: false,
+        }
+    }
+
+    /// The caller's trace when `value` is a valid `traceparent`, else `None`.
+    pub fn parse(value: &[u8]) -> Option<Self> {
+        // version "-" trace-id "-" parent-id "-" flags; a later version may add fields
+        // after another "-", which version 00 readers ignore.
+        if value.len() < 55 || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+            return None;
+        }
+        let version = hex_to::<1>(&value[..2])?[0];
+        if version == 0xff || (version == 0 && value.len() != 55) {
+            return None;
+        }
+        if version > 0 && value.len() > 55 && value[55] != b'-' {
+            return None;
+        }
+        let trace_id = nonzero(hex_to::<16>(&value[3..35])?)?;
+        let parent = nonzero(hex_to::<8>(&value[36..52])?)?;
+        let flags = hex_to::<1>(&value[53..55])?[0];
+        Some(Self {
+            trace_id,
+            parent_id: Some(parent),
+            span_id: new_span_id(),
+            sampled: flags & 1 == 1,
+        })
+    }
+
+    /// The request's trace: the caller's when its `traceparent` is valid, else a new one
+    /// (and then its `tracestate`, which belonged to the other trace, is removed).
+    pub fn of_request(headers: &mut HeaderMap) -> Self {
+        let mut values = headers.get_all(&TRACEPARENT).iter();
+        let found = match (values.next(), values.next()) {
+            // Two traceparent fields are ambiguous: start afresh.
+            (Some(v), None) => Self::parse(v.as_bytes()),
+            _ => None,
+        };
+        match found {
+            Some(t) => t,
+            None => {
+                headers.remove(&TRACESTATE);
+                Self::start()
+            }
+        }
+    }
+
+    /// The trace id as 32 hex digits.
+    pub fn trace_id_hex(&self) -> String {
+        hex(&self.trace_id)
+    }
+
+    /// The `traceparent` that names `span` (one of the gateway's) as the parent.
+    pub fn traceparent(&self, span: [u8; 8]) -> HeaderValue {
+        let flags = if self.sampled { "01" } else { "00" };
+        let text = format!("00-{}-{}-{flags}", hex(&self.trace_id), hex(&span));
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_valid_traceparent_is_continued_and_anything_else_starts_anew() {
+        let t = TraceContext::parse(GOOD.as_bytes()).unwrap();
+        assert_eq!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(hex(&t.parent_id.unwrap()), "00f067aa0ba902b7");
+        assert!(t.sampled);
+        assert_ne!(t.span_id, t.parent_id.unwrap());
+        let bad = [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ];
+        for b in bad {
+            assert!(TraceContext::parse(b.as_bytes()).is_none(), "{b:?}");
+        }
+        // A later version may carry more fields.
+        let future = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-more";
+        assert!(!TraceContext::parse(future.as_bytes()).unwrap().sampled);
+    }
+
+    #[test]
+    fn a_new_trace_drops_the_old_tracestate_and_a_continued_one_keeps_it() {
+        let mut h = HeaderMap::new();
+        h.insert(&TRACEPARENT, HeaderValue::from_static(GOOD));
+        h.insert(&TRACESTATE, HeaderValue::from_static("congo=t61rcWkgMzE"));
+        let t = TraceContext::of_request(&mut h);
+        assert!(h.contains_key(&TRACESTATE));
+        let sent = t.traceparent(new_span_id());
+        assert!(sent.to_str().unwrap().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(sent.to_str().unwrap().ends_with("-01"));
+
+        h.insert(&TRACEPARENT, HeaderValue::from_static("garbage"));
+        let t2 = TraceContext::of_request(&mut h);
+        assert!(!h.contains_key(&TRACESTATE));
+        assert!(t2.parent_id.is_none());
+        assert_ne!(t2.trace_id, t.trace_id);
+    }
+}
