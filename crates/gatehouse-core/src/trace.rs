@@ -181,7 +181,11 @@ mod tests {
         let t = TraceContext::of_request(&mut h);
         assert!(h.contains_key(&TRACESTATE));
         let sent = t.traceparent(new_span_id());
-        assert!(sent.to_str().unwrap().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(
+            sent.to_str()
+                .unwrap()
+                .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+        );
         assert!(sent.to_str().unwrap().ends_with("-01"));
 
         h.insert(&TRACEPARENT, HeaderValue::from_static("garbage"));

@@ -15,6 +15,8 @@ pub struct AccessRecord {
     pub timestamp: String,
     /// Request id.
     pub request_id: String,
+    /// The W3C trace id (32 hex digits): the client's when it sent a valid `traceparent`.
+    pub trace_id: String,
     /// Client IP after trusted proxies.
     pub client_ip: std::net::IpAddr,
     /// The listener the request arrived on.

@@ -28,6 +28,8 @@ pub struct Head {
     pub version: Version,
     /// Headers, already rewritten for upstream.
     pub headers: HeaderMap,
+    /// The request's trace: each try carries a `traceparent` naming a span of its own.
+    pub trace: gatehouse_core::TraceContext,
 }
 
 impl Head {
@@ -42,6 +44,10 @@ impl Head {
         } else {
             std::mem::take(&mut self.headers)
         };
+        r.headers_mut().insert(
+            gatehouse_core::trace::TRACEPARENT.clone(),
+            self.trace.traceparent(gatehouse_core::trace::new_span_id()),
+        );
         r
     }
 }

@@ -81,6 +81,7 @@ impl Drop for Finish {
         let mut rec = AccessRecord {
             timestamp: rfc3339(SystemTime::now().checked_sub(total).unwrap_or(UNIX_EPOCH)),
             request_id: ctx.request_id.to_string(),
+            trace_id: ctx.trace.trace_id_hex(),
             client_ip: ctx.client_ip,
             listener: ctx.conn.listener.clone(),
             consumer: ctx.consumer.as_ref().map(|c| c.name.clone()),

@@ -87,6 +87,7 @@ pub async fn handle(
     let (request_id, request_id_value) = forwarded::request_id(&parts.headers);
     let mut ctx = RequestCtx::new(request_id, Arc::clone(&conn.conn), started);
     ctx.client_ip = forwarded::client_ip(&parts.headers, peer, &snap.trusted_proxies);
+    ctx.trace = gatehouse_core::TraceContext::of_request(&mut parts.headers);
     // Boxed from the start: the record rides on the response body in the end, and a
     // pointer is all the request future and its moves carry meanwhile.
     let mut finish = Box::new(Finish {
@@ -97,10 +98,8 @@ pub async fn handle(
         host: String::new(),
         uri: parts.uri.clone(),
         version: parts.version,
-        // Only the access log reads it: no lookup when it is off.
-        user_agent: snap
-            .access_log
-            .is_on()
+        // Only the access log and transactions read it: no lookup when both are off.
+        user_agent: (snap.access_log.is_on() || gatehouse_observe::transactions::is_on())
             .then(|| parts.headers.get(header::USER_AGENT).cloned())
             .flatten(),
         status: 0,
@@ -356,6 +355,11 @@ async fn proxy(
 
     let served = if is_upgrade {
         // Rare and large: kept out of the request future's size.
+        let span = gatehouse_core::trace::new_span_id();
+        parts.headers.insert(
+            gatehouse_core::trace::TRACEPARENT.clone(),
+            finish.ctx.trace.traceparent(span),
+        );
         let outcome = Box::pin(attempts::upgrade(up, tls, &input, parts)).await;
         record(finish, outcome)?
     } else {
@@ -375,6 +379,7 @@ async fn proxy(
             uri: parts.uri,
             version: parts.version,
             headers: parts.headers,
+            trace: finish.ctx.trace,
         };
         let outcome = attempts::run(up, tls, &input, head, payload, admission).await;
         record(finish, outcome)?
