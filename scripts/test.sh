@@ -16,11 +16,12 @@ fi
 # Python tools the tests run, in a venv of their own (Debian's Python is externally
 # managed): sslyze checks the TLS listener against Mozilla's intermediate profile;
 # http-message-signatures (with requests) is the standard RFC 9421 client that signed
-# requests must interoperate with.
+# requests must interoperate with; prometheus_client's strict OpenMetrics parser reads
+# the OpenMetrics scrape.
 tools="$PWD/target/test-tools"
-if [ ! -x "$tools/bin/sslyze" ] || ! "$tools/bin/python3" -c 'import http_message_signatures, requests' 2>/dev/null; then
+if [ ! -x "$tools/bin/sslyze" ] || ! "$tools/bin/python3" -c 'import http_message_signatures, requests, prometheus_client' 2>/dev/null; then
   python3 -m venv "$tools"
-  "$tools/bin/pip" install -q sslyze http-message-signatures requests
+  "$tools/bin/pip" install -q sslyze http-message-signatures requests prometheus_client
 fi
 export PATH="$tools/bin:$PATH"
 if cargo nextest --version >/dev/null 2>&1; then

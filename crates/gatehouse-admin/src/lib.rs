@@ -330,14 +330,38 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
         (&Method::GET, "/admin/config") => config_view(gw),
         (&Method::GET, "/metrics") => {
             let g = gw.clone();
+            let om = scrape::wants_open_metrics(req.headers().get(header::ACCEPT));
+            let gz = scrape::accepts_gzip(req.headers().get(header::ACCEPT_ENCODING));
             // Reading /proc and summing shards is blocking work: off the async thread.
-            match tokio::task::spawn_blocking(move || scrape::render(&g)).await {
-                Ok(text) => {
-                    let mut r = Response::new(Full::new(Bytes::from(text)));
-                    r.headers_mut().insert(
+            let made = tokio::task::spawn_blocking(move || {
+                let text = scrape::render(&g, om);
+                match gz.then(|| scrape::gzip(&text)).flatten() {
+                    Some(z) => (Bytes::from(z), true),
+                    None => (Bytes::from(text), false),
+                }
+            });
+            match made.await {
+                Ok((body, zipped)) => {
+                    let mut r = Response::new(Full::new(body));
+                    let h = r.headers_mut();
+                    h.insert(
                         header::CONTENT_TYPE,
-                        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                        http::HeaderValue::from_static(if om {
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                        } else {
+                            "text/plain; version=0.0.4; charset=utf-8"
+                        }),
                     );
+                    h.insert(
+                        header::VARY,
+                        http::HeaderValue::from_static("accept, accept-encoding"),
+                    );
+                    if zipped {
+                        h.insert(
+                            header::CONTENT_ENCODING,
+                            http::HeaderValue::from_static("gzip"),
+                        );
+                    }
                     r
                 }
                 Err(e) => problem(

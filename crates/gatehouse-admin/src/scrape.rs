@@ -1,4 +1,5 @@
-//! `GET /metrics`: the Prometheus text exposition (format 0.0.4). Request-path families
+//! `GET /metrics`: the Prometheus text exposition (format 0.0.4), or OpenMetrics 1.0 with
+//! trace exemplars when the scraper asks for it (`Accept: application/openmetrics-text`). Request-path families
 //! come summed from the workers' shards; gauges of upstream state, listeners, reloads
 //! and the process are read here, at scrape time, so they cost the request path nothing.
 
@@ -7,9 +8,14 @@ use gatehouse_proxy::Gateway;
 use gatehouse_upstream::health::Verdict;
 use std::sync::atomic::Ordering;
 
-/// The exposition text for one scrape.
-pub fn render(gw: &Gateway) -> String {
-    let mut e = Exposition::default();
+/// The exposition text for one scrape: OpenMetrics 1.0 when `open_metrics`, else
+/// Prometheus text 0.0.4.
+pub fn render(gw: &Gateway, open_metrics: bool) -> String {
+    let mut e = if open_metrics {
+        Exposition::open_metrics()
+    } else {
+        Exposition::default()
+    };
     metrics::write_recorded(&mut e);
     upstream_gauges(gw, &mut e);
     listener_gauges(gw, &mut e);
@@ -216,5 +222,75 @@ fn process_families(e: &mut Exposition) {
             &[],
             boot + start / TICKS_PER_SECOND,
         );
+    }
+}
+
+/// Whether an `Accept` header prefers OpenMetrics (Prometheus asks for it first, with a
+/// higher q, when exemplars are enabled).
+pub fn wants_open_metrics(accept: Option<&http::HeaderValue>) -> bool {
+    let Some(a) = accept.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let q = |kind: &str| {
+        a.split(',')
+            .filter_map(|part| {
+                let mut it = part.split(';').map(str::trim);
+                let media = it.next()?;
+                (media == kind).then(|| {
+                    it.find_map(|p| p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()))
+                        .unwrap_or(1.0)
+                })
+            })
+            .fold(None, |m: Option<f32>, q| Some(m.map_or(q, |m| m.max(q))))
+    };
+    match (q("application/openmetrics-text"), q("text/plain")) {
+        (Some(om), Some(text)) => om > 0.0 && om >= text,
+        (Some(om), None) => om > 0.0,
+        _ => false,
+    }
+}
+
+/// Whether an `Accept-Encoding` header takes gzip.
+pub fn accepts_gzip(accept_encoding: Option<&http::HeaderValue>) -> bool {
+    accept_encoding
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            a.split(',').any(|part| {
+                let mut it = part.split(';').map(str::trim);
+                it.next()
+                    .is_some_and(|c| c.eq_ignore_ascii_case("gzip") || c == "*")
+                    && !it.any(|p| p.replace(' ', "") == "q=0")
+            })
+        })
+}
+
+/// `text` gzip-compressed.
+pub fn gzip(text: &str) -> Option<Vec<u8>> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(text.as_bytes()).ok()?;
+    enc.finish().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn the_format_follows_the_scrapers_preference() {
+        let h = |s: &'static str| Some(HeaderValue::from_static(s));
+        assert!(wants_open_metrics(h("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1").as_ref()));
+        assert!(wants_open_metrics(
+            h("application/openmetrics-text").as_ref()
+        ));
+        assert!(!wants_open_metrics(h("text/plain;version=0.0.4").as_ref()));
+        assert!(!wants_open_metrics(
+            h("application/openmetrics-text;q=0.2,text/plain;q=0.9").as_ref()
+        ));
+        assert!(!wants_open_metrics(None));
+        assert!(accepts_gzip(h("gzip, deflate").as_ref()));
+        assert!(!accepts_gzip(h("gzip;q=0, br").as_ref()));
+        assert!(!accepts_gzip(None));
     }
 }

@@ -522,12 +522,25 @@ pub struct MetricsConfig {
     /// answers with the control-plane and process families.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Duration histogram bucket bounds, seconds, ascending; default the OpenTelemetry
+    /// HTTP ones up to 10 s. Set when the process starts (a reload cannot change them).
+    #[serde(default = "default_buckets")]
+    pub buckets: Vec<f64>,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            buckets: default_buckets(),
+        }
     }
+}
+
+fn default_buckets() -> Vec<f64> {
+    vec![
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
 }
 
 fn yes() -> bool {

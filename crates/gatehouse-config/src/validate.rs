@@ -86,6 +86,15 @@ pub fn validate(c: &Config) -> Vec<Issue> {
     if c.access_log.output.trim().is_empty() {
         out.push("access_log", "must be stdout, stderr, off or a file path");
     }
+    let b = &c.metrics.buckets;
+    if b.is_empty() || b.len() > 30 {
+        out.push("metrics.buckets", "give 1 to 30 bounds");
+    } else if b.iter().any(|x| !x.is_finite() || *x <= 0.0) || b.windows(2).any(|w| w[0] >= w[1]) {
+        out.push(
+            "metrics.buckets",
+            "bounds must be positive seconds in ascending order",
+        );
+    }
     if !(0.0..=1.0).contains(&c.access_log.sample) {
         out.push("access_log.sample", "must be between 0 and 1");
     }

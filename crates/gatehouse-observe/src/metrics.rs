@@ -70,24 +70,33 @@ pub mod name {
     pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
 }
 
-/// Histogram bucket bounds, seconds (the OpenTelemetry HTTP defaults, cut at 10 s).
+/// Default histogram bucket bounds, seconds (the OpenTelemetry HTTP defaults, cut at 10 s).
 pub const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-const BUCKET_NANOS: [u64; 11] = [
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_500_000_000,
-    5_000_000_000,
-    10_000_000_000,
-];
+/// Most bucket bounds a config may set.
+pub const MAX_BUCKETS: usize = 30;
+
+/// The bucket bounds in force, nanoseconds: set once, by the config the process starts
+/// with (a series' buckets cannot change while it lives).
+fn bounds() -> &'static [u64] {
+    BOUNDS.get_or_init(|| to_nanos(&BUCKETS))
+}
+
+static BOUNDS: OnceLock<Box<[u64]>> = OnceLock::new();
+
+fn to_nanos(secs: &[f64]) -> Box<[u64]> {
+    secs.iter().map(|s| (s * 1e9).round() as u64).collect()
+}
+
+/// Sets the bucket bounds (seconds, ascending) for the life of the process; false when
+/// others were set already (a reload cannot change them: a restart does).
+pub fn set_buckets(secs: &[f64]) -> bool {
+    let wanted = to_nanos(secs);
+    let now = BOUNDS.get_or_init(|| wanted.clone());
+    **now == *wanted
+}
 
 /// Methods with a label of their own; any other is `_OTHER`.
 const METHODS: [&str; 10] = [
@@ -190,17 +199,44 @@ struct Series {
 }
 
 struct Hist {
-    buckets: [AtomicU64; 12],
+    buckets: Box<[AtomicU64]>,
     sum_nanos: AtomicU64,
+    /// The last sampled trace seen in each bucket, for OpenMetrics exemplars.
+    exemplars: Box<[Mutex<Option<Exemplar>>]>,
+}
+
+/// A trace that fell in a bucket: its id, the observed value and when.
+#[derive(Debug, Clone, Copy)]
+struct Exemplar {
+    trace_id: [u8; 16],
+    nanos: u64,
+    unix_ms: u64,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
 }
 
 impl Series {
-    fn observe(&self, d: Duration) {
+    fn observe(&self, d: Duration, trace: Option<[u8; 16]>) {
         let Some(h) = &self.hist else { return };
         let n = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let i = BUCKET_NANOS.iter().position(|b| n <= *b).unwrap_or(11);
+        let b = bounds();
+        let i = b.iter().position(|x| n <= *x).unwrap_or(b.len());
         bump(&h.buckets[i], 1);
         bump(&h.sum_nanos, n);
+        if let Some(trace_id) = trace
+            && let Some(slot) = h.exemplars.get(i)
+        {
+            // Only sampled requests reach here; their lock is this thread's and the scrape's.
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Exemplar {
+                trace_id,
+                nanos: n,
+                unix_ms: unix_ms(),
+            });
+        }
     }
 }
 
@@ -287,9 +323,11 @@ impl Local {
         let series = index.entry(key).or_insert_with(|| {
             let (labels, addr) = labels();
             let hist = matches!(key.family, Family::Request | Family::Upstream).then(|| {
+                let n = bounds().len() + 1;
                 Box::new(Hist {
-                    buckets: Default::default(),
+                    buckets: (0..n).map(|_| AtomicU64::new(0)).collect(),
                     sum_nanos: AtomicU64::new(0),
+                    exemplars: (0..n).map(|_| Mutex::new(None)).collect(),
                 })
             });
             let s = Arc::new(Series {
@@ -360,13 +398,15 @@ fn record(
     let _ = LOCAL.try_with(|l| l.with(key, labels, f));
 }
 
-/// One request answered: counts it and observes its duration.
+/// One request answered: counts it and observes its duration (with its trace id as the
+/// bucket's exemplar when the trace is sampled).
 pub fn request(
     listener: &Arc<str>,
     route: Option<&Arc<str>>,
     method: &http::Method,
     status: u16,
     took: Duration,
+    sampled_trace: Option<[u8; 16]>,
 ) {
     let route = route.unwrap_or_else(|| no_route());
     let key = Key {
@@ -377,7 +417,7 @@ pub fn request(
     let labels = || ([Some(listener.clone()), Some(route.clone()), None], None);
     record(key, labels, |s| {
         add(&s.value, 1);
-        s.observe(took);
+        s.observe(took, sampled_trace);
     });
 }
 
@@ -401,7 +441,7 @@ pub fn upstream_try(upstream: &Arc<str>, target: &Arc<str>, status: u16, took: O
     record(key, labels, |s| {
         add(&s.value, 1);
         if let Some(d) = took {
-            s.observe(d);
+            s.observe(d, None);
         }
     });
 }
@@ -529,21 +569,57 @@ fn for_each_series(mut f: impl FnMut(&Series)) {
     }
 }
 
-/// The Prometheus text being written for one scrape.
+/// The text being written for one scrape: Prometheus text 0.0.4, or OpenMetrics 1.0
+/// (counter and info families named without their sample suffix, exemplars on histogram
+/// buckets, `# EOF` at the end).
 #[derive(Debug, Default)]
 pub struct Exposition {
     out: String,
+    open_metrics: bool,
 }
 
 impl Exposition {
+    /// An OpenMetrics 1.0 exposition.
+    pub fn open_metrics() -> Self {
+        Self {
+            out: String::new(),
+            open_metrics: true,
+        }
+    }
+
+    /// Whether this is OpenMetrics.
+    pub fn is_open_metrics(&self) -> bool {
+        self.open_metrics
+    }
+
     /// Starts a family: its HELP and TYPE lines.
     pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let (name, kind) = if !self.open_metrics {
+            (name, kind)
+        } else if kind == "counter" {
+            (name.strip_suffix("_total").unwrap_or(name), kind)
+        } else if kind == "gauge" && name.ends_with("_info") {
+            (name.strip_suffix("_info").unwrap_or(name), "info")
+        } else {
+            (name, kind)
+        };
         let _ = writeln!(self.out, "# HELP {name} {help}");
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
     }
 
     /// One sample.
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.sample_with(name, labels, value, None);
+    }
+
+    /// One sample, with an exemplar in OpenMetrics.
+    fn sample_with(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+        exemplar: Option<Exemplar>,
+    ) {
         self.out.push_str(name);
         if !labels.is_empty() {
             self.out.push('{');
@@ -557,11 +633,25 @@ impl Exposition {
             }
             self.out.push('}');
         }
-        let _ = writeln!(self.out, " {}", number(value));
+        let _ = write!(self.out, " {}", number(value));
+        if let Some(x) = exemplar.filter(|_| self.open_metrics) {
+            let _ = write!(
+                self.out,
+                " # {{trace_id=\"{}\"}} {} {}.{:03}",
+                hex(&x.trace_id),
+                x.nanos as f64 / 1e9,
+                x.unix_ms / 1000,
+                x.unix_ms % 1000
+            );
+        }
+        self.out.push('\n');
     }
 
     /// The text.
-    pub fn finish(self) -> String {
+    pub fn finish(mut self) -> String {
+        if self.open_metrics {
+            self.out.push_str("# EOF\n");
+        }
         self.out
     }
 }
@@ -587,33 +677,57 @@ fn number(v: f64) -> String {
     format!("{v}")
 }
 
-#[derive(Default)]
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 struct HistSum {
-    buckets: [u64; 12],
+    buckets: Vec<u64>,
     sum_nanos: u64,
+    exemplars: Vec<Option<Exemplar>>,
+}
+
+impl Default for HistSum {
+    fn default() -> Self {
+        let n = bounds().len() + 1;
+        Self {
+            buckets: vec![0; n],
+            sum_nanos: 0,
+            exemplars: vec![None; n],
+        }
+    }
 }
 
 impl HistSum {
     fn add(&mut self, h: &Hist) {
-        for (a, b) in self.buckets.iter_mut().zip(&h.buckets) {
+        for (a, b) in self.buckets.iter_mut().zip(h.buckets.iter()) {
             *a += b.load(Ordering::Relaxed);
         }
         self.sum_nanos += h.sum_nanos.load(Ordering::Relaxed);
+        // The newest exemplar of each bucket across the workers.
+        for (mine, theirs) in self.exemplars.iter_mut().zip(h.exemplars.iter()) {
+            let theirs = *theirs.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(t) = theirs
+                && mine.is_none_or(|m| m.unix_ms <= t.unix_ms)
+            {
+                *mine = Some(t);
+            }
+        }
     }
 
     fn write(&self, e: &mut Exposition, name: &str, labels: &[(&str, &str)]) {
         let mut cumulative = 0u64;
         let bucket = format!("{name}_bucket");
-        for (i, le) in BUCKETS
+        for (i, le) in bounds()
             .iter()
-            .map(|b| number(*b))
+            .map(|b| number(*b as f64 / 1e9))
             .chain(["+Inf".to_string()])
             .enumerate()
         {
             cumulative += self.buckets[i];
             let mut l = labels.to_vec();
             l.push(("le", &le));
-            e.sample(&bucket, &l, cumulative as f64);
+            e.sample_with(&bucket, &l, cumulative as f64, self.exemplars[i]);
         }
         e.sample(&format!("{name}_sum"), labels, self.sum_nanos as f64 / 1e9);
         e.sample(&format!("{name}_count"), labels, cumulative as f64);
@@ -792,6 +906,7 @@ mod tests {
             &get,
             200,
             Duration::from_millis(3),
+            None,
         );
         let (l2, r2) = (listener.clone(), route_b.clone());
         std::thread::spawn(move || {
@@ -801,6 +916,7 @@ mod tests {
                 &http::Method::GET,
                 204,
                 Duration::from_millis(30),
+                None,
             );
             request(
                 &l2,
@@ -808,6 +924,7 @@ mod tests {
                 &http::Method::from_bytes(b"BREW").unwrap(),
                 503,
                 Duration::from_secs(20),
+                None,
             );
         })
         .join()
@@ -824,6 +941,25 @@ mod tests {
         assert!(text.contains("gatehouse_http_server_request_duration_seconds_bucket{route=\"unit-route\",method=\"GET\",status_class=\"2xx\",le=\"0.05\"} 2"), "{text}");
         assert!(text.contains("gatehouse_http_server_request_duration_seconds_bucket{route=\"unit-route\",method=\"_OTHER\",status_class=\"5xx\",le=\"+Inf\"} 1"), "{text}");
         assert!(text.contains("gatehouse_http_server_request_duration_seconds_sum{route=\"unit-route\",method=\"GET\",status_class=\"2xx\"} 0.033"), "{text}");
+    }
+
+    #[test]
+    fn open_metrics_names_counters_by_family_and_ends_with_eof() {
+        let mut e = Exposition::open_metrics();
+        e.family("x_requests_total", "counter", "h");
+        e.sample("x_requests_total", &[], 2.0);
+        e.family("x_build_info", "gauge", "h");
+        e.sample("x_build_info", &[("version", "1")], 1.0);
+        let t = e.finish();
+        assert!(
+            t.contains("# TYPE x_requests counter\nx_requests_total 2\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("# TYPE x_build info\nx_build_info{version=\"1\"} 1\n"),
+            "{t}"
+        );
+        assert!(t.ends_with("# EOF\n"));
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct Platform {
 /// find the connection made, and sizes the transactions kept for search.
 pub fn on_serving(state: &gatehouse_core::StateRegistry, config: &gatehouse_config::Config) {
     gatehouse_observe::transactions::set_capacity(config.analytics.transactions);
+    if !gatehouse_observe::metrics::set_buckets(&config.metrics.buckets) {
+        tracing::warn!("metrics.buckets changed: the new bounds apply after a restart");
+    }
     let (kind, name) = gatehouse_cluster::STATE;
     if let Some(opened) = state.get::<gatehouse_cluster::Opened>(kind, name)
         && let Ok(cluster) = &opened.0

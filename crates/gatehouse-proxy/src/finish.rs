@@ -141,6 +141,7 @@ impl Finish {
             &self.method,
             self.status,
             total,
+            ctx.trace.sampled.then_some(ctx.trace.trace_id),
         );
         match &ctx.short_circuit {
             Some(sc) => {

@@ -165,3 +165,116 @@ routes:
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_metrics_with_exemplars_gzip_and_the_configured_buckets() {
+    // A process of its own: the bucket bounds are set once per process.
+    let be = Backend::start("a", Kind::Echo).await;
+    let (_g, url, admin) = gateway(&format!(
+        "metrics: {{ buckets: [0.1, 1] }}\nupstreams:\n  u:\n    targets: [{{ address: \"{}\" }}]\nroutes:\n  - name: r\n    upstream: u\n",
+        be.addr
+    ));
+    let c = Client::new();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let tp = format!("00-{trace}-00f067aa0ba902b7-01");
+    assert_eq!(
+        send(&c, "GET", &format!("{url}/x"), &[("traceparent", &tp)])
+            .await
+            .status,
+        200
+    );
+    // An unsampled request leaves no exemplar.
+    let unsampled = "00-11111111111111111111111111111111-00f067aa0ba902b7-00";
+    send(
+        &c,
+        "GET",
+        &format!("{url}/x"),
+        &[("traceparent", unsampled)],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let plain = c.get(&format!("{admin}/metrics")).await.body_text();
+    let bucket = "gatehouse_http_server_request_duration_seconds_bucket{route=\"r\",method=\"GET\",status_class=\"2xx\"";
+    let les: Vec<&str> = plain
+        .lines()
+        .filter(|l| l.starts_with(bucket))
+        .map(|l| l.split("le=\"").nth(1).unwrap().split('"').next().unwrap())
+        .collect();
+    assert_eq!(les, ["0.1", "1", "+Inf"], "{plain}");
+    assert!(
+        !plain.contains("trace_id"),
+        "no exemplars in the 0.0.4 format"
+    );
+
+    let om = send(
+        &c,
+        "GET",
+        &format!("{admin}/metrics"),
+        &[(
+            "accept",
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;q=0.4",
+        )],
+    )
+    .await;
+    assert_eq!(
+        om.header("content-type").as_deref(),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    let text = om.body_text();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(text.contains("# TYPE gatehouse_http_server_requests counter"));
+    assert!(text.contains("# TYPE gatehouse_build info"));
+    let exemplar = text
+        .lines()
+        .find(|l| l.starts_with(bucket) && l.contains("# {trace_id="))
+        .unwrap_or_else(|| panic!("no exemplar: {text}"));
+    assert!(
+        exemplar.contains(&format!("trace_id=\"{trace}\"")),
+        "{exemplar}"
+    );
+    assert!(!text.contains("11111111111111111111111111111111"));
+    // The reference parser (prometheus_client's, strict OpenMetrics 1.0) reads it all.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scrape.txt");
+    std::fs::write(&file, &text).unwrap();
+    let parsed = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\n\
+             fams = list(p(open(sys.argv[1]).read()))\n\
+             print(sum(1 for f in fams for s in f.samples if s.exemplar))",
+        )
+        .arg(&file)
+        .output()
+        .expect("python3 runs (scripts/test.sh installs prometheus_client)");
+    assert!(
+        parsed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    let exemplars: u32 = String::from_utf8_lossy(&parsed.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(exemplars >= 1);
+
+    let zipped = send(
+        &c,
+        "GET",
+        &format!("{admin}/metrics"),
+        &[("accept-encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(zipped.header("content-encoding").as_deref(), Some("gzip"));
+    let mut out = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&zipped.body[..]),
+        &mut out,
+    )
+    .unwrap();
+    assert!(
+        out.contains("gatehouse_http_server_requests_total{"),
+        "{out}"
+    );
+}
