@@ -5,7 +5,7 @@
 
 use crate::{json, problem};
 use bytes::Bytes;
-use gatehouse_observe::access_log::AccessRecord;
+use gatehouse_observe::transactions::Transaction;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
@@ -84,12 +84,12 @@ impl Filter {
         Ok(f)
     }
 
-    fn matches(&self, r: &AccessRecord) -> bool {
+    fn matches(&self, r: &Transaction) -> bool {
         self.client_ip.is_none_or(|ip| r.client_ip == ip)
             && self
                 .consumer
                 .as_ref()
-                .is_none_or(|c| r.consumer.as_deref() == Some(c.as_str()))
+                .is_none_or(|c| r.consumer_name() == Some(c.as_str()))
             && self
                 .route
                 .as_ref()
@@ -98,8 +98,13 @@ impl Filter {
                 Status::Code(c) => r.status == *c,
                 Status::Class(c) => r.status / 100 == *c,
             })
-            && self.min_latency_ms.is_none_or(|m| r.total_latency_ms >= m)
-            && self.device.as_ref().is_none_or(|d| r.device == d.as_str())
+            && self
+                .min_latency_ms
+                .is_none_or(|m| r.total.as_secs_f64() * 1000.0 >= m)
+            && self
+                .device
+                .as_ref()
+                .is_none_or(|d| r.device() == d.as_str())
             && self
                 .request_id
                 .as_ref()
@@ -114,7 +119,8 @@ pub fn endpoint(query: Option<&str>) -> Response<Full<Bytes>> {
         Err(e) => return problem(StatusCode::BAD_REQUEST, e, None),
     };
     let limit = filter.limit.unwrap_or(100);
-    let items = gatehouse_observe::transactions::search(limit, |r| filter.matches(r));
+    let found = gatehouse_observe::transactions::search(limit, |r| filter.matches(r));
+    let items: Vec<_> = found.iter().map(|t| t.record(None)).collect();
     json(
         StatusCode::OK,
         serde_json::json!({ "items": serde_json::to_value(&items).unwrap_or_default() }),

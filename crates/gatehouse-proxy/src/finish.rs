@@ -3,8 +3,8 @@
 
 use crate::snapshot::Snapshot;
 use gatehouse_core::RequestCtx;
-use gatehouse_observe::access_log::{AccessRecord, Phases, ShortCircuitRecord, ms, rfc3339};
-use gatehouse_observe::{device, metrics, transactions};
+use gatehouse_observe::metrics;
+use gatehouse_observe::transactions::{self, Transaction};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -77,53 +77,41 @@ impl Drop for Finish {
         if logged.is_none() && !kept {
             return;
         }
-        let user_agent = self.user_agent.as_ref().and_then(|v| v.to_str().ok());
-        let mut rec = AccessRecord {
-            timestamp: rfc3339(SystemTime::now().checked_sub(total).unwrap_or(UNIX_EPOCH)),
-            request_id: ctx.request_id.to_string(),
-            trace_id: ctx.trace.trace_id_hex(),
+        let ctx = &mut self.ctx;
+        let tx = Transaction {
+            started: SystemTime::now().checked_sub(total).unwrap_or(UNIX_EPOCH),
+            request_id: std::mem::take(&mut ctx.request_id),
+            trace_id: ctx.trace.trace_id,
             client_ip: ctx.client_ip,
             listener: ctx.conn.listener.clone(),
-            consumer: ctx.consumer.as_ref().map(|c| c.name.clone()),
-            method: self.method.as_str().to_string(),
+            consumer: ctx.consumer.take(),
+            method: std::mem::replace(&mut self.method, http::Method::GET),
             host: std::mem::take(&mut self.host),
-            path: self.uri.path().to_string(),
-            query: self.uri.query().map(str::to_string),
-            http_version: version_text(self.version),
-            user_agent: user_agent.map(str::to_string),
-            device: device::classify(user_agent),
+            uri: std::mem::take(&mut self.uri),
+            version: self.version,
+            user_agent: self.user_agent.take(),
             status: self.status,
             bytes_in: self
                 .bytes_in
                 .bytes
                 .load(std::sync::atomic::Ordering::Relaxed),
             bytes_out: self.bytes_out,
-            route: ctx.route.clone(),
-            upstream: ctx.upstream.clone(),
-            upstream_target: ctx.upstream_target.clone(),
+            route: ctx.route.take(),
+            upstream: ctx.upstream.take(),
+            upstream_target: ctx.upstream_target.take(),
             attempts: ctx.attempts,
-            upstream_latency_ms: ctx.timings.upstream_first_byte.map(ms),
-            total_latency_ms: ms(total),
-            phases: Phases {
-                policies_ms: ms(ctx.timings.policies),
-                upstream_connect_ms: ctx.timings.upstream_connect.map(ms),
-                upstream_first_byte_ms: ctx.timings.upstream_first_byte.map(ms),
-                total_ms: ms(total),
-            },
-            short_circuit: ctx.short_circuit.as_ref().map(|s| ShortCircuitRecord {
-                policy: s.policy.clone(),
-                reason: s.reason,
-            }),
+            policies: ctx.timings.policies,
+            upstream_connect: ctx.timings.upstream_connect,
+            upstream_first_byte: ctx.timings.upstream_first_byte,
+            total,
+            short_circuit: ctx.short_circuit.take().map(|s| (s.policy, s.reason)),
             error: self.error.take(),
-            sample_rate: logged,
         };
         if logged.is_some() {
-            snap.access_log.write(&rec);
+            snap.access_log.write(&tx.record(logged));
         }
         if kept {
-            // The sampling is the log's, not the transaction's.
-            rec.sample_rate = None;
-            transactions::keep(Arc::new(rec));
+            transactions::keep(tx);
         }
     }
 }
@@ -158,16 +146,5 @@ impl Finish {
             }
             None => {}
         }
-    }
-}
-
-/// The version as written in a request line.
-fn version_text(v: http::Version) -> &'static str {
-    match v {
-        http::Version::HTTP_09 => "HTTP/0.9",
-        http::Version::HTTP_10 => "HTTP/1.0",
-        http::Version::HTTP_2 => "HTTP/2.0",
-        http::Version::HTTP_3 => "HTTP/3.0",
-        _ => "HTTP/1.1",
     }
 }

@@ -37,7 +37,7 @@ impl RedisServer {
             extra,
             dir,
         };
-        r.restart();
+        r.first_start();
         r
     }
 
@@ -110,7 +110,7 @@ impl RedisServer {
             extra: vec!["--sentinel".into()],
             dir,
         };
-        r.restart();
+        r.first_start();
         r
     }
 
@@ -121,6 +121,28 @@ impl RedisServer {
 
     /// Starts the server again on its port (empty: nothing is saved).
     pub fn restart(&mut self) {
+        assert!(
+            self.spawn(),
+            "redis-server did not start on port {}",
+            self.port
+        );
+    }
+
+    /// Starts the server on a free port, trying another when the one picked was taken
+    /// meanwhile (parallel tests start gateways and servers of their own).
+    fn first_start(&mut self) {
+        for _ in 0..5 {
+            if self.spawn() {
+                return;
+            }
+            self.port = crate::free_port();
+        }
+        panic!("redis-server did not start");
+    }
+
+    /// Runs the server and waits until it answers; false when it exited instead (its
+    /// port was taken) or stayed silent for 10 s.
+    fn spawn(&mut self) -> bool {
         assert!(self.child.is_none(), "already running");
         let sentinel = self.extra.iter().any(|a| a == "--sentinel");
         let mut cmd = Command::new("redis-server");
@@ -130,7 +152,7 @@ impl RedisServer {
         if !sentinel {
             cmd.args(["--save", "", "--appendonly", "no"]);
         }
-        let child = cmd
+        let mut child = cmd
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -138,10 +160,17 @@ impl RedisServer {
             .unwrap_or_else(|e| {
                 panic!("cannot run redis-server ({e}); scripts/test.sh installs it")
             });
-        self.child = Some(child);
         let until = Instant::now() + Duration::from_secs(10);
-        while self.command(&["PING"]).as_deref() != Some("+PONG") {
-            assert!(Instant::now() < until, "redis-server did not start");
+        loop {
+            if self.command(&["PING"]).as_deref() == Some("+PONG") {
+                self.child = Some(child);
+                return true;
+            }
+            if matches!(child.try_wait(), Ok(Some(_))) || Instant::now() > until {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -134,5 +134,9 @@ async fn the_ring_keeps_the_last_n_and_long_fields_are_cut() {
         .map(|i| i["request_id"].as_str().unwrap())
         .collect();
     assert_eq!(got, [&sent[4], &sent[3], &sent[2]]);
-    assert_eq!(v["items"][0]["query"].as_str().unwrap().len(), 512);
+    // Path and query are cut to 1 KiB together in the ring.
+    assert_eq!(
+        v["items"][0]["query"].as_str().unwrap().len(),
+        1024 - "/n4?".len()
+    );
 }

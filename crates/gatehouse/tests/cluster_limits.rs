@@ -324,7 +324,10 @@ async fn behind_sentinel_the_gateway_follows_a_failover_to_the_replica() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The count reached the replica too.
-    while primary.command(&["WAIT", "1", "500"]).as_deref() != Some(":1") {}
+    let until = Instant::now() + Duration::from_secs(10);
+    while primary.command(&["WAIT", "1", "500"]).as_deref() != Some(":1") {
+        assert!(Instant::now() < until, "the replica did not catch up");
+    }
 
     primary.kill();
     let mut seen = Vec::new();
