@@ -7,6 +7,7 @@ mod consumers;
 mod keys;
 mod limits;
 pub mod scrape;
+mod traffic;
 mod transactions;
 
 use bytes::Bytes;
@@ -388,6 +389,7 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
         }
         (&Method::GET, "/admin/routes") => routes_view(gw),
         (&Method::GET, "/admin/transactions") => transactions::endpoint(req.uri().query()),
+        (&Method::GET, "/admin/traffic") => traffic::endpoint(req.uri().query()),
         (&Method::POST, "/admin/reload") => {
             let g = gw.clone();
             match tokio::task::spawn_blocking(move || g.reload()).await {

@@ -539,6 +539,26 @@ fn pool(family: Family, addr: SocketAddr, delta: i64) {
     );
 }
 
+/// Requests answered so far per route (`""` without one), summed over workers:
+/// `[all, 4xx, 5xx]`.
+pub fn route_totals() -> HashMap<String, [u64; 3]> {
+    let mut out: HashMap<String, [u64; 3]> = HashMap::new();
+    for_each_series(|s| {
+        if s.family != Family::Request {
+            return;
+        }
+        let v = u64::try_from(s.value.load(Ordering::Relaxed)).unwrap_or(0);
+        let e = out.entry(text(&s.labels[1])).or_default();
+        e[0] += v;
+        match s.small[1] {
+            3 => e[1] += v,
+            4 => e[2] += v,
+            _ => {}
+        }
+    });
+    out
+}
+
 /// Upstream connections by target address: (open, idle), summed over workers.
 pub fn pool_gauges() -> HashMap<SocketAddr, (i64, i64)> {
     let mut out: HashMap<SocketAddr, (i64, i64)> = HashMap::new();

@@ -27,9 +27,11 @@ pub struct Platform {
 
 /// What a config does once it serves (its state committed; never for `validate`):
 /// connects what it shares with other gateways (its Redis link), so the first requests
-/// find the connection made, and sizes the transactions kept for search.
+/// find the connection made, sizes the transactions kept for search, and starts the
+/// traffic sampler.
 pub fn on_serving(state: &gatehouse_core::StateRegistry, config: &gatehouse_config::Config) {
     gatehouse_observe::transactions::set_capacity(config.analytics.transactions);
+    gatehouse_observe::traffic::start();
     if !gatehouse_observe::metrics::set_buckets(&config.metrics.buckets) {
         tracing::warn!("metrics.buckets changed: the new bounds apply after a restart");
     }

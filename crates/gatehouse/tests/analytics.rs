@@ -140,3 +140,52 @@ async fn the_ring_keeps_the_last_n_and_long_fields_are_cut() {
         1024 - "/n4?".len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_traffic_counts_each_routes_requests_and_errors() {
+    let be = Backend::start("a", Kind::Echo).await;
+    let (_g, url, admin) = gateway(&yaml(be.addr, "1", 10));
+    let c = Client::new();
+    for path in [
+        "/a",
+        "/b",
+        "/status/404",
+        "/status/404",
+        "/status/503",
+        "/blocked/x",
+    ] {
+        get(&c, &format!("{url}{path}"), DESKTOP).await;
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    let v = loop {
+        let v = c
+            .get(&format!("{admin}/admin/traffic?window=1m"))
+            .await
+            .json();
+        if v["routes"]["api"]["total"]["requests"] == 5 || std::time::Instant::now() > until {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(v["interval_seconds"], 5);
+    assert_eq!(v["window_seconds"], 60);
+    let api = &v["routes"]["api"]["total"];
+    assert_eq!(
+        (
+            api["requests"].as_u64(),
+            api["client_errors"].as_u64(),
+            api["errors"].as_u64()
+        ),
+        (Some(5), Some(2), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["routes"]["blocked"]["total"]["client_errors"], 1);
+    let buckets = v["bucket_ends"].as_array().unwrap().len();
+    assert_eq!(
+        v["routes"]["api"]["requests"].as_array().unwrap().len(),
+        buckets
+    );
+    for bad in ["window=2h", "window=soon", "span=5m"] {
+        assert_problem(&c.get(&format!("{admin}/admin/traffic?{bad}")).await, 400);
+    }
+}
