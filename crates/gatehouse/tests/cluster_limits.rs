@@ -41,6 +41,22 @@ routes:
     )
 }
 
+/// Waits until the gateway behind `admin` has its Redis link up: its admin API reads
+/// `path` (a cluster-scope limit's key) through the link. Until the first connection is
+/// made, requests that need Redis are decided by `on_failure`, which would blur exact
+/// counts.
+async fn connected(admin: &str, path: &str) {
+    let c = Client::new();
+    let until = Instant::now() + Duration::from_secs(10);
+    while c.get(&format!("{admin}{path}")).await.status != 200 {
+        assert!(
+            Instant::now() < until,
+            "the gateway did not connect to Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Sends `n` requests to `url` over `conns` connections at once; counts the 200s.
 async fn blast(url: String, n: usize, conns: usize) -> usize {
     let tasks: Vec<_> = (0..conns)
@@ -76,6 +92,9 @@ async fn three_gateways_sharing_one_redis_admit_the_limit_within_the_bound() {
     let be = Backend::start("a", Kind::Echo).await;
     let yaml = shared(be.addr, &redis.url(), "deny");
     let nodes: Vec<_> = (0..3).map(|_| gateway(&yaml)).collect();
+    for (_, _, admin) in &nodes {
+        connected(admin, "/admin/limits/bucket?key=bucket").await;
+    }
 
     for (path, limit, batch) in [("bucket", 1000usize, 1usize), ("log", 500, 5)] {
         let started = Instant::now();
@@ -147,8 +166,11 @@ async fn until_status(url: &str, want: u16) -> Reply {
 async fn redis_dying_lets_on_failure_decide_is_logged_once_and_is_found_again() {
     let mut redis = RedisServer::start();
     let be = Backend::start("a", Kind::Echo).await;
-    let (allow, allow_url, _) = gateway(&shared(be.addr, &redis.url(), "allow"));
-    let (deny, deny_url, _) = gateway(&shared(be.addr, &redis.url(), "deny"));
+    let (allow, allow_url, allow_admin) = gateway(&shared(be.addr, &redis.url(), "allow"));
+    let (deny, deny_url, deny_admin) = gateway(&shared(be.addr, &redis.url(), "deny"));
+    for admin in [&allow_admin, &deny_admin] {
+        connected(admin, "/admin/limits/tenant?key=x").await;
+    }
     let c = Client::new();
     let tenant = |url: &str, t: &str| {
         let (c, url, t) = (c.clone(), format!("{url}/tenant"), t.to_string());
@@ -223,8 +245,11 @@ routes:
         redis.url(),
         be.addr
     );
-    let (a, a_url, _) = gateway(&yaml);
+    let (a, a_url, a_admin) = gateway(&yaml);
     let (_b, b_url, b_admin) = gateway(&yaml);
+    for admin in [&a_admin, &b_admin] {
+        connected(admin, "/admin/limits/plans?key=alice").await;
+    }
     let c = Client::new();
     let alice = |url: &str| {
         let (c, url) = (c.clone(), format!("{url}/x"));
@@ -252,7 +277,8 @@ routes:
     // key may pass on credit (`batch`, here 1: the documented bound), then Redis's count
     // applies.
     drop(a);
-    let (_c, c_url, _) = gateway(&yaml);
+    let (_c, c_url, c_admin) = gateway(&yaml);
+    connected(&c_admin, "/admin/limits/plans?key=alice").await;
     let _ = alice(&c_url).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let r = alice(&c_url).await;
@@ -318,6 +344,7 @@ async fn behind_sentinel_the_gateway_follows_a_failover_to_the_replica() {
         sentinel.port
     );
     let (g, base, admin) = gateway(&one_limit(be.addr, &url, 1000));
+    connected(&admin, "/admin/limits/hourly?key=r").await;
     let c = Client::new();
     for _ in 0..5 {
         assert_eq!(c.get(&format!("{base}/x")).await.status, 200);
@@ -428,17 +455,7 @@ async fn over_tls_the_gateway_checks_the_server_and_shows_its_own_certificate() 
     let with = format!(", cert: \"{client_cert}\", key: \"{client_key}\"");
     let (g, base, admin) = gateway(&one_limit(be.addr, &tls(&with), 2));
     let c = Client::new();
-    // Connected once the admin API reads the count through the link.
-    let until = Instant::now() + Duration::from_secs(10);
-    while c
-        .get(&format!("{admin}/admin/limits/hourly?key=r"))
-        .await
-        .status
-        != 200
-    {
-        assert!(Instant::now() < until, "{}", g.stderr_text());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    connected(&admin, "/admin/limits/hourly?key=r").await;
     let mut statuses = Vec::new();
     for _ in 0..4 {
         statuses.push(c.get(&format!("{base}/x")).await.status);
@@ -465,8 +482,11 @@ async fn on_a_redis_cluster_each_key_is_counted_on_its_node() {
         &format!("redis+cluster://{}", seeds.join(",")),
         "deny",
     );
-    let (_a, a_url, _) = gateway(&yaml);
-    let (_b, b_url, _) = gateway(&yaml);
+    let (_a, a_url, a_admin) = gateway(&yaml);
+    let (_b, b_url, b_admin) = gateway(&yaml);
+    for admin in [&a_admin, &b_admin] {
+        connected(admin, "/admin/limits/tenant?key=t0").await;
+    }
     let c = Client::new();
     // Eight tenants, each with a budget of 3 shared by both gateways.
     for t in 0..8 {
