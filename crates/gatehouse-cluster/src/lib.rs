@@ -133,6 +133,7 @@ impl Cluster {
             interval,
             up: up.clone(),
             failing: false,
+            refusing: false,
         };
         Ok(Arc::new(Self {
             url: cfg.url.clone(),
@@ -444,6 +445,8 @@ struct Driver {
     up: Arc<AtomicBool>,
     /// Whether the current failure was logged.
     failing: bool,
+    /// Whether Redis refused a command of the last batch (logged once per streak).
+    refusing: bool,
 }
 
 impl Driver {
@@ -504,12 +507,19 @@ impl Driver {
                 let answer = tokio::time::timeout(RESPONSE_TIMEOUT, c.run(cmds)).await;
                 match answer {
                     Ok(Ok(results)) if results.len() == dones.len() => {
+                        let mut refused = false;
                         for (done, r) in dones.into_iter().zip(results) {
                             done(r.map_err(|e| {
-                                tracing::warn!(redis = %self.shown, error = %e, "redis refused a command");
+                                // Once per streak: a key Redis keeps refusing (another
+                                // program's value under it) must not flood the log.
+                                if !self.refusing {
+                                    tracing::warn!(redis = %self.shown, error = %e, "redis refused a command");
+                                }
+                                refused = true;
                                 Unavailable
                             }));
                         }
+                        self.refusing = refused;
                     }
                     other => {
                         let why = match other {
