@@ -607,11 +607,6 @@ impl Exposition {
         }
     }
 
-    /// Whether this is OpenMetrics.
-    pub fn is_open_metrics(&self) -> bool {
-        self.open_metrics
-    }
-
     /// Starts a family: its HELP and TYPE lines.
     pub fn family(&mut self, name: &str, kind: &str, help: &str) {
         let (name, kind) = if !self.open_metrics {
@@ -658,7 +653,7 @@ impl Exposition {
             let _ = write!(
                 self.out,
                 " # {{trace_id=\"{}\"}} {} {}.{:03}",
-                hex(&x.trace_id),
+                gatehouse_core::trace::hex(&x.trace_id),
                 x.nanos as f64 / 1e9,
                 x.unix_ms / 1000,
                 x.unix_ms % 1000
@@ -695,10 +690,6 @@ fn number(v: f64) -> String {
         return format!("{}", v as i64);
     }
     format!("{v}")
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 struct HistSum {

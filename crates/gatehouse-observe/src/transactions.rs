@@ -234,8 +234,3 @@ pub fn search(limit: usize, matches: impl Fn(&Transaction) -> bool) -> Vec<Arc<T
         .take(limit)
         .collect()
 }
-
-/// How many records are kept now.
-pub fn len() -> usize {
-    ring().items.lock().unwrap_or_else(|p| p.into_inner()).len()
-}

@@ -566,23 +566,6 @@ impl Quota {
             .or_else(|| self.plans.get("*"))
             .copied()
     }
-
-    /// The counts (for the admin API).
-    pub fn counts(&self) -> &Arc<Counts> {
-        &self.counts
-    }
-
-    /// Cluster scope, Redis down, `on_failure: deny`.
-    fn unavailable(&self, ctx: &RequestCtx) -> Flow {
-        let p = Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("quota {} cannot be checked now; retry later", self.name),
-        );
-        let mut r = problem_response(&p, &ctx.request_id);
-        r.headers_mut()
-            .insert(http::header::RETRY_AFTER, HeaderValue::from(1u32));
-        Flow::respond("limit_unavailable", r)
-    }
 }
 
 impl Policy for Quota {
@@ -621,7 +604,12 @@ impl Policy for Quota {
                         (plan.limit - d.remaining.min(plan.limit), false)
                     }
                     Verdict::Refused(_) => (plan.limit, true),
-                    Verdict::Unavailable => return self.unavailable(ctx),
+                    Verdict::Unavailable => {
+                        return crate::shared_limit::unavailable(
+                            &format!("quota {}", self.name),
+                            ctx,
+                        );
+                    }
                 }
             }
         };

@@ -570,21 +570,6 @@ impl RateLimit {
         );
         Flow::respond("rate_limited", r)
     }
-
-    /// Cluster scope, Redis down, `on_failure: deny`.
-    fn unavailable(&self, ctx: &RequestCtx) -> Flow {
-        let p = Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "rate limit {} cannot be checked now; retry later",
-                self.name
-            ),
-        );
-        let mut r = problem_response(&p, &ctx.request_id);
-        r.headers_mut()
-            .insert(http::header::RETRY_AFTER, HeaderValue::from(1u32));
-        Flow::respond("limit_unavailable", r)
-    }
 }
 
 impl Policy for RateLimit {
@@ -603,7 +588,9 @@ impl Policy for RateLimit {
             return match shared.check(key, now) {
                 Verdict::Pass => Flow::Continue,
                 Verdict::Refused(d) => self.refuse(ctx, d),
-                Verdict::Unavailable => self.unavailable(ctx),
+                Verdict::Unavailable => {
+                    crate::shared_limit::unavailable(&format!("rate limit {}", self.name), ctx)
+                }
             };
         }
         let Some(max_delay) = self.delay else {

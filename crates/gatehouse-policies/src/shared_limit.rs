@@ -145,6 +145,20 @@ pub enum Counting {
     Calendar,
 }
 
+/// The answer of a cluster-scope limit (`what`: "rate limit NAME", "quota NAME") while
+/// Redis is down and `on_failure: deny`: 503 with `Retry-After: 1`, reason
+/// `limit_unavailable`.
+pub fn unavailable(what: &str, ctx: &gatehouse_core::RequestCtx) -> gatehouse_core::Flow {
+    let p = gatehouse_core::Problem::new(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        format!("{what} cannot be checked now; retry later"),
+    );
+    let mut r = gatehouse_core::problem_response(&p, &ctx.request_id);
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, http::HeaderValue::from(1u32));
+    gatehouse_core::Flow::respond("limit_unavailable", r)
+}
+
 /// One key as this gateway knows it.
 #[derive(Debug, Default, Clone, Copy)]
 struct Entry {
