@@ -63,6 +63,10 @@ pub struct RequestCtx {
     pub timings: PhaseTimings,
     /// The W3C trace the request belongs to (continued from the client or new).
     pub trace: crate::TraceContext,
+    /// The gateway's finished child spans (policy runs, upstream tries) when the request
+    /// is sampled and spans are exported; `None` otherwise, so unrecorded requests read
+    /// no clock for them.
+    pub spans: Option<Vec<crate::trace::SpanRecord>>,
 }
 
 impl RequestCtx {
@@ -84,6 +88,7 @@ impl RequestCtx {
             attempts: 0,
             timings: PhaseTimings::default(),
             trace: crate::TraceContext::start(),
+            spans: None,
         }
     }
 

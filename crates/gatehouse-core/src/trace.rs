@@ -141,6 +141,47 @@ impl TraceContext {
     }
 }
 
+/// What a span of the gateway's own did, as OpenTelemetry names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    /// The request as the gateway served it (the parent of the others).
+    Server,
+    /// Work inside the gateway (one policy run).
+    Internal,
+    /// One try sent upstream.
+    Client,
+}
+
+/// A span attribute's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttributeValue {
+    /// A string.
+    Str(std::sync::Arc<str>),
+    /// An integer.
+    Int(i64),
+}
+
+/// One finished span of the gateway's own inside a request (a policy run, an upstream
+/// try), a child of the request's server span. Recorded only for a sampled request when
+/// spans are exported: [`crate::RequestCtx::spans`] is `None` otherwise.
+#[derive(Debug, Clone)]
+pub struct SpanRecord {
+    /// The span's id (for a try: the parent-id its `traceparent` carried upstream).
+    pub span_id: [u8; 8],
+    /// Internal or client.
+    pub kind: SpanKind,
+    /// The span's name.
+    pub name: std::sync::Arc<str>,
+    /// When it started.
+    pub start: std::time::Instant,
+    /// When it ended.
+    pub end: std::time::Instant,
+    /// OpenTelemetry semantic-convention attributes.
+    pub attributes: Vec<(&'static str, AttributeValue)>,
+    /// `error.type` when the span failed (its status is then ERROR).
+    pub error: Option<std::sync::Arc<str>>,
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
