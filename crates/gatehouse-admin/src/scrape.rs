@@ -17,6 +17,7 @@ pub fn render(gw: &Gateway, open_metrics: bool) -> String {
         Exposition::default()
     };
     metrics::write_recorded(&mut e);
+    gatehouse_observe::spans::write_metrics(&mut e);
     upstream_gauges(gw, &mut e);
     listener_gauges(gw, &mut e);
     config_families(gw, &mut e);

@@ -1,5 +1,6 @@
 //! The observability settings: `access_log` (a target, or the object form with
-//! sampling) and `analytics` (what the gateway keeps about recent requests).
+//! sampling), `analytics` (what the gateway keeps about recent requests) and `tracing`
+//! (OpenTelemetry span export).
 
 use crate::units::Duration;
 use schemars::JsonSchema;
@@ -141,6 +142,13 @@ fn default_slower_than() -> Duration {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnalyticsConfig {
+    /// Apdex target T of the quality score: satisfied at most T, tolerated at most 4T;
+    /// default 500ms (a route may set its own).
+    #[serde(default = "default_latency_target")]
+    pub latency_target: Duration,
+    /// Counters per Top-N list (space-saving summary size); default 1000.
+    #[serde(default = "default_top_capacity")]
+    pub top_capacity: usize,
     /// The last requests kept for `GET /admin/transactions`; default 10000, 0 keeps none.
     #[serde(default = "default_transactions")]
     pub transactions: usize,
@@ -149,9 +157,139 @@ pub struct AnalyticsConfig {
 impl Default for AnalyticsConfig {
     fn default() -> Self {
         Self {
+            latency_target: default_latency_target(),
+            top_capacity: default_top_capacity(),
             transactions: default_transactions(),
         }
     }
+}
+
+/// `routes[].analytics`: a route's own quality-score settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAnalytics {
+    /// The route's apdex target; default `analytics.latency_target`.
+    #[serde(default)]
+    pub latency_target: Option<Duration>,
+}
+
+fn default_latency_target() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_top_capacity() -> usize {
+    1_000
+}
+
+/// `tracing:`: OpenTelemetry spans exported over OTLP/HTTP (absent: no export; requests
+/// still carry and pass on W3C trace context).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Where and how spans are sent.
+    pub otlp: OtlpConfig,
+    /// `service.name` of the exported resource; default `gatehouse`.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Which traces are recorded.
+    #[serde(default)]
+    pub sampling: TraceSampling,
+    /// The export queue and batches.
+    #[serde(default)]
+    pub batch: SpanBatch,
+}
+
+/// `tracing.otlp`: the OTLP/HTTP (protobuf) collector.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The traces URL, e.g. `http://127.0.0.1:4318/v1/traces` (http or https).
+    pub endpoint: String,
+    /// Headers sent with every export (e.g. `authorization`).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Longest wait for one export request; default 5s.
+    #[serde(default = "default_otlp_timeout")]
+    pub timeout: Duration,
+    /// `none` or `gzip` (default).
+    #[serde(default)]
+    pub compression: OtlpCompression,
+}
+
+/// Body compression of OTLP exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OtlpCompression {
+    /// Plain protobuf.
+    None,
+    /// `Content-Encoding: gzip`.
+    #[default]
+    Gzip,
+}
+
+/// `tracing.sampling`: head sampling.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TraceSampling {
+    /// Share of new traces recorded, by trace id, 0 to 1; default 1.
+    #[serde(default = "one")]
+    pub ratio: f64,
+    /// A request that arrives with a `traceparent` follows its sampled flag; default true.
+    #[serde(default = "yes")]
+    pub parent_based: bool,
+}
+
+impl Default for TraceSampling {
+    fn default() -> Self {
+        Self {
+            ratio: 1.0,
+            parent_based: true,
+        }
+    }
+}
+
+/// `tracing.batch`: the span queue between the request path and the exporter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpanBatch {
+    /// Spans waiting for export at most; beyond, new spans are dropped (and counted);
+    /// default 4096.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
+    /// Spans per export request at most; default 512.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Longest a span waits before its batch is sent; default 1s.
+    #[serde(default = "default_batch_interval")]
+    pub interval: Duration,
+}
+
+impl Default for SpanBatch {
+    fn default() -> Self {
+        Self {
+            max_queue: default_max_queue(),
+            max_batch: default_max_batch(),
+            interval: default_batch_interval(),
+        }
+    }
+}
+
+fn default_service_name() -> String {
+    "gatehouse".into()
+}
+fn default_otlp_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn yes() -> bool {
+    true
+}
+fn default_max_queue() -> usize {
+    4096
+}
+fn default_max_batch() -> usize {
+    512
+}
+fn default_batch_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_transactions() -> usize {

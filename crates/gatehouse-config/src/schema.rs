@@ -2,7 +2,7 @@
 //! errors everywhere. Defaults live here, next to the field they belong to, and are
 //! documented in docs/configuration.md.
 
-use crate::observability::{AccessLogConfig, AnalyticsConfig};
+use crate::observability::{AccessLogConfig, AnalyticsConfig, RouteAnalytics, TracingConfig};
 use crate::resilience::{CircuitBreaker, HealthCheck, Retries};
 use crate::units::{Duration, Size};
 use schemars::JsonSchema;
@@ -57,6 +57,9 @@ pub struct Config {
     /// The Prometheus endpoint and request-path recording.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// OpenTelemetry span export; absent: none.
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
     /// Reload behaviour.
     #[serde(default)]
     pub reload: ReloadConfig,
@@ -526,6 +529,9 @@ pub struct MetricsConfig {
     /// HTTP ones up to 10 s. Set when the process starts (a reload cannot change them).
     #[serde(default = "default_buckets")]
     pub buckets: Vec<f64>,
+    /// Per-consumer request series.
+    #[serde(default)]
+    pub consumers: ConsumerMetrics,
 }
 
 impl Default for MetricsConfig {
@@ -533,8 +539,35 @@ impl Default for MetricsConfig {
         Self {
             enabled: true,
             buckets: default_buckets(),
+            consumers: ConsumerMetrics::default(),
         }
     }
+}
+
+/// `metrics.consumers`: `gatehouse_consumer_requests_total{consumer,status_class}`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerMetrics {
+    /// Count requests per consumer; default false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Consumers given their own series, the first seen; the rest count as `other`;
+    /// default 100.
+    #[serde(default = "default_consumer_series")]
+    pub max: usize,
+}
+
+impl Default for ConsumerMetrics {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max: default_consumer_series(),
+        }
+    }
+}
+
+fn default_consumer_series() -> usize {
+    100
 }
 
 fn default_buckets() -> Vec<f64> {
@@ -611,6 +644,9 @@ pub struct Route {
     /// Action: answer with a fixed response.
     #[serde(default)]
     pub respond: Option<Respond>,
+    /// The route's own quality-score settings (`latency_target`).
+    #[serde(default)]
+    pub analytics: RouteAnalytics,
 }
 
 /// Match conditions of a route; all present conditions must hold.

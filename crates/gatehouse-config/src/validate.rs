@@ -98,7 +98,63 @@ pub fn validate(c: &Config) -> Vec<Issue> {
     if !(0.0..=1.0).contains(&c.access_log.sample) {
         out.push("access_log.sample", "must be between 0 and 1");
     }
+    if c.metrics.consumers.max == 0 {
+        out.push("metrics.consumers.max", "must be at least 1");
+    }
+    if c.analytics.latency_target.get().is_zero() {
+        out.push("analytics.latency_target", "must be more than 0s");
+    }
+    if c.analytics.top_capacity == 0 || c.analytics.top_capacity > 100_000 {
+        out.push("analytics.top_capacity", "must be 1 to 100000");
+    }
+    if let Some(t) = &c.tracing {
+        tracing(t, &mut out);
+    }
     out.0
+}
+
+/// The `tracing` block: a collector URL the exporter can reach, a ratio, a sane queue.
+fn tracing(t: &crate::observability::TracingConfig, out: &mut Issues) {
+    let e = t.otlp.endpoint.trim();
+    let scheme_ok = e.starts_with("http://") || e.starts_with("https://");
+    if !scheme_ok || e.parse::<http::Uri>().map_or(true, |u| u.host().is_none()) {
+        out.push(
+            "tracing.otlp.endpoint",
+            "must be an http:// or https:// URL, e.g. http://127.0.0.1:4318/v1/traces",
+        );
+    }
+    for (name, value) in &t.otlp.headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+            || http::HeaderValue::from_str(value).is_err()
+        {
+            out.push(
+                format!("tracing.otlp.headers.{name}"),
+                "must be a valid header name and value",
+            );
+        }
+    }
+    if t.otlp.timeout.get().is_zero() {
+        out.push("tracing.otlp.timeout", "must be more than 0s");
+    }
+    if t.service_name.trim().is_empty() {
+        out.push("tracing.service_name", "must not be empty");
+    }
+    if !(0.0..=1.0).contains(&t.sampling.ratio) {
+        out.push("tracing.sampling.ratio", "must be between 0 and 1");
+    }
+    let b = &t.batch;
+    if b.max_queue == 0 || b.max_queue > 1_000_000 {
+        out.push("tracing.batch.max_queue", "must be 1 to 1000000");
+    }
+    if b.max_batch == 0 || b.max_batch > b.max_queue {
+        out.push(
+            "tracing.batch.max_batch",
+            "must be at least 1 and at most max_queue",
+        );
+    }
+    if b.interval.get().is_zero() {
+        out.push("tracing.batch.interval", "must be more than 0s");
+    }
 }
 
 /// Two sockets of one config that the kernel would not let both bind: the same port on
@@ -337,6 +393,15 @@ fn route(c: &Config, i: usize, r: &Route, out: &mut Issues) {
     let base = format!("routes[{i}]");
     if r.name.is_empty() {
         out.push(format!("{base}.name"), "must not be empty");
+    }
+    if r.analytics
+        .latency_target
+        .is_some_and(|t| t.get().is_zero())
+    {
+        out.push(
+            format!("{base}.analytics.latency_target"),
+            "must be more than 0s",
+        );
     }
     let actions: Vec<&str> = [
         ("upstream", r.upstream.is_some()),

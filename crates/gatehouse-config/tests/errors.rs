@@ -160,3 +160,27 @@ admin: { address: "127.0.0.1:9901" }
     assert_eq!(e[1].path, "listeners[2].address");
     assert!(e[1].message.contains("admin API"), "{}", e[1]);
 }
+
+#[test]
+fn observability_blocks_are_checked_and_located() {
+    let text = format!(
+        "{BASE}tracing:\n  otlp: {{ endpoint: \"ftp://collector\", compression: brotli }}\n"
+    );
+    let e = errors(&text);
+    assert_eq!(e[0].path, "tracing.otlp.compression", "{e:?}");
+    let text = format!(
+        "{BASE}tracing:\n  otlp: {{ endpoint: \"ftp://collector\" }}\n  sampling: {{ ratio: 1.5 }}\n  batch: {{ max_queue: 10, max_batch: 20 }}\nanalytics: {{ top_capacity: 0, latency_target: 0s }}\nmetrics: {{ consumers: {{ enabled: true, max: 0 }} }}\nroutes:\n  - {{ name: r, upstream: users, analytics: {{ latency_target: 0ms }} }}\n"
+    );
+    let paths: Vec<String> = errors(&text).into_iter().map(|e| e.path).collect();
+    for p in [
+        "tracing.otlp.endpoint",
+        "tracing.sampling.ratio",
+        "tracing.batch.max_batch",
+        "analytics.top_capacity",
+        "analytics.latency_target",
+        "metrics.consumers.max",
+        "routes[0].analytics.latency_target",
+    ] {
+        assert!(paths.iter().any(|x| x == p), "{p} not in {paths:?}");
+    }
+}

@@ -8,6 +8,7 @@ pub mod device;
 pub mod logging;
 pub mod metrics;
 pub mod sampling;
+pub mod spans;
 pub mod traffic;
 pub mod transactions;
 

@@ -9,6 +9,7 @@ use crate::error::{ProxyError, RetryClass, retry_after_secs};
 use crate::forward::{self, Forwarded};
 use crate::upstream_tls::ClientTls;
 use bytes::Bytes;
+use gatehouse_core::trace::{AttributeValue as V, SpanKind, SpanRecord, new_span_id};
 use gatehouse_observe::metrics;
 use gatehouse_upstream::balancer::Pick;
 use gatehouse_upstream::breaker::Admission;
@@ -30,10 +31,13 @@ pub struct Head {
     pub headers: HeaderMap,
     /// The request's trace: each try carries a `traceparent` naming a span of its own.
     pub trace: gatehouse_core::TraceContext,
+    /// Record each try as a CLIENT span (the request is sampled and spans are exported).
+    pub record: bool,
 }
 
 impl Head {
-    fn request(&mut self, body: RequestBody, keep: bool) -> Request<RequestBody> {
+    /// The request of one try, whose `traceparent` names `span` as the parent.
+    fn request(&mut self, body: RequestBody, keep: bool, span: [u8; 8]) -> Request<RequestBody> {
         let mut r = Request::new(body);
         *r.method_mut() = self.method.clone();
         *r.uri_mut() = self.uri.clone();
@@ -46,9 +50,55 @@ impl Head {
         };
         r.headers_mut().insert(
             gatehouse_core::trace::TRACEPARENT.clone(),
-            self.trace.traceparent(gatehouse_core::trace::new_span_id()),
+            self.trace.traceparent(span),
         );
         r
+    }
+}
+
+/// One try as a CLIENT span: where it went, which resend it was, how it ended.
+pub fn try_span(
+    method: &Method,
+    target: &str,
+    resend: u32,
+    (span_id, start): ([u8; 8], Instant),
+    ended: Result<u16, &ProxyError>,
+) -> SpanRecord {
+    let (host, port) = match target.rsplit_once(':') {
+        Some((h, p)) => (
+            h.trim_start_matches('[').trim_end_matches(']'),
+            p.parse().ok(),
+        ),
+        None => (target, None),
+    };
+    let mut attributes = vec![
+        ("http.request.method", V::Str(method.as_str().into())),
+        ("server.address", V::Str(host.into())),
+    ];
+    if let Some(p) = port {
+        attributes.push(("server.port", V::Int(p)));
+    }
+    if resend > 0 {
+        attributes.push(("http.request.resend_count", V::Int(i64::from(resend))));
+    }
+    let error = match ended {
+        Ok(status) => {
+            attributes.push(("http.response.status_code", V::Int(i64::from(status))));
+            (status >= 500).then(|| status.to_string().into())
+        }
+        Err(e) => Some(e.kind().into()),
+    };
+    if let Some(e) = &error {
+        attributes.push(("error.type", V::Str(Arc::clone(e))));
+    }
+    SpanRecord {
+        span_id,
+        kind: SpanKind::Client,
+        name: method.as_str().into(),
+        start,
+        end: Instant::now(),
+        attributes,
+        error,
     }
 }
 
@@ -140,9 +190,26 @@ pub struct Tried {
     pub target: Option<Arc<str>>,
     /// In-flight guard of that target, held until the response body ends.
     pub inflight: Option<gatehouse_upstream::InFlight>,
+    /// The tries as CLIENT spans, when the head asked for them.
+    pub spans: Vec<SpanRecord>,
 }
 
 impl Tried {
+    /// Records try `k` (0-based) as a CLIENT span when its start was taken.
+    fn traced(
+        &mut self,
+        method: &Method,
+        target: &TargetState,
+        k: usize,
+        (id, start): ([u8; 8], Option<Instant>),
+        ended: Result<u16, &ProxyError>,
+    ) {
+        if let Some(start) = start {
+            let span = try_span(method, &target.address, k as u32, (id, start), ended);
+            self.spans.push(span);
+        }
+    }
+
     /// Try number `attempts` goes to `target`.
     fn trying(&mut self, attempts: u32, target: &Arc<TargetState>) {
         self.attempts = attempts;
@@ -226,10 +293,13 @@ pub async fn run(
             let target = target.clone();
             record.trying(k as u32 + 1, &target);
             let more = k + 1 < max;
+            // The span covers the connect too; its id is the parent-id sent upstream.
+            let span = (new_span_id(), head.record.then(Instant::now));
 
             let conn = match forward::connect(up, &target, tls).await {
                 Ok(c) => c,
                 Err(e) => {
+                    record.traced(&head.method, &target, k, span, Err(&e));
                     metered(up, &target, e.status().as_u16(), None);
                     outcome(up, pick.index, admission.take(), true);
                     let retry = on.connect_failure;
@@ -252,7 +322,11 @@ pub async fn run(
             }
             let limit = per_try.min(deadline.saturating_duration_since(Instant::now()));
             let limit = limit.max(Duration::from_millis(1));
-            match forward::exchange(up, &target, conn, head.request(body, resend), limit).await {
+            let req = head.request(body, resend, span.0);
+            let exchanged = forward::exchange(up, &target, conn, req, limit).await;
+            let ended = exchanged.as_ref().map(|f| f.response.status().as_u16());
+            record.traced(&head.method, &target, k, span, ended);
+            match exchanged {
                 // The client broke the exchange: nothing is known about the target, so
                 // neither health nor the breaker hears of it (the admission is handed back
                 // when `admission` drops), and nothing is retried.

@@ -70,15 +70,52 @@ async fn run(
     parts: &mut http::request::Parts,
     ctx: &mut RequestCtx,
 ) -> Option<(LocalResponse, &'static str)> {
+    // A clock read only for a request whose spans are recorded.
+    let start = ctx.spans.is_some().then(Instant::now);
     let mut flow = step.policy.on_request(parts, ctx);
     if let Flow::Wait(_) = flow {
         // Boxed: the waiting path pays for its own state, the request future does not.
         flow = Box::pin(wait(step, flow, parts, ctx)).await;
     }
-    match flow {
+    let answer = match flow {
         Flow::Respond { response, reason } => Some((response, reason)),
         _ => None,
+    };
+    if let Some(start) = start {
+        let reason = answer.as_ref().map(|(_, r)| *r);
+        policy_span(ctx, step, "request", start, reason);
     }
+    answer
+}
+
+/// Records one policy run as an INTERNAL span of the request.
+fn policy_span(
+    ctx: &mut RequestCtx,
+    step: &Step,
+    phase: &'static str,
+    start: Instant,
+    answered: Option<&'static str>,
+) {
+    use gatehouse_core::trace::{AttributeValue as V, SpanKind, SpanRecord, new_span_id};
+    let Some(spans) = ctx.spans.as_mut() else {
+        return;
+    };
+    let mut attributes = vec![
+        ("gatehouse.policy", V::Str(step.name.clone())),
+        ("gatehouse.phase", V::Str(phase.into())),
+    ];
+    if let Some(reason) = answered {
+        attributes.push(("gatehouse.short_circuit.reason", V::Str(reason.into())));
+    }
+    spans.push(SpanRecord {
+        span_id: new_span_id(),
+        kind: SpanKind::Internal,
+        name: step.name.clone(),
+        start,
+        end: Instant::now(),
+        attributes,
+        error: None,
+    });
 }
 
 /// The route's authenticating policies as one step: each first scrubs what only it may
@@ -200,8 +237,13 @@ pub fn response_phase(
     ctx: &mut RequestCtx,
 ) -> Response<ProxyBody> {
     let t = Instant::now();
+    let recorded = ctx.spans.is_some();
     for s in steps.iter().rev() {
+        let start = recorded.then(Instant::now);
         s.policy.on_response(&mut parts, ctx);
+        if let Some(start) = start {
+            policy_span(ctx, s, "response", start, None);
+        }
     }
     let bodiless = *method == Method::HEAD
         || parts.status.is_informational()

@@ -288,6 +288,14 @@ pub fn compile(
         trusted_proxies: trusted,
         access_log,
         log_sampling: gatehouse_observe::sampling::Sampling::of(&c.access_log),
+        // The same tracing block keeps its exporter (and its queue) across reloads.
+        tracer: c
+            .tracing
+            .as_ref()
+            .map(|t| match previous.and_then(|p| p.tracer.as_ref()) {
+                Some(old) if old.config() == t => std::sync::Arc::clone(old),
+                _ => gatehouse_observe::spans::Tracer::new(t),
+            }),
         problem_style: gatehouse_core::ProblemStyle {
             verbose: c.errors.verbose,
             type_base: c.errors.type_base.clone(),

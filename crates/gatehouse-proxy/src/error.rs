@@ -190,6 +190,19 @@ impl ProxyError {
         }
     }
 
+    /// A short name for the failure (a span's `error.type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NoTarget { .. } => "no_target",
+            Self::Connect { .. } => "connect_failure",
+            Self::ConnectTimeout { .. } => "connect_timeout",
+            Self::Timeout { .. } => "timeout",
+            Self::Exchange { .. } => "reset",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Client { .. } => "client_fault",
+        }
+    }
+
     /// How this failure reads against `retries.on`.
     pub fn retry_class(&self) -> RetryClass {
         match self {

@@ -3,6 +3,7 @@
 
 use crate::snapshot::Snapshot;
 use gatehouse_core::RequestCtx;
+use gatehouse_core::trace::{AttributeValue as V, SpanKind, SpanRecord};
 use gatehouse_observe::metrics;
 use gatehouse_observe::transactions::{self, Transaction};
 use std::sync::Arc;
@@ -57,6 +58,12 @@ impl Drop for Finish {
             for s in &r.policies {
                 s.policy.on_complete(&self.ctx);
             }
+        }
+        if let Some(children) = self.ctx.spans.take()
+            && let Some(tracer) = &snap.tracer
+        {
+            let spans = self.spans(route, children);
+            tracer.export(self.ctx.trace, spans);
         }
         let metered = metrics::enabled();
         let kept = transactions::is_on();
@@ -117,6 +124,64 @@ impl Drop for Finish {
 }
 
 impl Finish {
+    /// The request's spans: its SERVER span (OpenTelemetry HTTP server conventions, plus
+    /// the route, request id and short circuit) followed by the `children` recorded on
+    /// the way.
+    fn spans(
+        &self,
+        route: Option<&crate::route::CompiledRoute>,
+        mut children: Vec<SpanRecord>,
+    ) -> Vec<SpanRecord> {
+        let ctx = &self.ctx;
+        let method = self.method.as_str();
+        let mut attributes = vec![
+            ("http.request.method", V::Str(method.into())),
+            ("url.path", V::Str(self.uri.path().into())),
+            ("http.response.status_code", V::Int(i64::from(self.status))),
+            ("client.address", V::Str(ctx.client_ip.to_string().into())),
+            (
+                "gatehouse.request_id",
+                V::Str(ctx.request_id.as_str().into()),
+            ),
+        ];
+        let name = match (route, &ctx.route) {
+            (Some(r), Some(n)) => {
+                attributes.push(("gatehouse.route", V::Str(Arc::clone(n))));
+                let template = self.route.and_then(|i| self.snapshot.config.routes.get(i));
+                if let Some(p) = template.and_then(|t| t.matches.path.as_ref()) {
+                    attributes.push(("http.route", V::Str(p.value.as_str().into())));
+                }
+                format!("{method} {}", r.name)
+            }
+            _ => method.to_string(),
+        };
+        if let Some(ua) = self.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
+            attributes.push(("user_agent.original", V::Str(ua.into())));
+        }
+        if let Some(sc) = &ctx.short_circuit {
+            attributes.push((
+                "gatehouse.short_circuit.policy",
+                V::Str(sc.policy.as_str().into()),
+            ));
+            attributes.push(("gatehouse.short_circuit.reason", V::Str(sc.reason.into())));
+        }
+        let error: Option<Arc<str>> = (self.status >= 500).then(|| self.status.to_string().into());
+        if let Some(e) = &error {
+            attributes.push(("error.type", V::Str(Arc::clone(e))));
+        }
+        let server = SpanRecord {
+            span_id: ctx.trace.span_id,
+            kind: SpanKind::Server,
+            name: name.into(),
+            start: ctx.started,
+            end: std::time::Instant::now(),
+            attributes,
+            error,
+        };
+        children.insert(0, server);
+        children
+    }
+
     /// Counts the request in the metrics: the request and its duration, the policy that
     /// answered it, or the reason the gateway refused it.
     fn meter(&self, route: Option<&crate::route::CompiledRoute>, total: std::time::Duration) {

@@ -88,6 +88,13 @@ pub async fn handle(
     let mut ctx = RequestCtx::new(request_id, Arc::clone(&conn.conn), started);
     ctx.client_ip = forwarded::client_ip(&parts.headers, peer, &snap.trusted_proxies);
     ctx.trace = gatehouse_core::TraceContext::of_request(&mut parts.headers);
+    if let Some(tracer) = &snap.tracer
+        && tracer.sample(&mut ctx.trace)
+    {
+        ctx.spans = Some(Vec::new());
+    }
+    let wants_agent =
+        snap.access_log.is_on() || gatehouse_observe::transactions::is_on() || ctx.spans.is_some();
     // Boxed from the start: the record rides on the response body in the end, and a
     // pointer is all the request future and its moves carry meanwhile.
     let mut finish = Box::new(Finish {
@@ -98,8 +105,8 @@ pub async fn handle(
         host: String::new(),
         uri: parts.uri.clone(),
         version: parts.version,
-        // Only the access log and transactions read it: no lookup when both are off.
-        user_agent: (snap.access_log.is_on() || gatehouse_observe::transactions::is_on())
+        // Only the access log, transactions and spans read it: no lookup when all are off.
+        user_agent: wants_agent
             .then(|| parts.headers.get(header::USER_AGENT).cloned())
             .flatten(),
         status: 0,
@@ -360,7 +367,17 @@ async fn proxy(
             gatehouse_core::trace::TRACEPARENT.clone(),
             finish.ctx.trace.traceparent(span),
         );
-        let outcome = Box::pin(attempts::upgrade(up, tls, &input, parts)).await;
+        let start = finish.ctx.spans.is_some().then(Instant::now);
+        let method = parts.method.clone();
+        let mut outcome = Box::pin(attempts::upgrade(up, tls, &input, parts)).await;
+        if let (Some(start), Some(target)) = (start, &outcome.tried.target) {
+            let ended = match &outcome.result {
+                Ok(s) => Ok(s.forwarded.response.status().as_u16()),
+                Err(e) => Err(e),
+            };
+            let s = attempts::try_span(&method, target, 0, (span, start), ended);
+            outcome.tried.spans.push(s);
+        }
         record(finish, outcome)?
     } else {
         let admission = attempts::admit(up)?;
@@ -380,6 +397,7 @@ async fn proxy(
             version: parts.version,
             headers: parts.headers,
             trace: finish.ctx.trace,
+            record: finish.ctx.spans.is_some(),
         };
         let outcome = attempts::run(up, tls, &input, head, payload, admission).await;
         record(finish, outcome)?
@@ -443,6 +461,9 @@ async fn payload(
 
 /// Writes what the tries came to into the request's record; yields their result.
 fn record(finish: &mut Finish, o: attempts::Outcome) -> Result<attempts::Served, ProxyError> {
+    if let Some(spans) = finish.ctx.spans.as_mut() {
+        spans.extend(o.tried.spans);
+    }
     finish.ctx.attempts = o.tried.attempts;
     finish.ctx.upstream_target = o.tried.target;
     finish.inflight = o.tried.inflight;

@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub access_log: AccessLog,
     /// Which requests the access log writes.
     pub log_sampling: gatehouse_observe::sampling::Sampling,
+    /// Span export (`tracing`), when configured.
+    pub tracer: Option<std::sync::Arc<gatehouse_observe::spans::Tracer>>,
     /// How problem bodies are rendered.
     pub problem_style: gatehouse_core::ProblemStyle,
     /// TLS of each upstream that speaks it, by upstream name.

@@ -5,11 +5,13 @@
 pub mod backend;
 pub mod client;
 pub mod gateway;
+pub mod otlp;
 pub mod redis;
 
 pub use backend::Backend;
 pub use client::{Client, Reply};
 pub use gateway::GatewayProcess;
+pub use otlp::OtlpReceiver;
 pub use redis::RedisServer;
 
 /// A free TCP port on 127.0.0.1 for a gateway to bind later.

@@ -144,11 +144,12 @@ impl Bound {
             tracing::warn!("drain deadline passed with connections still open");
         }
         let workers = self.workers;
-        // Joining blocks: off the async thread.
+        // Joining blocks: off the async thread. Then the spans of the last requests go.
         let _ = tokio::task::spawn_blocking(move || {
             for h in workers {
                 let _ = h.join();
             }
+            gatehouse_observe::spans::flush_all(std::time::Duration::from_secs(5));
         })
         .await;
         tracing::info!("stopped");
