@@ -17,6 +17,13 @@ pub trait Policy: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Whether its refusals are security blocks (authentication, authorization, address
+    /// and attack filters) rather than traffic shaping: they count in the quality score's
+    /// security penalty and in the Top-N attackers. Authenticating policies are.
+    fn guards(&self) -> bool {
+        self.authenticates()
+    }
+
     /// Removes from the request what only this policy may vouch for (headers it sets
     /// from a verified credential), before a route's authenticating step decides: run
     /// for every authenticating policy, so a client cannot pass such a header through a

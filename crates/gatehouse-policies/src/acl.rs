@@ -55,6 +55,10 @@ impl Policy for Acl {
         &self.name
     }
 
+    fn guards(&self) -> bool {
+        true
+    }
+
     fn on_request(&self, _req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
         let Some(consumer) = &ctx.consumer else {
             let p = Problem::new(StatusCode::UNAUTHORIZED, "authentication is required");

@@ -94,6 +94,10 @@ impl Policy for IpFilter {
         &self.name
     }
 
+    fn guards(&self) -> bool {
+        true
+    }
+
     fn on_request(&self, _req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
         if self.admits(ctx.client_ip) {
             return Flow::Continue;

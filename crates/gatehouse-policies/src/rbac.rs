@@ -171,6 +171,10 @@ impl Policy for Rbac {
         &self.name
     }
 
+    fn guards(&self) -> bool {
+        true
+    }
+
     fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
         let Some(consumer) = ctx.consumer.clone() else {
             let p = Problem::new(StatusCode::UNAUTHORIZED, "authentication is required");
