@@ -5,7 +5,10 @@
 pub mod access;
 mod consumers;
 mod keys;
+mod latency;
 mod limits;
+pub mod quality;
+mod query;
 pub mod scrape;
 mod traffic;
 mod transactions;
@@ -390,6 +393,8 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
         (&Method::GET, "/admin/routes") => routes_view(gw),
         (&Method::GET, "/admin/transactions") => transactions::endpoint(req.uri().query()),
         (&Method::GET, "/admin/traffic") => traffic::endpoint(req.uri().query()),
+        (&Method::GET, "/admin/quality") => quality::endpoint(gw, req.uri().query()),
+        (&Method::GET, "/admin/latency") => latency::endpoint(req.uri().query()),
         (&Method::POST, "/admin/reload") => {
             let g = gw.clone();
             match tokio::task::spawn_blocking(move || g.reload()).await {

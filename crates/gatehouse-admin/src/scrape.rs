@@ -18,11 +18,90 @@ pub fn render(gw: &Gateway, open_metrics: bool) -> String {
     };
     metrics::write_recorded(&mut e);
     gatehouse_observe::spans::write_metrics(&mut e);
+    analytics_families(gw, &mut e);
     upstream_gauges(gw, &mut e);
     listener_gauges(gw, &mut e);
     config_families(gw, &mut e);
     process_families(&mut e);
     e.finish()
+}
+
+/// The phase histograms, the quality scores (5 minutes) and, with
+/// `metrics.consumers.enabled`, requests per consumer (the first `max` consumers seen by
+/// name, the rest as `other`).
+fn analytics_families(gw: &Gateway, e: &mut Exposition) {
+    use gatehouse_observe::stats::{self, Subject};
+    let totals = stats::totals();
+    stats::write_phase_metrics(e, &totals);
+    let consumers = gw.live.load().config.metrics.consumers;
+    let label = |name: &str| -> String {
+        match stats::consumer_rank(name) {
+            Some(r) if r < consumers.max => name.to_string(),
+            _ => stats::OTHER.to_string(),
+        }
+    };
+    e.family(
+        name::QUALITY_SCORE,
+        "gauge",
+        "Quality score (0 to 100) over the last 5 minutes; absent without traffic.",
+    );
+    for q in crate::quality::report(gw, std::time::Duration::from_secs(300)) {
+        let kind = match q.kind {
+            Subject::Route => "route",
+            Subject::Upstream => "upstream",
+            Subject::Consumer if consumers.enabled => "consumer",
+            Subject::Consumer => continue,
+        };
+        let shown = match q.kind {
+            Subject::Consumer => label(&q.name),
+            _ => q.name.to_string(),
+        };
+        // Consumers folded into `other` would repeat the series: the first one stands.
+        if shown == stats::OTHER && q.kind == Subject::Consumer && &*q.name != stats::OTHER {
+            continue;
+        }
+        if let Some(score) = q.score {
+            e.sample(
+                name::QUALITY_SCORE,
+                &[("kind", kind), ("name", &shown)],
+                score,
+            );
+        }
+    }
+    if !consumers.enabled {
+        return;
+    }
+    e.family(
+        name::CONSUMER_REQUESTS,
+        "counter",
+        "Requests per consumer, by status class.",
+    );
+    let mut per: std::collections::BTreeMap<(String, &str), u64> = Default::default();
+    for ((kind, n), t) in &totals {
+        if *kind != Subject::Consumer {
+            continue;
+        }
+        let l = label(n);
+        let classes = [
+            ("1xx", t.counts[stats::CLASSES_1_TO_3[0]]),
+            ("2xx", t.counts[stats::CLASSES_1_TO_3[1]]),
+            ("3xx", t.counts[stats::CLASSES_1_TO_3[2]]),
+            ("4xx", t.counts[stats::CLIENT_ERRORS]),
+            ("5xx", t.counts[stats::ERRORS]),
+        ];
+        for (class, v) in classes {
+            if v > 0 {
+                *per.entry((l.clone(), class)).or_default() += v;
+            }
+        }
+    }
+    for ((consumer, class), v) in per {
+        e.sample(
+            name::CONSUMER_REQUESTS,
+            &[("consumer", &consumer), ("status_class", class)],
+            v as f64,
+        );
+    }
 }
 
 fn upstream_gauges(gw: &Gateway, e: &mut Exposition) {

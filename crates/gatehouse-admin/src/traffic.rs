@@ -54,20 +54,6 @@ pub fn endpoint(query: Option<&str>) -> Response<Full<Bytes>> {
 }
 
 fn window(query: Option<&str>) -> Result<Duration, String> {
-    let Some(q) = query.filter(|q| !q.is_empty()) else {
-        return Ok(Duration::from_secs(300));
-    };
-    let mut window = Duration::from_secs(300);
-    for pair in q.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k != "window" {
-            return Err(format!("unknown parameter {k:?}; expected window"));
-        }
-        window =
-            gatehouse_config::units::parse_duration(v).map_err(|e| format!("window={v:?}: {e}"))?;
-    }
-    if window < traffic::INTERVAL || window > traffic::INTERVAL * traffic::KEPT as u32 {
-        return Err("window must be between 5s and 1h".into());
-    }
-    Ok(window)
+    let p = crate::query::params(query, &["window"])?;
+    crate::query::window(&p, traffic::INTERVAL * traffic::KEPT as u32)
 }

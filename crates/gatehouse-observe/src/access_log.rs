@@ -81,6 +81,14 @@ pub struct Phases {
     pub upstream_first_byte_ms: Option<f64>,
     /// Whole request.
     pub total_ms: f64,
+    /// Request body arrival and response write back-pressure.
+    pub client_ms: f64,
+    /// Routing, policies and the gateway's own work.
+    pub gateway_ms: f64,
+    /// Upstream connects (TCP, TLS), target picks and retry backoff.
+    pub upstream_network_ms: f64,
+    /// Upstream request sent to response head, and waiting on its body.
+    pub upstream_app_ms: f64,
 }
 
 /// A short circuit, as logged.

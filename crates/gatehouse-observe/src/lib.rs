@@ -7,8 +7,10 @@ pub mod access_log;
 pub mod device;
 pub mod logging;
 pub mod metrics;
+pub mod phases;
 pub mod sampling;
 pub mod spans;
+pub mod stats;
 pub mod traffic;
 pub mod transactions;
 

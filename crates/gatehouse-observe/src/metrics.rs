@@ -28,6 +28,12 @@ pub mod name {
     pub const HTTP_SERVER_REQUEST_DURATION: &str = "gatehouse_http_server_request_duration_seconds";
     /// Requests in progress.
     pub const HTTP_SERVER_ACTIVE_REQUESTS: &str = "gatehouse_http_server_active_requests";
+    /// Request time by phase (client, gateway, upstream_network, upstream_app), by route.
+    pub const PHASE_DURATION: &str = "gatehouse_phase_duration_seconds";
+    /// The quality score (0 to 100) over the last 5 minutes, by kind and name.
+    pub const QUALITY_SCORE: &str = "gatehouse_quality_score";
+    /// Requests per consumer (`metrics.consumers`), by consumer and status class.
+    pub const CONSUMER_REQUESTS: &str = "gatehouse_consumer_requests_total";
     /// Upstream tries, by upstream, target and status class.
     pub const UPSTREAM_REQUESTS: &str = "gatehouse_upstream_requests_total";
     /// Upstream try duration (to the response head), by upstream and target.
@@ -85,6 +91,31 @@ fn bounds() -> &'static [u64] {
 }
 
 static BOUNDS: OnceLock<Box<[u64]>> = OnceLock::new();
+
+/// The duration bucket bounds in force, nanoseconds (ascending; +Inf not included).
+pub fn bucket_bounds() -> &'static [u64] {
+    bounds()
+}
+
+/// Writes one histogram series over the bounds in force: `counts` per bucket (+Inf last)
+/// and the sum of the observations in nanoseconds.
+pub fn write_histogram(
+    e: &mut Exposition,
+    name: &str,
+    labels: &[(&str, &str)],
+    counts: &[u64],
+    sum_nanos: u64,
+) {
+    let n = bounds().len() + 1;
+    let mut buckets = counts.to_vec();
+    buckets.resize(n, 0);
+    let h = HistSum {
+        buckets,
+        sum_nanos,
+        exemplars: vec![None; n],
+    };
+    h.write(e, name, labels);
+}
 
 fn to_nanos(secs: &[f64]) -> Box<[u64]> {
     secs.iter().map(|s| (s * 1e9).round() as u64).collect()

@@ -82,12 +82,14 @@ pub fn start() {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
         let _ = history();
+        crate::stats::sample();
         let _ = std::thread::Builder::new()
             .name("gatehouse-traffic".into())
             .spawn(|| {
                 loop {
                     std::thread::sleep(INTERVAL);
                     sample();
+                    crate::stats::sample();
                 }
             });
     });

@@ -65,6 +65,8 @@ pub struct Transaction {
     pub upstream_first_byte: Option<Duration>,
     /// Whole request.
     pub total: Duration,
+    /// The total split by who took it.
+    pub breakdown: crate::phases::Breakdown,
     /// The policy that answered, and why.
     pub short_circuit: Option<(String, &'static str)>,
     /// Error detail of a response the gateway made.
@@ -124,6 +126,10 @@ impl Transaction {
                 upstream_connect_ms: self.upstream_connect.map(ms),
                 upstream_first_byte_ms: self.upstream_first_byte.map(ms),
                 total_ms: ms(self.total),
+                client_ms: ms(self.breakdown.client),
+                gateway_ms: ms(self.breakdown.gateway),
+                upstream_network_ms: ms(self.breakdown.upstream_network),
+                upstream_app_ms: ms(self.breakdown.upstream_app),
             },
             short_circuit: self
                 .short_circuit

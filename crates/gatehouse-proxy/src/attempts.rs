@@ -192,6 +192,10 @@ pub struct Tried {
     pub inflight: Option<gatehouse_upstream::InFlight>,
     /// The tries as CLIENT spans, when the head asked for them.
     pub spans: Vec<SpanRecord>,
+    /// Time spent sending and waiting for response heads (or failures), all tries.
+    pub exchange: Duration,
+    /// The rest of the tries' time: picks, connects (TCP, TLS) and retry backoff.
+    pub network: Duration,
 }
 
 impl Tried {
@@ -236,6 +240,10 @@ pub async fn upgrade(
     let req = Request::from_parts(parts, RequestBody::empty());
     let result = forward::send_upgrade(up, &target, tls, req)
         .await
+        .inspect(|f| {
+            tried.network = f.connect;
+            tried.exchange = f.first_byte;
+        })
         .map(|forwarded| Served {
             forwarded,
             target,
@@ -256,6 +264,7 @@ pub async fn run(
     mut admission: Pending<'_>,
 ) -> Outcome {
     let mut record = Tried::default();
+    let begun;
     let result = 'tries: {
         let policy = &up.retries;
         let on = &up.retry_on;
@@ -265,7 +274,8 @@ pub async fn run(
             Payload::Replay(b) => (Some(b), None),
             Payload::Stream(s) => (None, Some(s)),
         };
-        let deadline = Instant::now() + up.config.timeouts.request.get();
+        begun = Instant::now();
+        let deadline = begun + up.config.timeouts.request.get();
         let per_try = policy
             .per_try_timeout
             .map_or(up.config.timeouts.request.get(), |d| d.get());
@@ -281,6 +291,7 @@ pub async fn run(
                     .is_some_and(|b| b.state(now_ms()) == gatehouse_upstream::breaker::State::Open);
                 if open || !up.budget.try_retry(now_ms()) {
                     metrics::retry(&up.name, false);
+                    gatehouse_observe::stats::retry_denied(&up.name);
                     break;
                 }
                 metrics::retry(&up.name, true);
@@ -323,7 +334,12 @@ pub async fn run(
             let limit = per_try.min(deadline.saturating_duration_since(Instant::now()));
             let limit = limit.max(Duration::from_millis(1));
             let req = head.request(body, resend, span.0);
+            let sent = Instant::now();
             let exchanged = forward::exchange(up, &target, conn, req, limit).await;
+            record.exchange += match &exchanged {
+                Ok(f) => f.first_byte,
+                Err(_) => sent.elapsed(),
+            };
             let ended = exchanged.as_ref().map(|f| f.response.status().as_u16());
             record.traced(&head.method, &target, k, span, ended);
             match exchanged {
@@ -380,6 +396,7 @@ pub async fn run(
             None => Err(crate::error::no_healthy_target(up)),
         }
     };
+    record.network = begun.elapsed().saturating_sub(record.exchange);
     Outcome {
         result,
         tried: record,

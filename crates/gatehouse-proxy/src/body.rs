@@ -21,6 +21,21 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct BodyMeter {
     /// Bytes received from the client.
     pub bytes: AtomicU64,
+    /// Nanoseconds spent waiting for the client's body bytes.
+    pub wait_nanos: AtomicU64,
+}
+
+impl BodyMeter {
+    /// Adds a wait for the client's bytes.
+    fn waited(&self, d: std::time::Duration) {
+        let n = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.wait_nanos.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Time spent waiting for the client's body so far.
+    pub fn wait(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.wait_nanos.load(Ordering::Relaxed))
+    }
 }
 
 /// The client failed to deliver its body. It travels as the request body's error, so
@@ -112,6 +127,8 @@ pub struct RequestBody {
     limit: u64,
     seen: u64,
     meter: Arc<BodyMeter>,
+    /// Since when the client's next bytes are awaited (the clock is read only then).
+    waiting: Option<std::time::Instant>,
 }
 
 impl RequestBody {
@@ -123,6 +140,7 @@ impl RequestBody {
             limit: limit.unwrap_or(u64::MAX),
             seen: 0,
             meter,
+            waiting: None,
         }
     }
 
@@ -139,6 +157,7 @@ impl RequestBody {
             limit: u64::MAX,
             seen: 0,
             meter: Arc::default(),
+            waiting: None,
         }
     }
 }
@@ -146,11 +165,13 @@ impl RequestBody {
 /// Reads the whole client body (known to be small) so retries can send it again.
 pub async fn read_for_replay(body: Incoming, meter: &BodyMeter) -> Result<Bytes, ClientFault> {
     use http_body_util::BodyExt;
+    let started = std::time::Instant::now();
     let b = body
         .collect()
         .await
         .map_err(ClientFault::from_read)?
         .to_bytes();
+    meter.waited(started.elapsed());
     meter.bytes.store(b.len() as u64, Ordering::Relaxed);
     Ok(b)
 }
@@ -167,7 +188,15 @@ impl RequestBody {
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        match ready!(Pin::new(inner).poll_frame(cx)) {
+        let polled = Pin::new(inner).poll_frame(cx);
+        if polled.is_pending() {
+            self.waiting.get_or_insert_with(std::time::Instant::now);
+            return Poll::Pending;
+        }
+        if let Some(since) = self.waiting.take() {
+            self.meter.waited(since.elapsed());
+        }
+        match ready!(polled) {
             Some(Ok(frame)) => {
                 if let Some(d) = frame.data_ref() {
                     self.seen += d.len() as u64;
@@ -326,6 +355,8 @@ pub struct ProxyBody {
     // Boxed: responses are moved several times between here and hyper, and the finish
     // record is large.
     finish: Option<Box<Finish>>,
+    /// Since when the upstream's next bytes are awaited (the clock is read only then).
+    waiting: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for ProxyBody {
@@ -340,6 +371,7 @@ impl ProxyBody {
         Self {
             kind: Kind::Full((!b.is_empty()).then_some(b)),
             finish: None,
+            waiting: None,
         }
     }
 
@@ -348,6 +380,7 @@ impl ProxyBody {
         let mut s = Self {
             kind: Kind::Upstream(b, ret),
             finish: None,
+            waiting: None,
         };
         s.release_if_done();
         s
@@ -396,7 +429,20 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let polled = ready!(poll_kind(&mut this.kind, cx));
+        let polled = poll_kind(&mut this.kind, cx);
+        if polled.is_pending() {
+            // Only a body with a finish record is timed (the one the client gets).
+            if this.finish.is_some() {
+                this.waiting.get_or_insert_with(std::time::Instant::now);
+            }
+            return Poll::Pending;
+        }
+        if let Some(since) = this.waiting.take()
+            && let Some(f) = this.finish.as_mut()
+        {
+            f.upstream_body_wait += since.elapsed();
+        }
+        let polled = ready!(polled);
         if let Some(Ok(f)) = &polled
             && let Some(d) = f.data_ref()
         {

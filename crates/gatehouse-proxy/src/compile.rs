@@ -30,11 +30,13 @@ pub struct Platform {
 /// find the connection made, sizes the transactions kept for search, and starts the
 /// traffic sampler.
 pub fn on_serving(state: &gatehouse_core::StateRegistry, config: &gatehouse_config::Config) {
-    gatehouse_observe::transactions::set_capacity(config.analytics.transactions);
-    gatehouse_observe::traffic::start();
+    // First: the tallies the traffic sampler starts reading are made with these bounds.
     if !gatehouse_observe::metrics::set_buckets(&config.metrics.buckets) {
         tracing::warn!("metrics.buckets changed: the new bounds apply after a restart");
     }
+    gatehouse_observe::transactions::set_capacity(config.analytics.transactions);
+    gatehouse_observe::stats::set_consumer_capacity(config.analytics.top_capacity);
+    gatehouse_observe::traffic::start();
     let (kind, name) = gatehouse_cluster::STATE;
     if let Some(opened) = state.get::<gatehouse_cluster::Opened>(kind, name)
         && let Ok(cluster) = &opened.0
@@ -204,6 +206,11 @@ pub fn compile(
                 .map(|u| u.to_ascii_lowercase().into_boxed_str())
                 .collect(),
             allows_trace: r.matches.methods.iter().any(|m| m == "TRACE"),
+            latency_target: r
+                .analytics
+                .latency_target
+                .unwrap_or(c.analytics.latency_target)
+                .get(),
             default_host: r
                 .matches
                 .hosts

@@ -5,6 +5,11 @@ use crate::snapshot::Snapshot;
 use gatehouse_core::RequestCtx;
 use gatehouse_core::trace::{AttributeValue as V, SpanKind, SpanRecord};
 use gatehouse_observe::metrics;
+use gatehouse_observe::phases::{Breakdown, Measured};
+use gatehouse_observe::stats;
+
+/// The apdex target of requests without a route (they count for no route's score).
+const DEFAULT_TARGET: std::time::Duration = std::time::Duration::from_millis(500);
 use gatehouse_observe::transactions::{self, Transaction};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -41,6 +46,16 @@ pub struct Finish {
     pub slot: Option<gatehouse_upstream::Slot>,
     /// `ctx.request_id` as a header value, for the upstream request and the response.
     pub request_id_value: http::HeaderValue,
+    /// Upstream tries: picks, connects and backoff.
+    pub upstream_network: std::time::Duration,
+    /// Upstream tries: sent to the response head (or failure).
+    pub upstream_exchange: std::time::Duration,
+    /// Client body waits before the body went upstream (the rest overlapped a try).
+    pub body_wait_before_send: std::time::Duration,
+    /// When the response head was handed to the server.
+    pub head_at: Option<std::time::Instant>,
+    /// Waits for the upstream's response body while the client was ready for it.
+    pub upstream_body_wait: std::time::Duration,
 }
 
 impl Drop for Finish {
@@ -67,14 +82,13 @@ impl Drop for Finish {
         }
         let metered = metrics::enabled();
         let kept = transactions::is_on();
-        if !metered && !kept && !snap.access_log.is_on() {
-            return;
-        }
         let ctx = &self.ctx;
         let total = ctx.started.elapsed();
+        let breakdown = self.breakdown(total);
         if metered {
             self.meter(route, total);
         }
+        self.tally(route, total, &breakdown);
         let logged = if snap.access_log.is_on() {
             snap.log_sampling
                 .decide(self.status, total, ctx.short_circuit.is_some())
@@ -111,6 +125,7 @@ impl Drop for Finish {
             upstream_connect: ctx.timings.upstream_connect,
             upstream_first_byte: ctx.timings.upstream_first_byte,
             total,
+            breakdown,
             short_circuit: ctx.short_circuit.take().map(|s| (s.policy, s.reason)),
             error: self.error.take(),
         };
@@ -124,6 +139,52 @@ impl Drop for Finish {
 }
 
 impl Finish {
+    /// Adds the request to its route's, upstream's and consumer's tallies (quality
+    /// score, latency breakdown).
+    fn tally(
+        &self,
+        route: Option<&crate::route::CompiledRoute>,
+        total: std::time::Duration,
+        breakdown: &Breakdown,
+    ) {
+        let ctx = &self.ctx;
+        let blocked = ctx.short_circuit.as_ref().is_some_and(|sc| {
+            sc.status >= 400
+                && route.is_some_and(|r| {
+                    r.policies
+                        .iter()
+                        .any(|s| *s.name == *sc.policy && s.policy.guards())
+                })
+        });
+        stats::record(&stats::Outcome {
+            route: ctx.route.as_ref(),
+            upstream: ctx.upstream.as_ref(),
+            consumer: ctx.consumer.as_ref().map(|c| c.name.as_str()),
+            status: self.status,
+            total,
+            target: route.map_or(DEFAULT_TARGET, |r| r.latency_target),
+            blocked,
+            breakdown,
+        });
+    }
+
+    /// Where the `total` went: client, gateway, upstream network and application.
+    fn breakdown(&self, total: std::time::Duration) -> Breakdown {
+        let body_wait = self.bytes_in.wait();
+        let end = self.ctx.started + total;
+        Breakdown::of(&Measured {
+            total,
+            request_body_wait: body_wait,
+            request_body_wait_streaming: body_wait.saturating_sub(self.body_wait_before_send),
+            response_transfer: self
+                .head_at
+                .map_or_else(Default::default, |h| end.saturating_duration_since(h)),
+            upstream_body_wait: self.upstream_body_wait,
+            upstream_network: self.upstream_network,
+            upstream_exchange: self.upstream_exchange,
+        })
+    }
+
     /// The request's spans: its SERVER span (OpenTelemetry HTTP server conventions, plus
     /// the route, request id and short circuit) followed by the `children` recorded on
     /// the way.

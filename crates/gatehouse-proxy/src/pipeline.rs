@@ -116,6 +116,11 @@ pub async fn handle(
         inflight: None,
         slot: None,
         request_id_value,
+        upstream_network: std::time::Duration::ZERO,
+        upstream_exchange: std::time::Duration::ZERO,
+        body_wait_before_send: std::time::Duration::ZERO,
+        head_at: None,
+        upstream_body_wait: std::time::Duration::ZERO,
     });
 
     // Limits and head checks that apply before routing.
@@ -391,6 +396,7 @@ async fn proxy(
                 attempts::Payload::Replay(b)
             }
         };
+        finish.body_wait_before_send = finish.bytes_in.wait();
         let head = attempts::Head {
             method: parts.method,
             uri: parts.uri,
@@ -464,6 +470,8 @@ fn record(finish: &mut Finish, o: attempts::Outcome) -> Result<attempts::Served,
     if let Some(spans) = finish.ctx.spans.as_mut() {
         spans.extend(o.tried.spans);
     }
+    finish.upstream_network += o.tried.network;
+    finish.upstream_exchange += o.tried.exchange;
     finish.ctx.attempts = o.tried.attempts;
     finish.ctx.upstream_target = o.tried.target;
     finish.inflight = o.tried.inflight;
@@ -601,6 +609,7 @@ fn respond(mut resp: Response<ProxyBody>, mut finish: Box<Finish>) -> Response<P
     resp.headers_mut()
         .insert(X_REQUEST_ID.clone(), finish.request_id_value.clone());
     finish.status = resp.status().as_u16();
+    finish.head_at = Some(Instant::now());
     resp.map(|b| b.with_finish(finish))
 }
 

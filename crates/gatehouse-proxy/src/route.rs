@@ -124,6 +124,8 @@ pub struct CompiledRoute {
     pub upgrades: Vec<Box<str>>,
     /// Whether `match.methods` lists TRACE, which is otherwise answered 405.
     pub allows_trace: bool,
+    /// Its apdex target (`analytics.latency_target`, or its own).
+    pub latency_target: std::time::Duration,
     /// Host sent upstream for a request that named none (HTTP/1.0 without Host): the
     /// route's first exact host, as nginx uses its first `server_name`.
     pub default_host: Option<HeaderValue>,
