@@ -10,6 +10,7 @@ mod limits;
 pub mod quality;
 mod query;
 pub mod scrape;
+mod top;
 mod traffic;
 mod transactions;
 
@@ -395,6 +396,8 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
         (&Method::GET, "/admin/traffic") => traffic::endpoint(req.uri().query()),
         (&Method::GET, "/admin/quality") => quality::endpoint(gw, req.uri().query()),
         (&Method::GET, "/admin/latency") => latency::endpoint(req.uri().query()),
+        (&Method::GET, "/admin/top/clients") => top::clients(req.uri().query()),
+        (&Method::GET, "/admin/top/attackers") => top::attackers(req.uri().query()),
         (&Method::POST, "/admin/reload") => {
             let g = gw.clone();
             match tokio::task::spawn_blocking(move || g.reload()).await {

@@ -9,8 +9,10 @@ pub mod logging;
 pub mod metrics;
 pub mod phases;
 pub mod sampling;
+pub mod space_saving;
 pub mod spans;
 pub mod stats;
+pub mod top;
 pub mod traffic;
 pub mod transactions;
 

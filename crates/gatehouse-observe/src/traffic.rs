@@ -90,6 +90,7 @@ pub fn start() {
                     std::thread::sleep(INTERVAL);
                     sample();
                     crate::stats::sample();
+                    crate::top::flush();
                 }
             });
     });

@@ -36,6 +36,7 @@ pub fn on_serving(state: &gatehouse_core::StateRegistry, config: &gatehouse_conf
     }
     gatehouse_observe::transactions::set_capacity(config.analytics.transactions);
     gatehouse_observe::stats::set_consumer_capacity(config.analytics.top_capacity);
+    gatehouse_observe::top::set_capacity(config.analytics.top_capacity);
     gatehouse_observe::traffic::start();
     let (kind, name) = gatehouse_cluster::STATE;
     if let Some(opened) = state.get::<gatehouse_cluster::Opened>(kind, name)

@@ -140,7 +140,7 @@ impl Drop for Finish {
 
 impl Finish {
     /// Adds the request to its route's, upstream's and consumer's tallies (quality
-    /// score, latency breakdown).
+    /// score, latency breakdown) and to its client's Top-N counts.
     fn tally(
         &self,
         route: Option<&crate::route::CompiledRoute>,
@@ -156,10 +156,22 @@ impl Finish {
                         .any(|s| *s.name == *sc.policy && s.policy.guards())
                 })
         });
+        let consumer = ctx.consumer.as_ref().map(|c| c.name.as_str());
+        gatehouse_observe::top::record(&gatehouse_observe::top::Hit {
+            client_ip: ctx.client_ip,
+            consumer,
+            status: self.status,
+            refused: ctx
+                .short_circuit
+                .as_ref()
+                .filter(|sc| sc.status >= 400)
+                .map(|sc| (sc.policy.as_str(), sc.reason)),
+            bytes: self.bytes_out,
+        });
         stats::record(&stats::Outcome {
             route: ctx.route.as_ref(),
             upstream: ctx.upstream.as_ref(),
-            consumer: ctx.consumer.as_ref().map(|c| c.name.as_str()),
+            consumer,
             status: self.status,
             total,
             target: route.map_or(DEFAULT_TARGET, |r| r.latency_target),
