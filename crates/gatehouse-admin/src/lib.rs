@@ -4,6 +4,7 @@
 
 pub mod access;
 mod consumers;
+mod dashboard;
 mod keys;
 mod latency;
 mod limits;
@@ -396,6 +397,15 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
         (&Method::GET, "/admin/traffic") => traffic::endpoint(req.uri().query()),
         (&Method::GET, "/admin/quality") => quality::endpoint(gw, req.uri().query()),
         (&Method::GET, "/admin/latency") => latency::endpoint(req.uri().query()),
+        (&Method::GET, path) if path == "/dashboard" || path.starts_with("/dashboard/") => {
+            dashboard::asset(path).unwrap_or_else(|| {
+                problem(
+                    StatusCode::NOT_FOUND,
+                    format!("no dashboard file {path}"),
+                    None,
+                )
+            })
+        }
         (&Method::GET, "/admin/top/clients") => top::clients(req.uri().query()),
         (&Method::GET, "/admin/top/attackers") => top::attackers(req.uri().query()),
         (&Method::POST, "/admin/reload") => {

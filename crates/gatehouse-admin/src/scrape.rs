@@ -68,6 +68,24 @@ fn analytics_families(gw: &Gateway, e: &mut Exposition) {
             );
         }
     }
+    e.family(
+        name::MEMORY,
+        "gauge",
+        "Memory the gateway's bounded stores take (estimates), by component.",
+    );
+    let memory = [
+        ("metrics", gatehouse_observe::metrics::memory_bytes()),
+        ("analytics", stats::memory_bytes()),
+        ("top_n", gatehouse_observe::top::memory_bytes()),
+        (
+            "transactions",
+            gatehouse_observe::transactions::memory_bytes(),
+        ),
+        ("span_queue", gatehouse_observe::spans::memory_bytes()),
+    ];
+    for (component, bytes) in memory {
+        e.sample(name::MEMORY, &[("component", component)], bytes as f64);
+    }
     if !consumers.enabled {
         return;
     }

@@ -32,6 +32,8 @@ pub mod name {
     pub const PHASE_DURATION: &str = "gatehouse_phase_duration_seconds";
     /// The quality score (0 to 100) over the last 5 minutes, by kind and name.
     pub const QUALITY_SCORE: &str = "gatehouse_quality_score";
+    /// Memory the gateway's own bounded stores take, by component.
+    pub const MEMORY: &str = "gatehouse_memory_bytes";
     /// Requests per consumer (`metrics.consumers`), by consumer and status class.
     pub const CONSUMER_REQUESTS: &str = "gatehouse_consumer_requests_total";
     /// Upstream tries, by upstream, target and status class.
@@ -588,6 +590,18 @@ pub fn route_totals() -> HashMap<String, [u64; 3]> {
         }
     });
     out
+}
+
+/// Bytes the request-path series take, every worker's (an estimate).
+pub fn memory_bytes() -> usize {
+    let mut n = 0usize;
+    for_each_series(|s| {
+        n += std::mem::size_of::<Series>() + 64;
+        if let Some(h) = &s.hist {
+            n += h.buckets.len() * (8 + std::mem::size_of::<Mutex<Option<Exemplar>>>());
+        }
+    });
+    n
 }
 
 /// Upstream connections by target address: (open, idle), summed over workers.

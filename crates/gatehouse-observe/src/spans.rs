@@ -202,6 +202,20 @@ impl Drop for Queue {
     }
 }
 
+/// Bytes the queued spans take (an estimate: a span and its attributes).
+pub fn memory_bytes() -> usize {
+    const PER_SPAN: usize = std::mem::size_of::<SpanRecord>() + 8 * 48;
+    let queued: usize = match live().lock() {
+        Ok(l) => l
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|q| q.queued.load(Ordering::Relaxed))
+            .sum(),
+        Err(_) => 0,
+    };
+    queued * PER_SPAN
+}
+
 /// Sends every live queue's spans now and waits for them, at most `within`.
 pub fn flush_all(within: Duration) {
     let deadline = Instant::now() + within;

@@ -436,6 +436,23 @@ pub fn sample() {
     h.last = now;
 }
 
+/// Bytes the kept buckets take (an estimate).
+pub fn memory_bytes() -> usize {
+    let h = history().lock().unwrap_or_else(|p| p.into_inner());
+    let tally = |t: &Tallies| -> usize {
+        t.values()
+            .map(|x| std::mem::size_of::<Tally>() + 64 + x.phase_buckets.len() * 8)
+            .sum()
+    };
+    h.fine
+        .iter()
+        .chain(&h.coarse)
+        .map(|b| tally(&b.tallies))
+        .sum::<usize>()
+        + tally(&h.minute)
+        + tally(&h.last)
+}
+
 /// Longest window a query may ask for.
 pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
 

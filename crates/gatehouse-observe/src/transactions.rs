@@ -168,6 +168,24 @@ pub fn set_capacity(n: usize) {
     items.shrink_to(n);
 }
 
+/// Bytes the kept records take (an estimate: the records and their text).
+pub fn memory_bytes() -> usize {
+    let items = ring().items.lock().unwrap_or_else(|p| p.into_inner());
+    items
+        .iter()
+        .map(|t| {
+            std::mem::size_of::<Transaction>()
+                + 16
+                + t.request_id.len()
+                + t.host.len()
+                + t.uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+                + t.user_agent.as_ref().map_or(0, http::HeaderValue::len)
+                + t.error.as_ref().map_or(0, String::len)
+        })
+        .sum::<usize>()
+        + items.capacity() * std::mem::size_of::<usize>()
+}
+
 /// Whether records are kept at all (saves building them).
 pub fn is_on() -> bool {
     ring().capacity.load(Ordering::Relaxed) > 0

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod backend;
+pub mod browser;
 pub mod client;
 pub mod gateway;
 pub mod otlp;

@@ -154,6 +154,16 @@ async fn scores_fall_with_latency_errors_saturation_and_blocks() {
         );
         assert!(m.contains(&count), "{count}");
     }
+    for component in [
+        "metrics",
+        "analytics",
+        "top_n",
+        "transactions",
+        "span_queue",
+    ] {
+        let line = format!("gatehouse_memory_bytes{{component=\"{component}\"}} ");
+        assert!(m.contains(&line), "{line}");
+    }
     drop(g);
 }
 
