@@ -16,7 +16,8 @@
 # set GATEHOUSE_B_BIN too and add `gatehouse-b` to --proxies; GATEHOUSE_B_EXTRA adds
 # top-level YAML to gatehouse-b's config (`metrics: { enabled: false }` measures the
 # cost of metrics with one binary; `consumers`, `policies` and `default_policies` measure
-# a policy's cost against the plain proxy). WRK_HEADER ("name: value") is sent with every
+# a policy's cost against the plain proxy; GATEHOUSE_A_EXTRA does the same for
+# `gatehouse`, so both sides of an A/B can differ from the default). WRK_HEADER ("name: value") is sent with every
 # request to every proxy (an API key for such a run; the others ignore it).
 # NGINX_HTTP_EXTRA and NGINX_LOCATION_EXTRA add directives to nginx's http block and its
 # proxying location (a `limit_req_zone` and `limit_req` to compare a rate limit's cost).
@@ -164,6 +165,9 @@ reload: { watch: false }
 EOF
       if [ "$1" = gatehouse-b ] && [ -n "${GATEHOUSE_B_EXTRA:-}" ]; then
         echo "$GATEHOUSE_B_EXTRA" >> "$OUT/conf/$1.yaml"
+      fi
+      if [ "$1" = gatehouse ] && [ -n "${GATEHOUSE_A_EXTRA:-}" ]; then
+        echo "$GATEHOUSE_A_EXTRA" >> "$OUT/conf/$1.yaml"
       fi
       ;;
   esac

@@ -142,6 +142,10 @@ fn default_slower_than() -> Duration {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnalyticsConfig {
+    /// Record the quality score, latency breakdown, Top-N and transactions; default
+    /// true. When false their endpoints answer empty and requests pay nothing for them.
+    #[serde(default = "yes")]
+    pub enabled: bool,
     /// Apdex target T of the quality score: satisfied at most T, tolerated at most 4T;
     /// default 500ms (a route may set its own).
     #[serde(default = "default_latency_target")]
@@ -157,6 +161,7 @@ pub struct AnalyticsConfig {
 impl Default for AnalyticsConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             latency_target: default_latency_target(),
             top_capacity: default_top_capacity(),
             transactions: default_transactions(),
@@ -210,7 +215,7 @@ pub struct OtlpConfig {
     /// Longest wait for one export request; default 5s.
     #[serde(default = "default_otlp_timeout")]
     pub timeout: Duration,
-    /// `none` or `gzip` (default).
+    /// `none` (default, as the OpenTelemetry SDKs) or `gzip`.
     #[serde(default)]
     pub compression: OtlpCompression,
 }
@@ -220,9 +225,9 @@ pub struct OtlpConfig {
 #[serde(rename_all = "snake_case")]
 pub enum OtlpCompression {
     /// Plain protobuf.
+    #[default]
     None,
     /// `Content-Encoding: gzip`.
-    #[default]
     Gzip,
 }
 

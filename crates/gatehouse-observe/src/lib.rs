@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod device;
 pub mod logging;
 pub mod metrics;
+pub mod otlp;
 pub mod phases;
 pub mod sampling;
 pub mod space_saving;

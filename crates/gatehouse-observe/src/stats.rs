@@ -181,8 +181,11 @@ pub const OTHER: &str = "other";
 struct Local {
     /// Routes and upstreams by the address of their shared name (kept alive by the cell,
     /// so the address cannot be reused by another name).
-    by_ptr: HashMap<(Subject, usize), Arc<Cell>>,
-    consumers: HashMap<Box<str>, Arc<Cell>>,
+    by_ptr: HashMap<(Subject, usize), Arc<Cell>, ahash::RandomState>,
+    consumers: HashMap<Box<str>, Arc<Cell>, ahash::RandomState>,
+    /// The last route's and upstream's cells: a worker mostly serves the same few, and
+    /// a pointer compare is cheaper than a hash.
+    last: [Option<(usize, Arc<Cell>)>; 2],
 }
 
 thread_local! {
@@ -198,13 +201,20 @@ fn new_cell(subject: Subject, name: Arc<str>) -> Arc<Cell> {
     c
 }
 
-fn named(local: &mut Local, subject: Subject, name: &Arc<str>) -> Arc<Cell> {
-    let key = (subject, Arc::as_ptr(name).cast::<u8>() as usize);
-    local
-        .by_ptr
-        .entry(key)
-        .or_insert_with(|| new_cell(subject, name.clone()))
-        .clone()
+fn named<'a>(local: &'a mut Local, subject: Subject, name: &Arc<str>) -> &'a Cell {
+    let ptr = Arc::as_ptr(name).cast::<u8>() as usize;
+    let Local { by_ptr, last, .. } = local;
+    let entry = &mut last[usize::from(subject != Subject::Route)];
+    if !matches!(entry, Some((p, _)) if *p == ptr) {
+        let cell = by_ptr
+            .entry((subject, ptr))
+            .or_insert_with(|| new_cell(subject, name.clone()))
+            .clone();
+        *entry = Some((ptr, cell));
+    }
+    &entry
+        .get_or_insert_with(|| (ptr, new_cell(subject, name.clone())))
+        .1
 }
 
 fn consumer(local: &mut Local, name: &str) -> Arc<Cell> {
@@ -254,6 +264,18 @@ pub struct Outcome<'a> {
     pub breakdown: &'a Breakdown,
 }
 
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns the request-path analytics (tallies and Top-N) on or off (`analytics.enabled`).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether finished requests are tallied.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
 /// Adds a finished request to its route's, upstream's and consumer's tallies.
 pub fn record(o: &Outcome<'_>) {
     let class = if o.status >= 500 || o.total > o.target * 4 {
@@ -284,7 +306,7 @@ pub fn record(o: &Outcome<'_>) {
         };
         if let Some(r) = o.route {
             let c = named(&mut local, Subject::Route, r);
-            count(&c);
+            count(c);
             let bounds = crate::metrics::bucket_bounds();
             let per = bounds.len() + 1;
             for (i, d) in o.breakdown.as_array().iter().enumerate() {
@@ -297,7 +319,7 @@ pub fn record(o: &Outcome<'_>) {
             }
         }
         if let Some(u) = o.upstream {
-            count(&named(&mut local, Subject::Upstream, u));
+            count(named(&mut local, Subject::Upstream, u));
         }
         if let Some(name) = o.consumer {
             count(&consumer(&mut local, name));

@@ -69,15 +69,17 @@ const BUFFER_MAX: usize = 256;
 /// Distinct `policy/reason` names a worker keeps (more are counted as `other`).
 const MAX_REASON_NAMES: usize = 64;
 
+type Fast<K> = HashMap<K, Counts, ahash::RandomState>;
+
 #[derive(Default)]
 struct Buffer {
-    ips: HashMap<IpAddr, Counts>,
-    consumers: HashMap<Box<str>, Counts>,
+    ips: Fast<IpAddr>,
+    consumers: Fast<Box<str>>,
     reasons: Vec<(Box<str>, &'static str, Arc<str>)>,
 }
 
 /// What a buffer held, taken out to be folded.
-type Taken = (HashMap<IpAddr, Counts>, HashMap<Box<str>, Counts>);
+type Taken = (Fast<IpAddr>, Fast<Box<str>>);
 
 impl Buffer {
     fn reason(&mut self, policy: &str, reason: &'static str) -> Arc<str> {

@@ -34,7 +34,12 @@ pub fn on_serving(state: &gatehouse_core::StateRegistry, config: &gatehouse_conf
     if !gatehouse_observe::metrics::set_buckets(&config.metrics.buckets) {
         tracing::warn!("metrics.buckets changed: the new bounds apply after a restart");
     }
-    gatehouse_observe::transactions::set_capacity(config.analytics.transactions);
+    let kept = if config.analytics.enabled {
+        config.analytics.transactions
+    } else {
+        0
+    };
+    gatehouse_observe::transactions::set_capacity(kept);
     gatehouse_observe::stats::set_consumer_capacity(config.analytics.top_capacity);
     gatehouse_observe::top::set_capacity(config.analytics.top_capacity);
     gatehouse_observe::traffic::start();

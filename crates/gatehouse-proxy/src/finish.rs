@@ -82,13 +82,19 @@ impl Drop for Finish {
         }
         let metered = metrics::enabled();
         let kept = transactions::is_on();
+        let analyzed = stats::enabled();
+        if !metered && !kept && !analyzed && !snap.access_log.is_on() {
+            return;
+        }
         let ctx = &self.ctx;
         let total = ctx.started.elapsed();
         let breakdown = self.breakdown(total);
         if metered {
             self.meter(route, total);
         }
-        self.tally(route, total, &breakdown);
+        if analyzed {
+            self.tally(route, total, &breakdown);
+        }
         let logged = if snap.access_log.is_on() {
             snap.log_sampling
                 .decide(self.status, total, ctx.short_circuit.is_some())

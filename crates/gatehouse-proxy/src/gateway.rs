@@ -90,6 +90,7 @@ impl Gateway {
         platform: Arc<Platform>,
     ) -> Arc<Self> {
         gatehouse_observe::metrics::set_enabled(snapshot.config.metrics.enabled);
+        gatehouse_observe::stats::set_enabled(snapshot.config.analytics.enabled);
         Arc::new(Self {
             reloads: [AtomicU64::new(0), AtomicU64::new(0)],
             last_reload: AtomicU64::new(unix_now()),
@@ -213,6 +214,7 @@ impl Gateway {
         }
         let generation = next.generation;
         gatehouse_observe::metrics::set_enabled(next.config.metrics.enabled);
+        gatehouse_observe::stats::set_enabled(next.config.analytics.enabled);
         self.live.store(next);
         self.platform.state.commit(stage);
         crate::compile::on_serving(&self.platform.state, &self.live.load().config);

@@ -23,7 +23,7 @@ fn tracing_block(endpoint: &str, extra: &str) -> String {
         "  batch: { interval: 100ms }\n"
     };
     format!(
-        "tracing:\n  otlp: {{ endpoint: \"{endpoint}\", headers: {{ authorization: \"Bearer t0k\" }} }}\n  service_name: edge-gw\n{batch}{extra}"
+        "tracing:\n  otlp: {{ endpoint: \"{endpoint}\", headers: {{ authorization: \"Bearer t0k\" }}, compression: gzip }}\n  service_name: edge-gw\n{batch}{extra}"
     )
 }
 
@@ -327,7 +327,7 @@ async fn shutdown_flushes_what_is_queued() {
     let otlp = OtlpReceiver::start().await;
     let be = Backend::start("a", Kind::Echo).await;
     let (mut g, url, _admin) = gateway(&format!(
-        "tracing:\n  otlp: {{ endpoint: \"{}\", compression: none }}\n  batch: {{ interval: 1h }}\n{}",
+        "tracing:\n  otlp: {{ endpoint: \"{}\" }}\n  batch: {{ interval: 1h }}\n{}",
         otlp.endpoint(),
         routes(&be)
     ));
