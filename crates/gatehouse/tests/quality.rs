@@ -270,3 +270,81 @@ async fn consumer_series_are_bounded_and_scored() {
         "a refused credential is a block"
     );
 }
+
+/// The series names and label sets of a scrape, without values.
+fn series_set(scrape: &str) -> std::collections::BTreeSet<String> {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').map(|(s, _)| s.to_string()))
+        // Values that move with time, not with the traffic's shape.
+        .filter(|s| !s.starts_with("process_") && !s.starts_with("gatehouse_memory_bytes"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_paths_addresses_and_agents_add_no_series_and_state_survives_reloads() {
+    let be = Backend::start("a", Kind::Echo).await;
+    let rest = format!(
+        "trusted_proxies: [127.0.0.0/8]\n{}",
+        config(&be, free_port())
+    );
+    let (_g, url, admin) = gateway(&rest);
+    let c = Client::new();
+    let hit = |i: u32| {
+        let c = c.clone();
+        let url = url.clone();
+        async move {
+            let ip = format!("10.{}.{}.{}", i % 200, (i / 200) % 200, i % 7 + 1);
+            let agent = format!("agent-{i}/{}", i * 7919);
+            let path = format!("/fast/{i}/{}", i * 31);
+            let r = send(
+                &c,
+                "GET",
+                &format!("{url}{path}?q={i}"),
+                &[("x-forwarded-for", &ip), ("user-agent", &agent)],
+            )
+            .await;
+            assert_eq!(r.status, 200);
+        }
+    };
+    // One of each shape first, so every series that traffic can make exists.
+    hit(0).await;
+    let before = series_set(&c.get(&format!("{admin}/metrics")).await.body_text());
+    for i in 1..300 {
+        hit(i).await;
+    }
+    let after = series_set(&c.get(&format!("{admin}/metrics")).await.body_text());
+    let grown: Vec<_> = after.difference(&before).collect();
+    assert!(
+        grown.is_empty(),
+        "new series from random paths, IPs, agents: {grown:?}"
+    );
+
+    // Counters, scores, Top-N and transactions survive a reload.
+    let quality = |c: Client, admin: String| async move {
+        c.get(&format!("{admin}/admin/quality?window=1m"))
+            .await
+            .json()["routes"]["fast"]["requests"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(quality(c.clone(), admin.clone()).await, 300);
+    let r = send(&c, "POST", &format!("{admin}/admin/reload"), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(quality(c.clone(), admin.clone()).await, 300);
+    let m = c.get(&format!("{admin}/metrics")).await.body_text();
+    assert!(m.contains(
+        "gatehouse_http_server_requests_total{listener=\"public\",route=\"fast\",method=\"GET\",status_class=\"2xx\"} 300\n"
+    ));
+    let top = c
+        .get(&format!("{admin}/admin/top/clients?limit=1000"))
+        .await
+        .json();
+    assert_eq!(top["tracked"], 300);
+    let tx = c
+        .get(&format!("{admin}/admin/transactions?route=fast&limit=1000"))
+        .await
+        .json();
+    assert_eq!(tx["items"].as_array().unwrap().len(), 300);
+}
