@@ -7,9 +7,6 @@ use gatehouse_core::trace::{AttributeValue as V, SpanKind, SpanRecord};
 use gatehouse_observe::metrics;
 use gatehouse_observe::phases::{Breakdown, Measured};
 use gatehouse_observe::stats;
-
-/// The apdex target of requests without a route (they count for no route's score).
-const DEFAULT_TARGET: std::time::Duration = std::time::Duration::from_millis(500);
 use gatehouse_observe::transactions::{self, Transaction};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -180,7 +177,10 @@ impl Finish {
             consumer,
             status: self.status,
             total,
-            target: route.map_or(DEFAULT_TARGET, |r| r.latency_target),
+            target: route.map_or_else(
+                || self.snapshot.config.analytics.latency_target.get(),
+                |r| r.latency_target,
+            ),
             blocked,
             breakdown,
         });
