@@ -34,12 +34,8 @@ fn analytics_families(gw: &Gateway, e: &mut Exposition) {
     let totals = stats::totals();
     stats::write_phase_metrics(e, &totals);
     let consumers = gw.live.load().config.metrics.consumers;
-    let label = |name: &str| -> String {
-        match stats::consumer_rank(name) {
-            Some(r) if r < consumers.max => name.to_string(),
-            _ => stats::OTHER.to_string(),
-        }
-    };
+    // The first `max` consumers seen have series of their own; the rest are `other`.
+    let own_series = |name: &str| stats::consumer_rank(name).is_some_and(|r| r < consumers.max);
     e.family(
         name::QUALITY_SCORE,
         "gauge",
@@ -49,21 +45,13 @@ fn analytics_families(gw: &Gateway, e: &mut Exposition) {
         let kind = match q.kind {
             Subject::Route => "route",
             Subject::Upstream => "upstream",
-            Subject::Consumer if consumers.enabled => "consumer",
+            Subject::Consumer if consumers.enabled && own_series(&q.name) => "consumer",
             Subject::Consumer => continue,
         };
-        let shown = match q.kind {
-            Subject::Consumer => label(&q.name),
-            _ => q.name.to_string(),
-        };
-        // Consumers folded into `other` would repeat the series: the first one stands.
-        if shown == stats::OTHER && q.kind == Subject::Consumer && &*q.name != stats::OTHER {
-            continue;
-        }
         if let Some(score) = q.score {
             e.sample(
                 name::QUALITY_SCORE,
-                &[("kind", kind), ("name", &shown)],
+                &[("kind", kind), ("name", &q.name)],
                 score,
             );
         }
@@ -99,7 +87,11 @@ fn analytics_families(gw: &Gateway, e: &mut Exposition) {
         if *kind != Subject::Consumer {
             continue;
         }
-        let l = label(n);
+        let l = if own_series(n) {
+            n.to_string()
+        } else {
+            stats::OTHER.to_string()
+        };
         let classes = [
             ("1xx", t.counts[stats::CLASSES_1_TO_3[0]]),
             ("2xx", t.counts[stats::CLASSES_1_TO_3[1]]),

@@ -48,7 +48,6 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// The tracing of one config: which requests are recorded, and where their spans go.
 #[derive(Debug)]
 pub struct Tracer {
-    config: TracingConfig,
     queue: Arc<Queue>,
 }
 
@@ -92,8 +91,6 @@ struct Queue {
     /// Shared with the exporter thread (which may outlive the queue a little, to send
     /// what is left).
     shared: Arc<Shared>,
-    max: usize,
-    max_batch: usize,
     /// Whether the exporter thread runs; started with the first span, so `validate`
     /// and configs that sample nothing start no thread.
     started: OnceLock<bool>,
@@ -111,8 +108,6 @@ impl Tracer {
     pub fn new(config: &TracingConfig) -> Arc<Self> {
         let queue = Arc::new(Queue {
             shared: Arc::default(),
-            max: config.batch.max_queue,
-            max_batch: config.batch.max_batch,
             started: OnceLock::new(),
             config: config.clone(),
         });
@@ -120,22 +115,19 @@ impl Tracer {
             l.retain(|w| w.strong_count() > 0);
             l.push(Arc::downgrade(&queue));
         }
-        Arc::new(Self {
-            config: config.clone(),
-            queue,
-        })
+        Arc::new(Self { queue })
     }
 
     /// The config it was made from.
     pub fn config(&self) -> &TracingConfig {
-        &self.config
+        &self.queue.config
     }
 
     /// Decides whether the request's trace is recorded and sets its sampled flag: the
     /// caller's flag when it sent a `traceparent` and sampling is `parent_based`, else
     /// the trace id against `ratio` (OpenTelemetry's TraceIdRatioBased: its low 8 bytes).
     pub fn sample(&self, trace: &mut TraceContext) -> bool {
-        let s = &self.config.sampling;
+        let s = &self.config().sampling;
         if !(s.parent_based && trace.parent_id.is_some()) {
             trace.sampled = by_ratio(&trace.trace_id, s.ratio);
         }
@@ -152,8 +144,9 @@ impl Tracer {
             return;
         }
         let shared = &q.shared;
+        let batch = &q.config.batch;
         let before = shared.queued.fetch_add(n, Ordering::Relaxed);
-        if before + n > q.max {
+        if before + n > batch.max_queue {
             shared.queued.fetch_sub(n, Ordering::Relaxed);
             drop_spans(Dropped::QueueFull, n);
             return;
@@ -170,7 +163,7 @@ impl Tracer {
             .items
             .push(item);
         // Woken only when this request completes a batch.
-        if before < q.max_batch && before + n >= q.max_batch {
+        if before < batch.max_batch && before + n >= batch.max_batch {
             shared.wake.notify_one();
         }
     }

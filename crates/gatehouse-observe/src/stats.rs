@@ -212,6 +212,7 @@ fn named<'a>(local: &'a mut Local, subject: Subject, name: &Arc<str>) -> &'a Cel
             .clone();
         *entry = Some((ptr, cell));
     }
+    // Filled just above when it missed: the closure never runs.
     &entry
         .get_or_insert_with(|| (ptr, new_cell(subject, name.clone())))
         .1
