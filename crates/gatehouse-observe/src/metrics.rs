@@ -641,15 +641,45 @@ fn for_each_series(mut f: impl FnMut(&Series)) {
 pub struct Exposition {
     out: String,
     open_metrics: bool,
+    /// A reused buffer for one sample's labels.
+    labels: String,
+    /// Samples written so far.
+    written: usize,
+    /// Yield the thread after every this many samples (0: never).
+    yield_every: usize,
 }
 
 impl Exposition {
     /// An OpenMetrics 1.0 exposition.
     pub fn open_metrics() -> Self {
         Self {
-            out: String::new(),
             open_metrics: true,
+            ..Self::default()
         }
+    }
+
+    /// An exposition written into `buffer` (emptied first): a scraper that keeps its
+    /// buffers saves a large allocation, and the kernel zeroing its pages, per scrape.
+    pub fn in_buffer(mut buffer: String, open_metrics: bool) -> Self {
+        buffer.clear();
+        Self {
+            out: buffer,
+            open_metrics,
+            ..Self::default()
+        }
+    }
+
+    /// Yields the thread to any other that wants its core after every `samples` samples:
+    /// a long scrape then never holds a core a worker waits for longer than that takes
+    /// (tens of microseconds), whatever the scheduler's time slice.
+    pub fn yield_every(&mut self, samples: usize) {
+        self.yield_every = samples;
+    }
+
+    /// Room for `bytes` more text: a caller that knows the last scrape's size saves the
+    /// string's repeated doubling (a copy and fresh zeroed pages each time).
+    pub fn reserve(&mut self, bytes: usize) {
+        self.out.reserve(bytes);
     }
 
     /// Starts a family: its HELP and TYPE lines.
@@ -680,23 +710,45 @@ impl Exposition {
         value: f64,
         exemplar: Option<Exemplar>,
     ) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"");
-                escape(&mut self.out, v);
-                self.out.push('"');
-            }
-            self.out.push('}');
+        let mut text = std::mem::take(&mut self.labels);
+        text.clear();
+        label_text(&mut text, labels);
+        self.sample_text(name, &text, None, value, exemplar);
+        self.labels = text;
+    }
+
+    /// One sample whose labels are already written out (`a="x",b="y"`, escaped), plus
+    /// `extra`: a histogram writes its series' labels once, not once per bucket.
+    fn sample_text(
+        &mut self,
+        name: &str,
+        labels: &str,
+        extra: Option<(&str, &str)>,
+        value: f64,
+        exemplar: Option<Exemplar>,
+    ) {
+        self.written += 1;
+        if self.yield_every > 0 && self.written.is_multiple_of(self.yield_every) {
+            std::thread::yield_now();
         }
-        let _ = write!(self.out, " {}", number(value));
+        let out = &mut self.out;
+        out.push_str(name);
+        if !labels.is_empty() || extra.is_some() {
+            out.push('{');
+            out.push_str(labels);
+            if let Some((k, v)) = extra {
+                if !labels.is_empty() {
+                    out.push(',');
+                }
+                label_text(out, &[(k, v)]);
+            }
+            out.push('}');
+        }
+        out.push(' ');
+        push_number(out, value);
         if let Some(x) = exemplar.filter(|_| self.open_metrics) {
             let _ = write!(
-                self.out,
+                out,
                 " # {{trace_id=\"{}\"}} {} {}.{:03}",
                 gatehouse_core::trace::hex(&x.trace_id),
                 x.nanos as f64 / 1e9,
@@ -704,7 +756,7 @@ impl Exposition {
                 x.unix_ms % 1000
             );
         }
-        self.out.push('\n');
+        out.push('\n');
     }
 
     /// The text.
@@ -716,7 +768,25 @@ impl Exposition {
     }
 }
 
+/// Writes `k="v",...` with the values escaped.
+fn label_text(out: &mut String, labels: &[(&str, &str)]) {
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        escape(out, v);
+        out.push('"');
+    }
+}
+
 fn escape(out: &mut String, v: &str) {
+    // Most values need no escaping: copied whole.
+    if !v.contains(['\\', '"', '\n']) {
+        out.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -727,14 +797,32 @@ fn escape(out: &mut String, v: &str) {
     }
 }
 
-fn number(v: f64) -> String {
+/// Writes a sample value: whole numbers without a fraction, infinities as `+Inf`/`-Inf`.
+fn push_number(out: &mut String, v: f64) {
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        out.push_str(itoa::Buffer::new().format(v as i64));
+    } else {
+        let _ = write!(out, "{v}");
     }
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        return format!("{}", v as i64);
-    }
-    format!("{v}")
+}
+
+/// The `le` label of each bucket (seconds; `+Inf` last), written once per process.
+fn le_labels() -> &'static [String] {
+    static LE: OnceLock<Vec<String>> = OnceLock::new();
+    LE.get_or_init(|| {
+        let mut le: Vec<String> = bounds()
+            .iter()
+            .map(|b| {
+                let mut t = String::new();
+                push_number(&mut t, *b as f64 / 1e9);
+                t
+            })
+            .collect();
+        le.push("+Inf".into());
+        le
+    })
 }
 
 struct HistSum {
@@ -772,22 +860,34 @@ impl HistSum {
     }
 
     fn write(&self, e: &mut Exposition, name: &str, labels: &[(&str, &str)]) {
+        let mut text = String::new();
+        label_text(&mut text, labels);
+        let mut suffixed = String::with_capacity(name.len() + 7);
+        suffixed.push_str(name);
+        suffixed.push_str("_bucket");
         let mut cumulative = 0u64;
-        let bucket = format!("{name}_bucket");
-        for (i, le) in bounds()
-            .iter()
-            .map(|b| number(*b as f64 / 1e9))
-            .chain(["+Inf".to_string()])
-            .enumerate()
-        {
+        for (i, le) in le_labels().iter().enumerate() {
             cumulative += self.buckets[i];
-            let mut l = labels.to_vec();
-            l.push(("le", &le));
-            e.sample_with(&bucket, &l, cumulative as f64, self.exemplars[i]);
+            e.sample_text(
+                &suffixed,
+                &text,
+                Some(("le", le)),
+                cumulative as f64,
+                self.exemplars[i],
+            );
         }
-        e.sample(&format!("{name}_sum"), labels, self.sum_nanos as f64 / 1e9);
-        e.sample(&format!("{name}_count"), labels, cumulative as f64);
+        suffixed.truncate(name.len());
+        suffixed.push_str("_sum");
+        e.sample_text(&suffixed, &text, None, self.sum_nanos as f64 / 1e9, None);
+        suffixed.truncate(name.len());
+        suffixed.push_str("_count");
+        e.sample_text(&suffixed, &text, None, cumulative as f64, None);
     }
+}
+
+/// A label's value: its name, or empty.
+fn label_of(l: &Option<Arc<str>>) -> &str {
+    l.as_deref().unwrap_or("")
 }
 
 fn text(l: &Option<Arc<str>>) -> String {
@@ -797,10 +897,12 @@ fn text(l: &Option<Arc<str>>) -> String {
 /// Writes the families recorded on the request path, summed over every worker.
 pub fn write_recorded(e: &mut Exposition) {
     type Labels = Vec<String>;
-    let mut requests: BTreeMap<Labels, i64> = BTreeMap::new();
-    let mut durations: BTreeMap<Labels, HistSum> = BTreeMap::new();
-    let mut upstream: BTreeMap<Labels, i64> = BTreeMap::new();
-    let mut upstream_durations: BTreeMap<Labels, HistSum> = BTreeMap::new();
+    type Name = Option<Arc<str>>;
+    // Keyed by the series' own names (shared, not copied) and label indexes.
+    let mut requests: BTreeMap<(Name, Name, u8, u8), i64> = BTreeMap::new();
+    let mut durations: BTreeMap<(Name, u8, u8), HistSum> = BTreeMap::new();
+    let mut upstream: BTreeMap<(Name, Name, u8), i64> = BTreeMap::new();
+    let mut upstream_durations: BTreeMap<(Name, Name), HistSum> = BTreeMap::new();
     let mut plain: BTreeMap<(u8, Labels), i64> = BTreeMap::new();
     let mut active = 0i64;
     let shards: Vec<Arc<Shard>> = shards().lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -812,24 +914,23 @@ pub fn write_recorded(e: &mut Exposition) {
         let [a, b, c] = &s.labels;
         match s.family {
             Family::Request => {
-                let method = METHODS[usize::from(s.small[0])].to_string();
-                let class = CLASSES[usize::from(s.small[1])].to_string();
+                let (method, class) = (s.small[0], s.small[1]);
                 *requests
-                    .entry(vec![text(a), text(b), method.clone(), class.clone()])
+                    .entry((a.clone(), b.clone(), method, class))
                     .or_default() += v;
                 if let Some(h) = &s.hist {
                     durations
-                        .entry(vec![text(b), method, class])
+                        .entry((b.clone(), method, class))
                         .or_default()
                         .add(h);
                 }
             }
             Family::Upstream => {
-                let class = CLASSES[usize::from(s.small[0])].to_string();
-                *upstream.entry(vec![text(a), text(b), class]).or_default() += v;
+                let class = s.small[0];
+                *upstream.entry((a.clone(), b.clone(), class)).or_default() += v;
                 if let Some(h) = &s.hist {
                     upstream_durations
-                        .entry(vec![text(a), text(b)])
+                        .entry((a.clone(), b.clone()))
                         .or_default()
                         .add(h);
                 }
@@ -859,12 +960,12 @@ pub fn write_recorded(e: &mut Exposition) {
     });
 
     e.family(name::HTTP_SERVER_REQUESTS, "counter", "Requests served.");
-    for (l, v) in &requests {
+    for ((listener, route, method, class), v) in &requests {
         let labels = [
-            ("listener", l[0].as_str()),
-            ("route", &l[1]),
-            ("method", &l[2]),
-            ("status_class", &l[3]),
+            ("listener", label_of(listener)),
+            ("route", label_of(route)),
+            ("method", METHODS[usize::from(*method)]),
+            ("status_class", CLASSES[usize::from(*class)]),
         ];
         e.sample(name::HTTP_SERVER_REQUESTS, &labels, *v as f64);
     }
@@ -873,11 +974,11 @@ pub fn write_recorded(e: &mut Exposition) {
         "histogram",
         "Time from the request head to the end of the response.",
     );
-    for (l, h) in &durations {
+    for ((route, method, class), h) in &durations {
         let labels = [
-            ("route", l[0].as_str()),
-            ("method", &l[1]),
-            ("status_class", &l[2]),
+            ("route", label_of(route)),
+            ("method", METHODS[usize::from(*method)]),
+            ("status_class", CLASSES[usize::from(*class)]),
         ];
         h.write(e, name::HTTP_SERVER_REQUEST_DURATION, &labels);
     }
@@ -892,11 +993,11 @@ pub fn write_recorded(e: &mut Exposition) {
         "counter",
         "Upstream tries, retries included.",
     );
-    for (l, v) in &upstream {
+    for ((up, target, class), v) in &upstream {
         let labels = [
-            ("upstream", l[0].as_str()),
-            ("target", &l[1]),
-            ("status_class", &l[2]),
+            ("upstream", label_of(up)),
+            ("target", label_of(target)),
+            ("status_class", CLASSES[usize::from(*class)]),
         ];
         e.sample(name::UPSTREAM_REQUESTS, &labels, *v as f64);
     }
@@ -905,8 +1006,8 @@ pub fn write_recorded(e: &mut Exposition) {
         "histogram",
         "Time of a try that got a response: connect and wait for the response head.",
     );
-    for (l, h) in &upstream_durations {
-        let labels = [("upstream", l[0].as_str()), ("target", &l[1])];
+    for ((up, target), h) in &upstream_durations {
+        let labels = [("upstream", label_of(up)), ("target", label_of(target))];
         h.write(e, name::UPSTREAM_REQUEST_DURATION, &labels);
     }
     let families: [(&str, &str, [&str; 3]); 4] = [

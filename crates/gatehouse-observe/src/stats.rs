@@ -343,7 +343,7 @@ pub fn retry_denied(upstream: &Arc<str>) {
 /// Everything counted since the process started, summed over threads.
 pub fn totals() -> Tallies {
     let cells: Vec<Arc<Cell>> = cells().lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let mut out = Tallies::new();
+    let mut out = Tallies::with_capacity(cells.len());
     for c in cells {
         out.entry((c.subject, c.name.clone()))
             .or_default()
@@ -358,7 +358,7 @@ pub fn write_phase_metrics(e: &mut crate::metrics::Exposition, totals: &Tallies)
     e.family(
         PHASE_DURATION,
         "histogram",
-        "Request time by phase: client, gateway, upstream_network, upstream_app.",
+        "Request time by phase: client, gateway, upstream_network, upstream_app (a phase that never took time on the route has no series).",
     );
     let mut routes: Vec<(&Arc<str>, &Tally)> = totals
         .iter()
@@ -368,6 +368,12 @@ pub fn write_phase_metrics(e: &mut crate::metrics::Exposition, totals: &Tallies)
     routes.sort_by(|a, b| a.0.cmp(b.0));
     for (route, t) in routes {
         for (i, phase) in crate::phases::NAMES.iter().enumerate() {
+            // A phase that never took time on this route (the upstream phases of a
+            // route that answers itself) has no series: all-zero buckets would read as
+            // a latency in histogram_quantile.
+            if t.phase_nanos[i] == 0 {
+                continue;
+            }
             let labels = [("route", &**route), ("phase", *phase)];
             crate::metrics::write_histogram(
                 e,

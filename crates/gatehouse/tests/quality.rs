@@ -154,6 +154,13 @@ async fn scores_fall_with_latency_errors_saturation_and_blocks() {
         );
         assert!(m.contains(&count), "{count}");
     }
+    // Refused before any upstream: its upstream phases never took time, so no series
+    // (all-zero buckets would read as a latency in histogram_quantile).
+    assert!(m.contains(
+        "gatehouse_phase_duration_seconds_count{route=\"guarded\",phase=\"gateway\"} 5\n"
+    ));
+    assert!(!m.contains("route=\"guarded\",phase=\"upstream_app\""));
+    assert!(!m.contains("route=\"guarded\",phase=\"upstream_network\""));
     for component in [
         "metrics",
         "analytics",
