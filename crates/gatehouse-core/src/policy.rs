@@ -1,6 +1,6 @@
 //! The policy contract. Policies run in config order on the request, in reverse order on
-//! the response (only those whose request phase ran), and `on_complete` runs on every
-//! exit. docs/policies.md shows the phases and a worked example.
+//! the response (only those whose request phase ran; response encoders last), and
+//! `on_complete` runs on every exit. docs/policies.md shows the phases and a worked example.
 
 use crate::{BodyNeeds, Flow, Problem, RequestCtx};
 use http::StatusCode;
@@ -29,6 +29,13 @@ pub trait Policy: Send + Sync + std::fmt::Debug {
     /// for every authenticating policy, so a client cannot pass such a header through a
     /// route where another policy admits it first.
     fn scrub(&self, _req: &mut http::request::Parts) {}
+
+    /// Whether its response phase may change the response's `Content-Encoding`
+    /// (compression): such a phase runs after every other policy's, wherever the policy
+    /// is listed, so the others read, edit and filter the body as the upstream sent it.
+    fn encodes_response(&self) -> bool {
+        false
+    }
 
     /// What this policy needs of the bodies; read once, when a route's chain compiles.
     fn body_needs(&self) -> BodyNeeds {

@@ -227,8 +227,9 @@ pub async fn buffer_response(
     }
 }
 
-/// Runs the response phase of the policies that ran, in reverse, then puts the chain's
-/// buffered body and filters in place with a truthful Content-Length.
+/// Runs the response phase of the policies that ran, in reverse (response encoders last),
+/// then puts the chain's buffered body and filters in place with a truthful
+/// Content-Length.
 pub fn response_phase(
     steps: &[Step],
     method: &Method,
@@ -238,7 +239,14 @@ pub fn response_phase(
 ) -> Response<ProxyBody> {
     let t = Instant::now();
     let recorded = ctx.spans.is_some();
-    for s in steps.iter().rev() {
+    // Reverse order, encoders (compression) after everything else: the others must see
+    // the body as the upstream sent it.
+    let order = steps
+        .iter()
+        .rev()
+        .filter(|s| !s.policy.encodes_response())
+        .chain(steps.iter().rev().filter(|s| s.policy.encodes_response()));
+    for s in order {
         let start = recorded.then(Instant::now);
         s.policy.on_response(&mut parts, ctx);
         if let Some(start) = start {

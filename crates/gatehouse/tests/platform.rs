@@ -186,6 +186,52 @@ const FRAME_TALLY: PolicyKind = PolicyKind {
     },
 };
 
+/// `type: shout`: a response encoder whose filter upper-cases the body.
+#[derive(Debug)]
+struct Shout {
+    name: String,
+}
+
+struct Upper;
+
+impl BodyFilter for Upper {
+    fn on_data(&mut self, data: Bytes) -> Result<Bytes, FilterError> {
+        Ok(Bytes::from(data.to_ascii_uppercase()))
+    }
+}
+
+impl Policy for Shout {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn encodes_response(&self) -> bool {
+        true
+    }
+    fn body_needs(&self) -> BodyNeeds {
+        BodyNeeds {
+            request: RequestBodyNeed::Untouched,
+            response: ResponseBodyNeed::Filtered,
+        }
+    }
+    fn on_request(&self, _req: &mut http::request::Parts, _ctx: &mut RequestCtx) -> Flow {
+        Flow::Continue
+    }
+    fn on_response(&self, _resp: &mut http::response::Parts, ctx: &mut RequestCtx) {
+        ctx.bodies().filters.push(Box::new(Upper));
+    }
+}
+
+const SHOUT: PolicyKind = PolicyKind {
+    name: "shout",
+    schema: |g| g.subschema_for::<NoSettings>(),
+    build: |b: &Build<'_>| -> BuildResult {
+        let _: NoSettings = b.settings()?;
+        Ok(Arc::new(Shout {
+            name: b.name.into(),
+        }))
+    },
+};
+
 /// `type: body_size`: buffers the response (up to 1 KiB) and answers with its length.
 #[derive(Debug)]
 struct BodySize {
@@ -296,6 +342,7 @@ fn embedded(yaml: &str) -> Embedded {
         .policy_kind(FRAME_TALLY)
         .policy_kind(BODY_SIZE)
         .policy_kind(COUNTER)
+        .policy_kind(SHOUT)
         .start(yaml)
         .unwrap_or_else(|e| panic!("start: {e}"))
 }
@@ -472,10 +519,20 @@ policies:
     type: frame_tally
   size:
     type: body_size
+  shout:
+    type: shout
 routes:
   - name: local
     match: {{ path: {{ type: exact, value: /local }} }}
     policies: [tally]
+    respond: {{ status: 200, body: "abc" }}
+  - name: encoded
+    match: {{ path: {{ type: exact, value: /encoded }} }}
+    policies: [shout, tally]
+    respond: {{ status: 200, body: "abc" }}
+  - name: encoded-last
+    match: {{ path: {{ type: exact, value: /encoded-last }} }}
+    policies: [tally, shout]
     respond: {{ status: 200, body: "abc" }}
   - name: sized
     match: {{ path: {{ type: prefix, value: /sized }} }}
@@ -514,6 +571,13 @@ routes:
     // A local response passes through the response phase and its filter too.
     let r = c.get(&format!("{base}/local")).await;
     assert_eq!(r.body_text(), "yyy|bytes=3|frames>0:true|end");
+
+    // A response encoder's filter comes last in the body's path wherever it is listed:
+    // the others see the body as it was sent.
+    for path in ["encoded", "encoded-last"] {
+        let r = c.get(&format!("{base}/{path}")).await;
+        assert_eq!(r.body_text(), "YYY|BYTES=3|FRAMES>0:TRUE|END", "{path}");
+    }
 
     // A buffered response is replaced whole, with an exact Content-Length.
     let r = c.get(&format!("{base}/sized/x")).await;
