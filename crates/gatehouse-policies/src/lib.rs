@@ -9,6 +9,7 @@ pub mod basic_auth;
 pub mod bearer;
 pub mod cidr;
 pub mod claims;
+pub mod compress;
 pub mod concurrency_limit;
 pub mod cors;
 pub mod headers;
@@ -48,6 +49,7 @@ pub const BUILTIN: &[Kind] = &[
     rate_limit::KIND,
     concurrency_limit::KIND,
     quota::KIND,
+    compress::KIND,
 ];
 
 /// The consumer a credential of `c` authenticates, as the authenticating kinds record it.
