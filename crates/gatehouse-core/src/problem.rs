@@ -17,6 +17,9 @@ pub struct Problem {
     pub detail: String,
     /// The full cause, for the log (and for clients under `errors.verbose`).
     pub cause: Option<String>,
+    /// Extension members (RFC 9457 section 3.2) every client sees beside the standard
+    /// ones, e.g. a validator's `errors` list: only what is safe to show.
+    pub members: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl Problem {
@@ -26,6 +29,7 @@ impl Problem {
             status,
             detail: detail.into(),
             cause: None,
+            members: None,
         }
     }
 
@@ -36,7 +40,17 @@ impl Problem {
             status,
             detail: generic_detail(status).to_string(),
             cause: Some(cause.into()),
+            members: None,
         }
+    }
+
+    /// This problem with the extension member `name` (the standard members `type`,
+    /// `title`, `status`, `detail` and `request_id` cannot be replaced).
+    pub fn with_member(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.members
+            .get_or_insert_with(Default::default)
+            .insert(name.to_string(), value);
+        self
     }
 
     /// The text for the log: the cause when there is one, else the detail.
@@ -109,13 +123,18 @@ pub fn render(problem: &Problem, request_id: &str, style: &ProblemStyle) -> Byte
         (Some(cause), true) => cause.as_str(),
         _ => problem.detail.as_str(),
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "type": kind,
         "title": title(problem.status),
         "status": problem.status.as_u16(),
         "detail": detail,
         "request_id": request_id,
     });
+    if let (Some(members), Some(out)) = (&problem.members, body.as_object_mut()) {
+        for (k, v) in members.iter() {
+            out.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
     Bytes::from(body.to_string())
 }
 
@@ -142,6 +161,23 @@ mod tests {
         assert_eq!(v["type"], "about:blank");
         let p = resp.extensions().get::<Problem>().unwrap();
         assert_eq!(p.log_text(), "no route for GET /x");
+    }
+
+    #[test]
+    fn extension_members_ride_along_but_never_replace_the_standard_ones() {
+        let p = Problem::new(
+            StatusCode::BAD_REQUEST,
+            "The body does not match its schema.",
+        )
+        .with_member(
+            "errors",
+            serde_json::json!([{"pointer": "/a", "detail": "x"}]),
+        )
+        .with_member("status", serde_json::json!(200));
+        let v: serde_json::Value =
+            serde_json::from_slice(&render(&p, "id", &ProblemStyle::default())).unwrap();
+        assert_eq!(v["errors"][0]["pointer"], "/a");
+        assert_eq!(v["status"], 400);
     }
 
     #[test]
