@@ -2,7 +2,8 @@
 # Side-by-side loopback benchmark of HTTP/1.1 reverse proxies, all in one run: the backend
 # directly (the ceiling), nginx, HAProxy, the yardstick (bench/yardstick: the smallest
 # forwarder on Gatehouse's own architecture, no features) and Gatehouse, in front of the same two nginx
-# backends (127.0.0.1:19001 and :19002: `GET /` answers 100 bytes, `GET /16k` 16 KiB),
+# backends (127.0.0.1:19001 and :19002: `GET /` answers 100 bytes, `GET /16k` 16 KiB,
+# `GET /16k.json` (body `json16k`) a 16 KiB JSON document of varied records),
 # loaded by the same wrk. Reports req/s, p50/p99, peak RSS and the proxy's CPU time per
 # request (the steadiest figure on a small shared machine).
 #
@@ -54,6 +55,22 @@ UP1=19001; UP2=19002
 declare -A PORT=([direct]=$UP1 [nginx]=18081 [haproxy]=18082 [yardstick]=18085 [gatehouse]=18090 [gatehouse-b]=18091)
 IFS=',' read -r -a LIST <<< "$PROXIES"
 head -c 16384 /dev/zero | tr '\0' 'y' > "$OUT/docroot/16k.bin"
+# A 16 KiB JSON document of varied records (what a compression or transform run reads).
+python3 - "$OUT/docroot/16k.json" <<'PY'
+import json, random, sys
+rnd = random.Random(7)
+words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
+items, doc = [], ""
+while True:
+    items.append({"id": 10000 + len(items), "name": " ".join(rnd.choice(words) for _ in range(3)),
+                  "price": round(rnd.uniform(1, 500), 2), "stock": rnd.randint(0, 900),
+                  "tags": rnd.sample(words, 3), "active": rnd.random() < 0.8})
+    candidate = json.dumps({"items": items, "total": len(items)})
+    if len(candidate) > 16384:
+        break
+    doc = candidate
+open(sys.argv[1], "w").write(doc)
+PY
 SMALL="$(head -c 100 /dev/zero | tr '\0' 'x')"
 TCK=$(getconf CLK_TCK)
 PIDS=()
@@ -109,6 +126,7 @@ write_backend() {  # workers
         listen 127.0.0.1:$UP1 backlog=4096; listen 127.0.0.1:$UP2 backlog=4096;
         add_header X-Backend \$server_port;
         location = /16k { root $OUT/docroot; try_files /16k.bin =404; }
+        location = /16k.json { root $OUT/docroot; types { } default_type application/json; }
         location / { return 200 '$SMALL'; }
     }
 }
@@ -199,7 +217,7 @@ for W in $WORKERS_LIST; do
   WRK=(wrk); [ -n "$LOADPIN" ] && WRK=(taskset -c "$LOADPIN" wrk)
   [ -n "${WRK_HEADER:-}" ] && WRK+=(-H "$WRK_HEADER")
   for BODY in $BODIES; do
-    P_=/; [ "$BODY" = 16k ] && P_=/16k
+    P_=/; [ "$BODY" = 16k ] && P_=/16k; [ "$BODY" = json16k ] && P_=/16k.json
     for C in $CONNS_LIST; do
       say "=== workers=$W body=$BODY conns=$C"
       write_backend "$BW"
