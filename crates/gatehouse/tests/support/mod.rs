@@ -33,6 +33,22 @@ pub fn gateway(rest: &str) -> (GatewayProcess, String, String) {
     )
 }
 
+/// Runs `gatehouse validate` on `yaml` written to a fresh `gw.yaml`: its exit code and
+/// standard error.
+pub fn validate(yaml: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("gw.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "-c", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Asserts a problem+json response with this status.
 pub fn assert_problem(r: &Reply, status: u16) {
     assert_eq!(r.status, status, "body: {:?}", r.body);
