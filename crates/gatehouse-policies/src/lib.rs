@@ -16,6 +16,7 @@ pub mod headers;
 pub mod http_signature;
 pub mod idp_client;
 pub mod ip_filter;
+pub mod json_schema;
 pub mod jwt;
 pub mod key_set;
 pub mod kind;
@@ -50,6 +51,7 @@ pub const BUILTIN: &[Kind] = &[
     concurrency_limit::KIND,
     quota::KIND,
     compress::KIND,
+    json_schema::KIND,
 ];
 
 /// The consumer a credential of `c` authenticates, as the authenticating kinds record it.
