@@ -42,6 +42,21 @@ pub trait Policy: Send + Sync + std::fmt::Debug {
         BodyNeeds::NONE
     }
 
+    /// Whether this request's body must be read whole for this policy; asked, before the
+    /// request phase, only of policies whose `body_needs` buffer the request. A policy
+    /// that edits JSON says no to an upload of another type, which then streams (and
+    /// is not bound by its `max`).
+    fn buffers_request(&self, _req: &http::request::Parts) -> bool {
+        true
+    }
+
+    /// Whether this response's body must be read whole for this policy; asked, once the
+    /// head is known, only of policies that buffer the response and whose request phase
+    /// ran. A policy that edits JSON says no to a video, which then streams.
+    fn buffers_response(&self, _resp: &http::response::Parts, _ctx: &RequestCtx) -> bool {
+        true
+    }
+
     /// Request phase: inspect or edit the request head (and the buffered body in
     /// `ctx.bodies().request`, when declared); `Respond` ends the chain early, `Wait`
     /// decides after an asynchronous step.

@@ -8,7 +8,8 @@ use crate::route::Step;
 use bytes::Bytes;
 use gatehouse_config::AuthMode;
 use gatehouse_core::{
-    CREDENTIALS_MISSING, Flow, LocalResponse, Problem, RequestCtx, ShortCircuit, problem_response,
+    CREDENTIALS_MISSING, Flow, LocalResponse, Problem, RequestBodyNeed, RequestCtx,
+    ResponseBodyNeed, ShortCircuit, problem_response,
 };
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -176,6 +177,36 @@ async fn wait(
     flow
 }
 
+/// The request-body limit of the chain's policies that want this request's body whole
+/// (the smallest of their limits), or `None` when none does and it streams.
+pub fn request_buffer_limit(steps: &[Step], req: &http::request::Parts) -> Option<u64> {
+    steps
+        .iter()
+        .filter_map(|s| match s.policy.body_needs().request {
+            RequestBodyNeed::Buffered { max } => s.policy.buffers_request(req).then_some(max),
+            RequestBodyNeed::Untouched => None,
+        })
+        .min()
+}
+
+/// The response-body limit of the policies that ran and want this response's body
+/// whole (the smallest of their limits), or `None` when none does and it streams.
+pub fn response_buffer_limit(
+    steps: &[Step],
+    resp: &http::response::Parts,
+    ctx: &RequestCtx,
+) -> Option<u64> {
+    steps
+        .iter()
+        .filter_map(|s| match s.policy.body_needs().response {
+            ResponseBodyNeed::Buffered { max } => {
+                s.policy.buffers_response(resp, ctx).then_some(max)
+            }
+            _ => None,
+        })
+        .min()
+}
+
 /// Reads the whole client body for a chain that declared it, refusing more than `limit`
 /// bytes (413) before any upstream is contacted.
 pub async fn buffer_request(
@@ -208,12 +239,12 @@ pub fn settle_request_body(parts: &mut http::request::Parts, body: &Bytes) {
 /// Reads the whole response body for a chain that declared it. A body larger than `max`
 /// cannot be shown to the policies that asked for all of it, nor passed on unseen: 502.
 pub async fn buffer_response(
-    resp: Response<ProxyBody>,
+    parts: http::response::Parts,
+    body: ProxyBody,
     max: u64,
     request_id: &str,
 ) -> Result<(http::response::Parts, Bytes), LocalResponse> {
     use http_body_util::BodyExt;
-    let (parts, body) = resp.into_parts();
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok((parts, c.to_bytes())),

@@ -213,9 +213,14 @@ pub async fn handle(
 
     // The body, when the chain declared it needs it whole: read now, before any policy
     // or upstream, so an oversized one is refused before anything is contacted.
-    let body = match route.needs.request {
-        RequestBodyNeed::Untouched => ClientBody::Stream(body),
-        RequestBodyNeed::Buffered { max } => {
+    // Only the policies that want this request's body (by its head) bound it.
+    let wanted = match route.needs.request {
+        RequestBodyNeed::Untouched => None,
+        RequestBodyNeed::Buffered { .. } => chain::request_buffer_limit(&route.policies, &parts),
+    };
+    let body = match wanted {
+        None => ClientBody::Stream(body),
+        Some(max) => {
             let limit = route.max_body_size.map_or(max, |m| m.min(max));
             match chain::buffer_request(body, limit, &finish.bytes_in).await {
                 Ok(b) => finish.ctx.bodies().request = Some(b),
@@ -259,9 +264,16 @@ pub async fn handle(
         return respond(resp, finish);
     }
     let steps = &route.policies[..phase.ran];
-    let (rparts, rbody) = match route.needs.response {
-        ResponseBodyNeed::Buffered { max } => {
-            match chain::buffer_response(resp, max, &finish.ctx.request_id).await {
+    let (rparts, rbody) = resp.into_parts();
+    let wanted = match route.needs.response {
+        ResponseBodyNeed::Buffered { .. } => {
+            chain::response_buffer_limit(steps, &rparts, &finish.ctx)
+        }
+        _ => None,
+    };
+    let (rparts, rbody) = match wanted {
+        Some(max) => {
+            match chain::buffer_response(rparts, rbody, max, &finish.ctx.request_id).await {
                 Ok((rparts, b)) => {
                     finish.ctx.bodies().response = Some(b);
                     (rparts, ProxyBody::full(bytes::Bytes::new()))
@@ -270,7 +282,7 @@ pub async fn handle(
                 Err(answer) => return local(answer, finish),
             }
         }
-        _ => resp.into_parts(),
+        None => (rparts, rbody),
     };
     let resp = chain::response_phase(steps, &finish.method, rparts, rbody, &mut finish.ctx);
     respond(resp, finish)

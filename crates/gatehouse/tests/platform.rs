@@ -268,6 +268,65 @@ const BODY_SIZE: PolicyKind = PolicyKind {
     },
 };
 
+/// `type: json_only`: buffers request bodies up to 16 bytes and response bodies up to
+/// 64, but only JSON ones (`buffers_request`/`buffers_response`), and says what it saw
+/// in `x-seen-body`.
+#[derive(Debug)]
+struct JsonOnly {
+    name: String,
+}
+
+fn is_json(h: &http::HeaderMap) -> bool {
+    h.get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+}
+
+impl Policy for JsonOnly {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn body_needs(&self) -> BodyNeeds {
+        BodyNeeds {
+            request: RequestBodyNeed::Buffered { max: 16 },
+            response: ResponseBodyNeed::Buffered { max: 64 },
+        }
+    }
+    fn buffers_request(&self, req: &http::request::Parts) -> bool {
+        is_json(&req.headers)
+    }
+    fn buffers_response(&self, resp: &http::response::Parts, _ctx: &RequestCtx) -> bool {
+        is_json(&resp.headers)
+    }
+    fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
+        let seen = ctx
+            .bodies()
+            .request
+            .as_ref()
+            .map_or("none".into(), |b| b.len().to_string());
+        req.headers.insert("x-seen-body", seen.parse().unwrap());
+        Flow::Continue
+    }
+    fn on_response(&self, resp: &mut http::response::Parts, ctx: &mut RequestCtx) {
+        let seen = ctx
+            .bodies()
+            .response
+            .as_ref()
+            .map_or("none".into(), |b| b.len().to_string());
+        resp.headers.insert("x-seen-body", seen.parse().unwrap());
+    }
+}
+
+const JSON_ONLY: PolicyKind = PolicyKind {
+    name: "json_only",
+    schema: |g| g.subschema_for::<NoSettings>(),
+    build: |b: &Build<'_>| -> BuildResult {
+        let _: NoSettings = b.settings()?;
+        Ok(Arc::new(JsonOnly {
+            name: b.name.into(),
+        }))
+    },
+};
+
 /// `type: counter`: counts requests in state kept by the registry under its name.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -343,6 +402,7 @@ fn embedded(yaml: &str) -> Embedded {
         .policy_kind(BODY_SIZE)
         .policy_kind(COUNTER)
         .policy_kind(SHOUT)
+        .policy_kind(JSON_ONLY)
         .start(yaml)
         .unwrap_or_else(|e| panic!("start: {e}"))
 }
@@ -587,6 +647,62 @@ routes:
     assert_eq!(r.header("content-length"), Some(text.len().to_string()));
     // Over its limit: the policy cannot see it all, so it is not passed on unseen.
     let r = c.get(&format!("{base}/bytes/5000")).await;
+    assert_problem(&r, 502);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_buffers_only_the_bodies_it_wants_by_their_head() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let g = embedded(&format!(
+        r#"
+listeners:
+  - name: public
+    address: "127.0.0.1:0"
+upstreams:
+  u:
+    targets: [{{ address: "{a}" }}]
+policies:
+  json:
+    type: json_only
+routes:
+  - name: all
+    policies: [json]
+    upstream: u
+"#,
+        a = a.addr
+    ));
+    let c = Client::new();
+    let base = url(&g);
+    let send = |ct: &'static str, body: &'static [u8]| {
+        http::Request::post(format!("{base}/bytes/5000"))
+            .header("content-type", ct)
+            .body(Full::new(Bytes::from_static(body)))
+            .unwrap()
+    };
+    // An upload of another type streams, past the policy's 16-byte limit, unseen; so
+    // does a response of another type past its 64-byte limit.
+    let r = c.send(send("text/plain", &[b'a'; 1000])).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 5000);
+    assert_eq!(r.header("x-seen-body").as_deref(), Some("none"));
+    // A JSON upload is buffered, and bound by the limit.
+    let r = c.send(send("application/json", b"{}")).await.unwrap();
+    assert_eq!(r.status, 200);
+    let r = c
+        .send(send("application/json", b"{\"seventeen\":1234}"))
+        .await
+        .unwrap();
+    assert_problem(&r, 413);
+    // A JSON response is buffered: the echo's is over 64 bytes, so it cannot pass unseen.
+    let r = c
+        .send(
+            http::Request::post(format!("{base}/echo"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     assert_problem(&r, 502);
 }
 
