@@ -430,7 +430,7 @@ fn add_vary(h: &mut HeaderMap) {
 
 /// A strong ETag names the bytes the upstream sent; the compressed bytes differ, so it
 /// becomes weak (the representation is still semantically the same).
-fn weaken_etag(h: &mut HeaderMap) {
+pub(crate) fn weaken_etag(h: &mut HeaderMap) {
     if let Some(tag) = h.get(header::ETAG)
         && tag.as_bytes().first() == Some(&b'"')
     {

@@ -162,6 +162,10 @@ impl Policy for JsonSchemaPolicy {
         }
     }
 
+    fn buffers_request(&self, req: &http::request::Parts) -> bool {
+        self.methods.contains(&req.method)
+    }
+
     fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
         if !self.methods.contains(&req.method) {
             return Flow::Continue;
@@ -216,20 +220,8 @@ impl Policy for JsonSchemaPolicy {
 /// declared at all (RFC 9110 section 8.3 lets a recipient decide; JSON is what this
 /// route takes).
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(v) = headers.get(header::CONTENT_TYPE) else {
-        return true;
-    };
-    let Ok(v) = v.to_str() else { return false };
-    let essence = v
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let Some((kind, sub)) = essence.split_once('/') else {
-        return false;
-    };
-    kind == "application" && (sub == "json" || sub.ends_with("+json"))
+    !headers.contains_key(header::CONTENT_TYPE)
+        || crate::body_type::BodyType::of(headers) == Some(crate::body_type::BodyType::Json)
 }
 
 /// One violation as `{pointer, detail}`. A missing property's pointer names the

@@ -7,15 +7,18 @@ pub mod acl;
 pub mod api_key;
 pub mod basic_auth;
 pub mod bearer;
+pub mod body_type;
 pub mod cidr;
 pub mod claims;
 pub mod compress;
 pub mod concurrency_limit;
+pub mod content_coding;
 pub mod cors;
 pub mod headers;
 pub mod http_signature;
 pub mod idp_client;
 pub mod ip_filter;
+pub mod json_edit;
 pub mod json_schema;
 pub mod jwt;
 pub mod key_set;
@@ -31,6 +34,8 @@ pub mod rbac;
 pub mod refusal;
 pub mod shared_limit;
 pub mod token_key;
+pub mod transform;
+pub mod xml_json;
 
 pub use kind::{Build, BuildResult, Kind, Kinds};
 
@@ -52,6 +57,7 @@ pub const BUILTIN: &[Kind] = &[
     quota::KIND,
     compress::KIND,
     json_schema::KIND,
+    transform::KIND,
 ];
 
 /// The consumer a credential of `c` authenticates, as the authenticating kinds record it.
