@@ -8,7 +8,6 @@ use crate::{json, problem};
 use bytes::Bytes;
 use gatehouse_observe::stats::{self, Subject, Tallies, Tally};
 use gatehouse_proxy::Gateway;
-use gatehouse_proxy::route::Action;
 use gatehouse_proxy::snapshot::Snapshot;
 use gatehouse_upstream::UpstreamState;
 use gatehouse_upstream::breaker::State;
@@ -173,11 +172,10 @@ fn pressure(up: &UpstreamState, tally: Option<&Tally>, now_ms: u64) -> (f64, Vec
 
 /// The upstreams a route sends to.
 fn upstreams_of(snap: &Snapshot, route: usize) -> Vec<Arc<UpstreamState>> {
-    match snap.routes.get(route).map(|r| &r.action) {
-        Some(Action::Upstream(u)) => vec![Arc::clone(u)],
-        Some(Action::Split(s)) => s.branches.iter().map(|(u, _)| Arc::clone(u)).collect(),
-        _ => Vec::new(),
-    }
+    snap.routes
+        .get(route)
+        .map(|r| r.upstreams())
+        .unwrap_or_default()
 }
 
 fn score(

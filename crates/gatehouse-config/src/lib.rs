@@ -12,6 +12,7 @@ pub mod resilience;
 pub mod schema;
 pub mod units;
 pub mod validate;
+pub mod versions;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load_file, load_str};
@@ -21,6 +22,7 @@ pub use resilience::{
 };
 pub use schema::*;
 pub use units::{Duration, Size};
+pub use versions::{AfterSunset, ApiVersion, VersionSource, Versions, WhenMissing};
 
 /// The JSON Schema (draft 2020-12) of `gatehouse.yaml` with policy settings left open;
 /// `gatehouse_policies::Kinds::config_schema` fills them in per kind.

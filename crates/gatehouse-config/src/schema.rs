@@ -644,6 +644,9 @@ pub struct Route {
     /// Action: answer with a fixed response.
     #[serde(default)]
     pub respond: Option<Respond>,
+    /// Action: API versions, each with its own action (docs/routing.md).
+    #[serde(default)]
+    pub versions: Option<crate::versions::Versions>,
     /// The route's own quality-score settings (`latency_target`).
     #[serde(default)]
     pub analytics: RouteAnalytics,
@@ -816,7 +819,7 @@ impl Default for ReloadConfig {
     }
 }
 
-fn default_true() -> bool {
+pub(crate) fn default_true() -> bool {
     true
 }
 fn default_debounce() -> Duration {

@@ -14,10 +14,11 @@ pub struct Issue {
     pub message: String,
 }
 
-struct Issues(Vec<Issue>);
+/// Issues found so far.
+pub(crate) struct Issues(Vec<Issue>);
 
 impl Issues {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(Issue {
             path: path.into(),
             message: message.into(),
@@ -403,100 +404,21 @@ fn route(c: &Config, i: usize, r: &Route, out: &mut Issues) {
             "must be more than 0s",
         );
     }
-    let actions: Vec<&str> = [
-        ("upstream", r.upstream.is_some()),
-        ("split", r.split.is_some()),
-        ("redirect", r.redirect.is_some()),
-        ("respond", r.respond.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(n, on)| on.then_some(n))
-    .collect();
-    match actions.len() {
-        0 => out.push(
-            base.clone(),
-            "a route needs exactly one action: upstream, split, redirect or respond",
-        ),
-        1 => {}
-        _ => out.push(
-            format!("{base}.{}", actions[1]),
-            format!(
-                "conflicting actions: {} (a route takes exactly one)",
-                actions.join(" and ")
-            ),
-        ),
-    }
-    if let Some(u) = &r.upstream
-        && !c.upstreams.contains_key(u)
-    {
-        out.push(
-            format!("{base}.upstream"),
-            format!("no upstream named {u:?}"),
-        );
-    }
-    if let Some(split) = &r.split {
-        if split.is_empty() || split.iter().all(|s| s.weight == 0) {
-            out.push(
-                format!("{base}.split"),
-                "a split needs at least one entry with weight above 0",
-            );
-        }
-        for (j, s) in split.iter().enumerate() {
-            if !c.upstreams.contains_key(&s.upstream) {
-                out.push(
-                    format!("{base}.split[{j}].upstream"),
-                    format!("no upstream named {:?}", s.upstream),
-                );
-            }
-        }
-    }
-    if let Some(h) = &r.split_hash_on {
-        if r.split.is_none() {
-            out.push(
-                format!("{base}.split_hash_on"),
-                "split_hash_on needs a split action",
-            );
-        }
-        if let Err(e) = parse_hash_on(h) {
-            out.push(format!("{base}.split_hash_on"), e);
-        }
-    }
-    if let Some(rd) = &r.redirect {
-        if ![301, 302, 303, 307, 308].contains(&rd.status) {
-            out.push(
-                format!("{base}.redirect.status"),
-                "must be 301, 302, 303, 307 or 308",
-            );
-        }
-        if let Some(s) = &rd.scheme
-            && s != "http"
-            && s != "https"
-        {
-            out.push(format!("{base}.redirect.scheme"), "must be http or https");
-        }
-        if rd.to.is_some()
-            && (rd.scheme.is_some() || rd.host.is_some() || rd.path.is_some() || rd.port.is_some())
-        {
-            out.push(
-                format!("{base}.redirect.to"),
-                "`to` replaces the whole target: do not combine it with scheme, host, port or path",
-            );
-        }
-    }
-    if let Some(rs) = &r.respond {
-        if !(100..=599).contains(&rs.status) {
-            out.push(
-                format!("{base}.respond.status"),
-                "must be a status between 100 and 599",
-            );
-        }
-        for (k, v) in &rs.headers {
-            if http::HeaderName::from_bytes(k.as_bytes()).is_err()
-                || http::HeaderValue::from_str(v).is_err()
-            {
-                out.push(format!("{base}.respond.headers.{k}"), "invalid header");
-            }
-        }
+    action(
+        c,
+        &base,
+        ActionFields {
+            upstream: &r.upstream,
+            split: &r.split,
+            split_hash_on: &r.split_hash_on,
+            redirect: &r.redirect,
+            respond: &r.respond,
+            versions: Some(r.versions.is_some()),
+        },
+        out,
+    );
+    if let Some(v) = &r.versions {
+        crate::versions::check(c, &base, r, v, out);
     }
     for (j, p) in r.policies.iter().enumerate() {
         if !c.policies.contains_key(p) {
@@ -519,36 +441,153 @@ fn route(c: &Config, i: usize, r: &Route, out: &mut Issues) {
         }
     }
     if let Some(rw) = &r.rewrite {
-        let set = [&rw.strip_prefix, &rw.replace_prefix, &rw.replace_path]
-            .iter()
-            .filter(|o| o.is_some())
-            .count();
-        if set != 1 {
+        rewrite(&format!("{base}.rewrite"), rw, &r.matches, out);
+    }
+}
+
+/// Checks a path rewrite at `base` for a route matching `m`.
+pub(crate) fn rewrite(base: &str, rw: &crate::schema::Rewrite, m: &RouteMatch, out: &mut Issues) {
+    let set = [&rw.strip_prefix, &rw.replace_prefix, &rw.replace_path]
+        .iter()
+        .filter(|o| o.is_some())
+        .count();
+    if set != 1 {
+        out.push(
+            base.to_string(),
+            "give exactly one of strip_prefix, replace_prefix, replace_path",
+        );
+    }
+    if rw.replace_prefix.is_some()
+        && !matches!(m.path.as_ref().map(|p| p.kind), Some(PathKind::Prefix))
+    {
+        out.push(
+            format!("{base}.replace_prefix"),
+            "replace_prefix needs a prefix path match",
+        );
+    }
+    for (field, v) in [
+        ("strip_prefix", &rw.strip_prefix),
+        ("replace_prefix", &rw.replace_prefix),
+        ("replace_path", &rw.replace_path),
+    ] {
+        if let Some(v) = v
+            && !v.starts_with('/')
+        {
+            out.push(format!("{base}.{field}"), "must start with /");
+        }
+    }
+}
+
+/// The action fields of a route or of one of its API versions.
+pub(crate) struct ActionFields<'a> {
+    pub(crate) upstream: &'a Option<String>,
+    pub(crate) split: &'a Option<Vec<crate::schema::SplitEntry>>,
+    pub(crate) split_hash_on: &'a Option<String>,
+    pub(crate) redirect: &'a Option<crate::schema::Redirect>,
+    pub(crate) respond: &'a Option<crate::schema::Respond>,
+    /// A route's: whether `versions` is set; `None` for a version (which has none).
+    pub(crate) versions: Option<bool>,
+}
+
+/// Checks that exactly one action is set and that it is well formed.
+pub(crate) fn action(c: &Config, base: &str, a: ActionFields<'_>, out: &mut Issues) {
+    let actions: Vec<&str> = [
+        ("upstream", a.upstream.is_some()),
+        ("split", a.split.is_some()),
+        ("redirect", a.redirect.is_some()),
+        ("respond", a.respond.is_some()),
+        ("versions", a.versions == Some(true)),
+    ]
+    .into_iter()
+    .filter_map(|(n, on)| on.then_some(n))
+    .collect();
+    match actions.len() {
+        0 => out.push(
+            base.to_string(),
+            if a.versions.is_some() {
+                "a route needs exactly one action: upstream, split, redirect, respond or versions"
+            } else {
+                "a version needs exactly one action: upstream, split, redirect or respond"
+            },
+        ),
+        1 => {}
+        _ => out.push(
+            format!("{base}.{}", actions[1]),
+            format!(
+                "conflicting actions: {} (exactly one is taken)",
+                actions.join(" and ")
+            ),
+        ),
+    }
+    if let Some(u) = &a.upstream
+        && !c.upstreams.contains_key(u)
+    {
+        out.push(
+            format!("{base}.upstream"),
+            format!("no upstream named {u:?}"),
+        );
+    }
+    if let Some(split) = &a.split {
+        if split.is_empty() || split.iter().all(|s| s.weight == 0) {
             out.push(
-                format!("{base}.rewrite"),
-                "give exactly one of strip_prefix, replace_prefix, replace_path",
+                format!("{base}.split"),
+                "a split needs at least one entry with weight above 0",
             );
         }
-        if rw.replace_prefix.is_some()
-            && !matches!(
-                r.matches.path.as_ref().map(|p| p.kind),
-                Some(PathKind::Prefix)
-            )
+        for (j, s) in split.iter().enumerate() {
+            if !c.upstreams.contains_key(&s.upstream) {
+                out.push(
+                    format!("{base}.split[{j}].upstream"),
+                    format!("no upstream named {:?}", s.upstream),
+                );
+            }
+        }
+    }
+    if let Some(h) = &a.split_hash_on {
+        if a.split.is_none() {
+            out.push(
+                format!("{base}.split_hash_on"),
+                "split_hash_on needs a split action",
+            );
+        }
+        if let Err(e) = parse_hash_on(h) {
+            out.push(format!("{base}.split_hash_on"), e);
+        }
+    }
+    if let Some(rd) = &a.redirect {
+        if ![301, 302, 303, 307, 308].contains(&rd.status) {
+            out.push(
+                format!("{base}.redirect.status"),
+                "must be 301, 302, 303, 307 or 308",
+            );
+        }
+        if let Some(s) = &rd.scheme
+            && s != "http"
+            && s != "https"
+        {
+            out.push(format!("{base}.redirect.scheme"), "must be http or https");
+        }
+        if rd.to.is_some()
+            && (rd.scheme.is_some() || rd.host.is_some() || rd.path.is_some() || rd.port.is_some())
         {
             out.push(
-                format!("{base}.rewrite.replace_prefix"),
-                "replace_prefix needs a prefix path match",
+                format!("{base}.redirect.to"),
+                "`to` replaces the whole target: do not combine it with scheme, host, port or path",
             );
         }
-        for (field, v) in [
-            ("strip_prefix", &rw.strip_prefix),
-            ("replace_prefix", &rw.replace_prefix),
-            ("replace_path", &rw.replace_path),
-        ] {
-            if let Some(v) = v
-                && !v.starts_with('/')
+    }
+    if let Some(rs) = &a.respond {
+        if !(100..=599).contains(&rs.status) {
+            out.push(
+                format!("{base}.respond.status"),
+                "must be a status between 100 and 599",
+            );
+        }
+        for (k, v) in &rs.headers {
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || http::HeaderValue::from_str(v).is_err()
             {
-                out.push(format!("{base}.rewrite.{field}"), "must start with /");
+                out.push(format!("{base}.respond.headers.{k}"), "invalid header");
             }
         }
     }

@@ -78,7 +78,8 @@ pub fn compile(
     let mut issues = Vec::new();
 
     let matches: Vec<_> = c.routes.iter().map(|r| r.matches.clone()).collect();
-    let router = match Router::build(&matches) {
+    let aliases = crate::api_versions::path_aliases(&c.routes);
+    let router = match Router::build_with_aliases(&matches, &aliases) {
         Ok(r) => Some(r),
         Err(e) => {
             issues.push(Issue {
@@ -141,89 +142,47 @@ pub fn compile(
 
     let mut routes = Vec::with_capacity(c.routes.len());
     for (i, r) in c.routes.iter().enumerate() {
-        let chain: Vec<Step> = c
-            .default_policies
-            .iter()
-            .chain(&r.policies)
-            .filter_map(|n| policies.get(n.as_str()).cloned())
-            .collect();
-        let needs = chain
-            .iter()
-            .fold(BodyNeeds::NONE, |n, s| n.fold(s.policy.body_needs()));
-        let up = |n: &str| upstreams.get(n).cloned();
-        let action = if let Some(u) = r.upstream.as_deref().and_then(up) {
-            Action::Upstream(u)
-        } else if let Some(split) = &r.split {
-            let branches: Vec<_> = split
-                .iter()
-                .filter(|s| s.weight > 0)
-                .filter_map(|s| up(&s.upstream).map(|u| (u, s.weight)))
-                .collect();
-            let total = branches.iter().map(|b| b.1).sum();
-            let hash_on = r
-                .split_hash_on
-                .as_deref()
-                .and_then(|h| gatehouse_config::validate::parse_hash_on(h).ok());
-            Action::Split(crate::route::Split {
-                branches,
-                total,
-                fallback: r.split_fallback,
-                hash_on,
-            })
-        } else if let Some(rd) = &r.redirect {
-            Action::Redirect(rd.clone())
-        } else if let Some(rs) = &r.respond {
-            let mut headers = HeaderMap::new();
-            for (k, v) in &rs.headers {
-                if let (Ok(k), Ok(v)) = (
-                    HeaderName::from_bytes(k.as_bytes()),
-                    HeaderValue::from_str(v),
-                ) {
-                    headers.insert(k, v);
-                }
+        let chain = chain_of(c, &r.policies, &[], &policies);
+        let action = if let Some(v) = &r.versions {
+            let mut list = Vec::new();
+            for (name, a) in &v.available {
+                let spec = ActionSpec {
+                    upstream: a.upstream.as_deref(),
+                    split: a.split.as_deref(),
+                    split_fallback: a.split_fallback,
+                    split_hash_on: a.split_hash_on.as_deref(),
+                    redirect: a.redirect.as_ref(),
+                    respond: a.respond.as_ref(),
+                };
+                let Some(action) = spec.compile(&upstreams) else {
+                    issue(
+                        format!("routes[{i}].versions.available.{name}"),
+                        "version has no usable action".into(),
+                    );
+                    continue;
+                };
+                let chain = chain_of(c, &r.policies, &a.policies, &policies);
+                let rewrite = a.rewrite.clone().or_else(|| r.rewrite.clone());
+                let route = compiled_route(c, r, chain, action, rewrite);
+                list.push(crate::api_versions::VersionRoute::new(name, a, route));
             }
-            Action::Respond {
-                status: StatusCode::from_u16(rs.status).unwrap_or(StatusCode::OK),
-                headers,
-                body: Bytes::from(rs.body.clone()),
-            }
+            Action::Versions(Box::new(crate::api_versions::VersionTable::new(v, list)))
         } else {
-            issue(format!("routes[{i}]"), "route has no usable action".into());
-            continue;
+            let spec = ActionSpec {
+                upstream: r.upstream.as_deref(),
+                split: r.split.as_deref(),
+                split_fallback: r.split_fallback,
+                split_hash_on: r.split_hash_on.as_deref(),
+                redirect: r.redirect.as_ref(),
+                respond: r.respond.as_ref(),
+            };
+            let Some(action) = spec.compile(&upstreams) else {
+                issue(format!("routes[{i}]"), "route has no usable action".into());
+                continue;
+            };
+            action
         };
-        let prefix = r
-            .matches
-            .path
-            .as_ref()
-            .filter(|p| p.kind == PathKind::Prefix)
-            .map(|p| p.value.clone());
-        routes.push(CompiledRoute {
-            name: r.name.as_str().into(),
-            policies: chain,
-            auth_mode: r.auth_mode,
-            needs,
-            rewrite: r.rewrite.clone(),
-            prefix,
-            max_body_size: r.max_body_size.map(|s| s.0),
-            action,
-            upgrades: r
-                .upgrades
-                .iter()
-                .map(|u| u.to_ascii_lowercase().into_boxed_str())
-                .collect(),
-            allows_trace: r.matches.methods.iter().any(|m| m == "TRACE"),
-            latency_target: r
-                .analytics
-                .latency_target
-                .unwrap_or(c.analytics.latency_target)
-                .get(),
-            default_host: r
-                .matches
-                .hosts
-                .iter()
-                .find(|h| !h.starts_with("*."))
-                .and_then(|h| HeaderValue::from_str(h).ok()),
-        });
+        routes.push(compiled_route(c, r, chain, action, r.rewrite.clone()));
     }
 
     let access_log = match previous {
@@ -339,4 +298,120 @@ pub fn warnings(loaded: &Loaded) -> Vec<gatehouse_config::ConfigError> {
             )
         })
         .collect()
+}
+
+/// default_policies, then a route's own, then (for an API version) the version's.
+fn chain_of(
+    c: &gatehouse_config::Config,
+    route: &[String],
+    version: &[String],
+    policies: &HashMap<&str, Step>,
+) -> Vec<Step> {
+    c.default_policies
+        .iter()
+        .chain(route)
+        .chain(version)
+        .filter_map(|n| policies.get(n.as_str()).cloned())
+        .collect()
+}
+
+/// The action fields of a route or of an API version.
+struct ActionSpec<'a> {
+    upstream: Option<&'a str>,
+    split: Option<&'a [gatehouse_config::SplitEntry]>,
+    split_fallback: bool,
+    split_hash_on: Option<&'a str>,
+    redirect: Option<&'a gatehouse_config::Redirect>,
+    respond: Option<&'a gatehouse_config::Respond>,
+}
+
+impl ActionSpec<'_> {
+    /// The compiled action, or `None` when none is usable (validation said why).
+    fn compile(&self, upstreams: &Registry) -> Option<Action> {
+        let up = |n: &str| upstreams.get(n).cloned();
+        if let Some(u) = self.upstream.and_then(up) {
+            return Some(Action::Upstream(u));
+        }
+        if let Some(split) = self.split {
+            let branches: Vec<_> = split
+                .iter()
+                .filter(|s| s.weight > 0)
+                .filter_map(|s| up(&s.upstream).map(|u| (u, s.weight)))
+                .collect();
+            let total = branches.iter().map(|b| b.1).sum();
+            let hash_on = self
+                .split_hash_on
+                .and_then(|h| gatehouse_config::validate::parse_hash_on(h).ok());
+            return Some(Action::Split(crate::route::Split {
+                branches,
+                total,
+                fallback: self.split_fallback,
+                hash_on,
+            }));
+        }
+        if let Some(rd) = self.redirect {
+            return Some(Action::Redirect(rd.clone()));
+        }
+        let rs = self.respond?;
+        let mut headers = HeaderMap::new();
+        for (k, v) in &rs.headers {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                headers.insert(k, v);
+            }
+        }
+        Some(Action::Respond {
+            status: StatusCode::from_u16(rs.status).unwrap_or(StatusCode::OK),
+            headers,
+            body: Bytes::from(rs.body.clone()),
+        })
+    }
+}
+
+/// Route `r` of `c` with this chain, action and rewrite.
+fn compiled_route(
+    c: &gatehouse_config::Config,
+    r: &gatehouse_config::Route,
+    chain: Vec<Step>,
+    action: Action,
+    rewrite: Option<gatehouse_config::Rewrite>,
+) -> CompiledRoute {
+    let needs = chain
+        .iter()
+        .fold(BodyNeeds::NONE, |n, s| n.fold(s.policy.body_needs()));
+    let prefix = r
+        .matches
+        .path
+        .as_ref()
+        .filter(|p| p.kind == PathKind::Prefix)
+        .map(|p| p.value.clone());
+    CompiledRoute {
+        name: r.name.as_str().into(),
+        policies: chain,
+        auth_mode: r.auth_mode,
+        needs,
+        rewrite,
+        prefix,
+        max_body_size: r.max_body_size.map(|s| s.0),
+        action,
+        upgrades: r
+            .upgrades
+            .iter()
+            .map(|u| u.to_ascii_lowercase().into_boxed_str())
+            .collect(),
+        allows_trace: r.matches.methods.iter().any(|m| m == "TRACE"),
+        latency_target: r
+            .analytics
+            .latency_target
+            .unwrap_or(c.analytics.latency_target)
+            .get(),
+        default_host: r
+            .matches
+            .hosts
+            .iter()
+            .find(|h| !h.starts_with("*."))
+            .and_then(|h| HeaderValue::from_str(h).ok()),
+    }
 }

@@ -53,6 +53,8 @@ pub struct Finish {
     pub head_at: Option<std::time::Instant>,
     /// Waits for the upstream's response body while the client was ready for it.
     pub upstream_body_wait: std::time::Duration,
+    /// The API version that served a versioned route (its index in the route's table).
+    pub api_version: Option<usize>,
 }
 
 impl Drop for Finish {

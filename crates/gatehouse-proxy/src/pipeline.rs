@@ -1,6 +1,7 @@
 //! The request lifecycle, top to bottom (docs/request-lifecycle.md):
 //! limits -> route -> request policies -> action -> response policies -> finish.
 
+use crate::api_versions::Pick;
 use crate::attempts;
 use crate::body::{BodyMeter, ProxyBody, RequestBody};
 use crate::chain;
@@ -121,6 +122,7 @@ pub async fn handle(
         body_wait_before_send: std::time::Duration::ZERO,
         head_at: None,
         upstream_body_wait: std::time::Duration::ZERO,
+        api_version: None,
     });
 
     // Limits and head checks that apply before routing.
@@ -181,6 +183,19 @@ pub async fn handle(
     finish.route = Some(matched.route);
     finish.ctx.route = Some(Arc::clone(&route.name));
     finish.ctx.params = matched.params;
+
+    // A versioned route hands the request to the version it names (that version's
+    // policies, action and rewrite), or answers it (unknown, missing, retired).
+    let route = match &route.action {
+        Action::Versions(table) => match table.pick(&mut parts, &finish.ctx.request_id) {
+            Pick::Serve(i, v) => {
+                finish.api_version = Some(i);
+                &v.route
+            }
+            Pick::Answer(r) => return local(r, finish),
+        },
+        _ => route,
+    };
 
     // The one Host the upstream sees: the winning authority, or the route's own for a
     // request that named none; only allowed upgrades travel on.
@@ -320,6 +335,12 @@ async fn run_action(
             parts.uri.path(),
             parts.uri.query(),
             &finish.ctx.params,
+        )
+        .map(ProxyBody::full),
+        // Resolved to the version's own route before the policies ran.
+        Action::Versions(_) => problem(
+            finish,
+            Problem::internal(StatusCode::INTERNAL_SERVER_ERROR, "unresolved API version"),
         )
         .map(ProxyBody::full),
         Action::Upstream(_) | Action::Split(..) => match proxy(route, parts, body, finish).await {
@@ -620,6 +641,15 @@ fn respond(mut resp: Response<ProxyBody>, mut finish: Box<Finish>) -> Response<P
     }
     resp.headers_mut()
         .insert(X_REQUEST_ID.clone(), finish.request_id_value.clone());
+    if let Some(i) = finish.api_version
+        && let Some(Action::Versions(t)) = finish
+            .route
+            .and_then(|r| finish.snapshot.routes.get(r))
+            .map(|r| &r.action)
+        && let Some(v) = t.get(i)
+    {
+        v.stamp(resp.headers_mut());
+    }
     finish.status = resp.status().as_u16();
     finish.head_at = Some(Instant::now());
     resp.map(|b| b.with_finish(finish))

@@ -28,6 +28,8 @@ pub enum Action {
         /// Body.
         body: Bytes,
     },
+    /// API versions: the one the request names serves it (its own route).
+    Versions(Box<crate::api_versions::VersionTable>),
 }
 
 /// A weighted split over upstreams (canary releases).
@@ -142,6 +144,16 @@ impl CompiledRoute {
             Action::Upstream(u) => Some(u),
             Action::Split(split) => split.pick(req, client_ip),
             _ => None,
+        }
+    }
+
+    /// Every upstream the route may send to (all sides of a split, all versions).
+    pub fn upstreams(&self) -> Vec<Arc<UpstreamState>> {
+        match &self.action {
+            Action::Upstream(u) => vec![Arc::clone(u)],
+            Action::Split(s) => s.branches.iter().map(|(u, _)| Arc::clone(u)).collect(),
+            Action::Versions(t) => t.routes().flat_map(CompiledRoute::upstreams).collect(),
+            Action::Redirect(_) | Action::Respond { .. } => Vec::new(),
         }
     }
 

@@ -42,15 +42,33 @@ pub struct Router {
 impl Router {
     /// Compiles the match blocks of `routes` (in file order).
     pub fn build(routes: &[RouteMatch]) -> Result<Self, BuildError> {
+        Self::build_with_aliases(routes, &[])
+    }
+
+    /// Compiles `routes` plus `aliases`: further match blocks for a route (its index,
+    /// another path, the same other conditions), as an API version's `/v1/...` path.
+    /// An alias ranks as a route listed after all of them.
+    pub fn build_with_aliases(
+        routes: &[RouteMatch],
+        aliases: &[(usize, RouteMatch)],
+    ) -> Result<Self, BuildError> {
         let mut r = Router::default();
-        for (i, m) in routes.iter().enumerate() {
+        let all = routes.iter().enumerate().map(|(i, m)| (i, i, m)).chain(
+            aliases
+                .iter()
+                .enumerate()
+                .map(|(k, (i, m))| (routes.len() + k, *i, m)),
+        );
+        for (order, i, m) in all {
             let err = |field: &str, message: String| BuildError {
                 route: i,
                 field: field.to_string(),
                 message,
             };
-            r.conditions
-                .push(Conditions::build(m).map_err(|e| err("match", e))?);
+            if order == i {
+                r.conditions
+                    .push(Conditions::build(m).map_err(|e| err("match", e))?);
+            }
             let template = match &m.path {
                 Some(p) if p.kind == PathKind::Template => {
                     Some(parse_template(&p.value).map_err(|e| err("match.path.value", e))?)
@@ -90,7 +108,7 @@ impl Router {
                     m,
                     template.as_deref(),
                     Entry {
-                        key: PrecedenceKey::new(m, i, rank),
+                        key: PrecedenceKey::new(m, order, rank),
                         route: i,
                     },
                 );
@@ -101,7 +119,7 @@ impl Router {
                     m,
                     template.as_deref(),
                     Entry {
-                        key: PrecedenceKey::new(m, i, HostRank::Any),
+                        key: PrecedenceKey::new(m, order, HostRank::Any),
                         route: i,
                     },
                 );
