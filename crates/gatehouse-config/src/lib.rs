@@ -2,6 +2,7 @@
 //! loading with `${VAR}` interpolation, and validation whose every error names
 //! file, line, column and field path. Depends only on gatehouse-core.
 
+pub mod aggregate;
 pub mod error;
 pub mod field_errors;
 pub mod interpolate;
@@ -14,6 +15,7 @@ pub mod units;
 pub mod validate;
 pub mod versions;
 
+pub use aggregate::{Aggregate, AggregateCall, Merge};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load_file, load_str};
 pub use resilience::{

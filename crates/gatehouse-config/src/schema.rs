@@ -647,6 +647,9 @@ pub struct Route {
     /// Action: API versions, each with its own action (docs/routing.md).
     #[serde(default)]
     pub versions: Option<crate::versions::Versions>,
+    /// Action: parallel upstream calls merged into one JSON answer (docs/edge.md).
+    #[serde(default)]
+    pub aggregate: Option<crate::aggregate::Aggregate>,
     /// The route's own quality-score settings (`latency_target`).
     #[serde(default)]
     pub analytics: RouteAnalytics,

@@ -414,11 +414,15 @@ fn route(c: &Config, i: usize, r: &Route, out: &mut Issues) {
             redirect: &r.redirect,
             respond: &r.respond,
             versions: Some(r.versions.is_some()),
+            aggregate: r.aggregate.is_some(),
         },
         out,
     );
     if let Some(v) = &r.versions {
         crate::versions::check(c, &base, r, v, out);
+    }
+    if let Some(a) = &r.aggregate {
+        crate::aggregate::check(c, &base, r, a, out);
     }
     for (j, p) in r.policies.iter().enumerate() {
         if !c.policies.contains_key(p) {
@@ -487,6 +491,8 @@ pub(crate) struct ActionFields<'a> {
     pub(crate) respond: &'a Option<crate::schema::Respond>,
     /// A route's: whether `versions` is set; `None` for a version (which has none).
     pub(crate) versions: Option<bool>,
+    /// Whether `aggregate` is set (a route's only).
+    pub(crate) aggregate: bool,
 }
 
 /// Checks that exactly one action is set and that it is well formed.
@@ -497,6 +503,7 @@ pub(crate) fn action(c: &Config, base: &str, a: ActionFields<'_>, out: &mut Issu
         ("redirect", a.redirect.is_some()),
         ("respond", a.respond.is_some()),
         ("versions", a.versions == Some(true)),
+        ("aggregate", a.aggregate),
     ]
     .into_iter()
     .filter_map(|(n, on)| on.then_some(n))
@@ -505,7 +512,7 @@ pub(crate) fn action(c: &Config, base: &str, a: ActionFields<'_>, out: &mut Issu
         0 => out.push(
             base.to_string(),
             if a.versions.is_some() {
-                "a route needs exactly one action: upstream, split, redirect, respond or versions"
+                "a route needs exactly one action: upstream, split, redirect, respond, versions or aggregate"
             } else {
                 "a version needs exactly one action: upstream, split, redirect or respond"
             },

@@ -229,6 +229,7 @@ pub(crate) fn check(c: &Config, base: &str, r: &Route, v: &Versions, out: &mut I
                 redirect: &a.redirect,
                 respond: &a.respond,
                 versions: None,
+                aggregate: false,
             },
             out,
         );

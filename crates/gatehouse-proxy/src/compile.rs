@@ -167,6 +167,16 @@ pub fn compile(
                 list.push(crate::api_versions::VersionRoute::new(name, a, route));
             }
             Action::Versions(Box::new(crate::api_versions::VersionTable::new(v, list)))
+        } else if let Some(a) = &r.aggregate {
+            let plan = crate::aggregate::AggregatePlan::new(a, |n| upstreams.get(n).cloned());
+            let Some(plan) = plan else {
+                issue(
+                    format!("routes[{i}].aggregate"),
+                    "a call names no usable upstream".into(),
+                );
+                continue;
+            };
+            Action::Aggregate(Box::new(plan))
         } else {
             let spec = ActionSpec {
                 upstream: r.upstream.as_deref(),

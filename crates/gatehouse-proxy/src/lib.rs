@@ -3,6 +3,7 @@
 //! runs each request through [`pipeline`] top to bottom: route, request policies, action,
 //! response policies, finish.
 
+pub mod aggregate;
 pub mod api_versions;
 pub mod attempts;
 pub mod body;

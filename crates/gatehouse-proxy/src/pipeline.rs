@@ -337,6 +337,7 @@ async fn run_action(
             &finish.ctx.params,
         )
         .map(ProxyBody::full),
+        Action::Aggregate(plan) => plan.run(route, &parts, finish).await.map(ProxyBody::full),
         // Resolved to the version's own route before the policies ran.
         Action::Versions(_) => problem(
             finish,

@@ -30,6 +30,8 @@ pub enum Action {
     },
     /// API versions: the one the request names serves it (its own route).
     Versions(Box<crate::api_versions::VersionTable>),
+    /// Parallel upstream calls merged into one JSON answer.
+    Aggregate(Box<crate::aggregate::AggregatePlan>),
 }
 
 /// A weighted split over upstreams (canary releases).
@@ -153,6 +155,7 @@ impl CompiledRoute {
             Action::Upstream(u) => vec![Arc::clone(u)],
             Action::Split(s) => s.branches.iter().map(|(u, _)| Arc::clone(u)).collect(),
             Action::Versions(t) => t.routes().flat_map(CompiledRoute::upstreams).collect(),
+            Action::Aggregate(a) => a.upstreams().cloned().collect(),
             Action::Redirect(_) | Action::Respond { .. } => Vec::new(),
         }
     }
