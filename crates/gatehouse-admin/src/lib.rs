@@ -3,6 +3,7 @@
 //! on the request path.
 
 pub mod access;
+mod caches;
 mod consumers;
 mod dashboard;
 mod keys;
@@ -516,6 +517,10 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
             json(StatusCode::OK, serde_json::Value::Object(ups))
         }
         (_, "/admin/consumers") => consumers::collection(gw, req).await,
+        (_, path) if path.starts_with("/admin/caches/") => {
+            let path = path.trim_start_matches("/admin/caches/").to_string();
+            caches::endpoint(gw, req, &path).await
+        }
         (method, path) if path.starts_with("/admin/limits/") => {
             let policy = path.trim_start_matches("/admin/limits/");
             limits::endpoint(gw, method, policy, req.uri().query()).await

@@ -8,12 +8,15 @@ pub mod api_key;
 pub mod basic_auth;
 pub mod bearer;
 pub mod body_type;
+pub mod cache;
+pub mod cache_store;
 pub mod cidr;
 pub mod claims;
 pub mod compress;
 pub mod concurrency_limit;
 pub mod content_coding;
 pub mod cors;
+pub mod freshness;
 pub mod headers;
 pub mod http_signature;
 pub mod idp_client;
@@ -58,6 +61,7 @@ pub const BUILTIN: &[Kind] = &[
     compress::KIND,
     json_schema::KIND,
     transform::KIND,
+    cache::KIND,
 ];
 
 /// The consumer a credential of `c` authenticates, as the authenticating kinds record it.

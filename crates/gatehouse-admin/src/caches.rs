@@ -1,0 +1,110 @@
+//! `/admin/caches/{policy}`: a `cache` policy's counters (`GET`: entries, bytes, memory,
+//! hits, misses, evictions), purges (`POST .../purge` with `{"path", "host"}`,
+//! `{"prefix", "host"}` or `{"tags": [..]}`, optionally `"soft": true` to mark stale
+//! instead of removing) and emptying it (`DELETE`). Both answer `{"purged": N}`.
+
+use crate::{json, problem};
+use bytes::Bytes;
+use gatehouse_policies::cache_store::{CacheStore, Purge};
+use gatehouse_proxy::Gateway;
+use http::{Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use std::sync::Arc;
+
+const MAX_BODY: usize = 64 * 1024;
+
+/// A purge request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    #[serde(default)]
+    soft: bool,
+}
+
+impl PurgeRequest {
+    fn purge(self) -> Result<(Purge, bool), &'static str> {
+        let purge = match (self.path, self.prefix, self.tags) {
+            (Some(path), None, None) if path.starts_with('/') => Purge::Path {
+                path,
+                host: self.host,
+            },
+            (None, Some(prefix), None) if prefix.starts_with('/') => Purge::Prefix {
+                prefix,
+                host: self.host,
+            },
+            (None, None, Some(tags)) if !tags.is_empty() && self.host.is_none() => {
+                Purge::Tags(tags)
+            }
+            _ => {
+                return Err(
+                    "give one of {\"path\": \"/p?q\"}, {\"prefix\": \"/p/\"} (each with an optional \"host\") or {\"tags\": [..]}, and optionally \"soft\": true",
+                );
+            }
+        };
+        Ok((purge, self.soft))
+    }
+}
+
+/// Serves `path` (after `/admin/caches/`).
+pub async fn endpoint(
+    gw: &Arc<Gateway>,
+    req: http::Request<Incoming>,
+    path: &str,
+) -> Response<Full<Bytes>> {
+    let (policy, action) = match path.split_once('/') {
+        Some((p, a)) => (p.to_string(), Some(a.to_string())),
+        None => (path.to_string(), None),
+    };
+    let Some(store) = gw.platform.state.get::<CacheStore>("cache", &policy) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            format!("no cache policy named {policy:?}"),
+            None,
+        );
+    };
+    match (req.method().clone(), action.as_deref()) {
+        (Method::GET, None) => json(
+            StatusCode::OK,
+            serde_json::to_value(store.stats()).unwrap_or_default(),
+        ),
+        (Method::DELETE, None) => purged(store.purge(&Purge::All, false)),
+        (Method::POST, Some("purge")) => {
+            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return problem(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("the body must be JSON of at most {MAX_BODY} bytes"),
+                        None,
+                    );
+                }
+            };
+            let asked = serde_json::from_slice::<PurgeRequest>(&body)
+                .map_err(|_| "the body is not a purge request")
+                .and_then(PurgeRequest::purge);
+            match asked {
+                Ok((purge, soft)) => purged(store.purge(&purge, soft)),
+                Err(e) => problem(StatusCode::BAD_REQUEST, e.to_string(), None),
+            }
+        }
+        (m, _) => problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{m} is not allowed here"),
+            None,
+        ),
+    }
+}
+
+fn purged(n: u64) -> Response<Full<Bytes>> {
+    json(StatusCode::OK, serde_json::json!({ "purged": n }))
+}

@@ -1,0 +1,693 @@
+//! `type: cache`: an RFC 9111 shared cache in front of a route. A fresh entry answers
+//! from the request phase (`x-cache: HIT`, with `Age`, and 304 to a matching
+//! conditional); a stale one is revalidated with its validators (`REVALIDATED`) or,
+//! when the upstream fails within `stale_if_error`, served (`STALE`); cacheable answers
+//! are stored as they stream to the client (`MISS`); other requests pass (`BYPASS`).
+
+use crate::cache_store::{CacheStore, Entry, vary_values};
+use crate::freshness::{Directives, http_date, initial_age};
+use crate::{Build, BuildResult, Kind};
+use bytes::{Bytes, BytesMut};
+use gatehouse_core::{
+    BodyFilter, BodyNeeds, FilterError, Fingerprint, Flow, LocalResponse, Policy, RequestBodyNeed,
+    RequestCtx, ResponseBodyNeed,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant, SystemTime};
+
+/// `type: cache`.
+pub const KIND: Kind = Kind {
+    name: "cache",
+    schema: |g| g.subschema_for::<Config>(),
+    build,
+};
+
+/// The settings of `type: cache`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "CachePolicy")]
+pub struct Config {
+    /// Bound on what entries take: bodies, headers and keys (default 256MiB).
+    #[serde(default = "default_memory")]
+    pub memory: gatehouse_config::Size,
+    /// Larger responses stream through unstored (default 2MiB).
+    #[serde(default = "default_max_entry_size")]
+    pub max_entry_size: gatehouse_config::Size,
+    /// Freshness of a response of `statuses` whose upstream gives none (default 60s).
+    #[serde(default = "default_ttl")]
+    pub ttl: gatehouse_config::Duration,
+    /// Longest any response stays fresh (default 1d).
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl: gatehouse_config::Duration,
+    /// Methods answered from the cache (default GET, HEAD; HEAD is answered from GET's
+    /// entry). Others pass (`BYPASS`).
+    #[serde(default = "default_methods")]
+    pub methods: Vec<String>,
+    /// Statuses that get `ttl` when the upstream gives no freshness (others are stored
+    /// only with explicit freshness).
+    #[serde(default = "default_statuses")]
+    pub statuses: Vec<u16>,
+    /// Added to method, host, path and sorted query: `header:NAME`, `cookie:NAME`,
+    /// `consumer`.
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// Query parameters left out of the key.
+    #[serde(default)]
+    pub ignore_query: Vec<String>,
+    /// How long past its freshness an entry answers when the upstream fails (5xx,
+    /// timeout, refused), when the response gives no `stale-if-error` (default 0s).
+    #[serde(default = "zero")]
+    pub stale_if_error: gatehouse_config::Duration,
+    /// Response header holding surrogate keys (tags, split on spaces and commas),
+    /// removed before the client sees the response (default `surrogate-key`).
+    #[serde(default = "default_tag_header")]
+    pub tag_header: String,
+    /// `true`: `ttl` decides freshness whatever the upstream says; `Set-Cookie` and
+    /// `private` responses are still never stored.
+    #[serde(default)]
+    pub ignore_cache_control: bool,
+}
+
+fn default_memory() -> gatehouse_config::Size {
+    gatehouse_config::Size(256 * 1024 * 1024)
+}
+fn default_max_entry_size() -> gatehouse_config::Size {
+    gatehouse_config::Size(2 * 1024 * 1024)
+}
+fn default_ttl() -> gatehouse_config::Duration {
+    gatehouse_config::Duration(Duration::from_secs(60))
+}
+fn default_max_ttl() -> gatehouse_config::Duration {
+    gatehouse_config::Duration(Duration::from_secs(86_400))
+}
+fn default_methods() -> Vec<String> {
+    vec!["GET".into(), "HEAD".into()]
+}
+fn default_statuses() -> Vec<u16> {
+    vec![200, 203, 204, 300, 301, 308, 404, 410]
+}
+fn zero() -> gatehouse_config::Duration {
+    gatehouse_config::Duration(Duration::ZERO)
+}
+fn default_tag_header() -> String {
+    "surrogate-key".into()
+}
+
+/// A part of the key beyond method, host, path and query.
+#[derive(Debug, Clone)]
+enum KeyPart {
+    Header(HeaderName),
+    Cookie(String),
+    Consumer,
+}
+
+fn build(b: &Build<'_>) -> BuildResult {
+    let c: Config = b.settings()?;
+    let mut issues = Vec::new();
+    let mut methods = Vec::new();
+    for (i, m) in c.methods.iter().enumerate() {
+        match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+            Ok(m) if m == Method::GET || m == Method::HEAD => methods.push(m),
+            _ => issues.push(b.issue(
+                Some(&format!("methods[{i}]")),
+                "a cache answers GET and HEAD only",
+            )),
+        }
+    }
+    let mut statuses = Vec::new();
+    for (i, s) in c.statuses.iter().enumerate() {
+        match StatusCode::from_u16(*s) {
+            Ok(s) if s != StatusCode::PARTIAL_CONTENT && s.as_u16() >= 200 => statuses.push(s),
+            _ => issues.push(b.issue(
+                Some(&format!("statuses[{i}]")),
+                "must be a final status other than 206",
+            )),
+        }
+    }
+    let mut key = Vec::new();
+    for (i, k) in c.key.iter().enumerate() {
+        let part = match k.split_once(':') {
+            None if k == "consumer" => Some(KeyPart::Consumer),
+            Some(("header", h)) => HeaderName::from_bytes(h.as_bytes())
+                .ok()
+                .map(KeyPart::Header),
+            Some(("cookie", n)) if !n.is_empty() => Some(KeyPart::Cookie(n.to_string())),
+            _ => None,
+        };
+        match part {
+            Some(p) => key.push(p),
+            None => issues.push(b.issue(
+                Some(&format!("key[{i}]")),
+                format!("{k:?}: expected header:NAME, cookie:NAME or consumer"),
+            )),
+        }
+    }
+    let tag_header = match HeaderName::from_bytes(c.tag_header.as_bytes()) {
+        Ok(h) => h,
+        Err(_) => {
+            issues.push(b.issue(Some("tag_header"), "is not a header name"));
+            HeaderName::from_static("surrogate-key")
+        }
+    };
+    if c.memory.0 == 0 {
+        issues.push(b.issue(Some("memory"), "must be more than 0"));
+    }
+    if c.max_entry_size.0 > c.memory.0 {
+        issues.push(b.issue(Some("max_entry_size"), "is larger than `memory`"));
+    }
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    // Kept by name: entries survive reloads; a new `memory` bound applies at once.
+    let store = b.state.get_or_build("cache", b.name, Fingerprint(0), |_| {
+        CacheStore::new(c.memory.0)
+    });
+    store.set_memory(c.memory.0);
+    Ok(Arc::new(Cache {
+        name: b.name.to_string(),
+        store,
+        max_entry: c.max_entry_size.0,
+        ttl: c.ttl.get(),
+        max_ttl: c.max_ttl.get(),
+        methods,
+        statuses,
+        shared_by_consumer: key.iter().any(|k| matches!(k, KeyPart::Consumer)),
+        key,
+        ignore_query: c.ignore_query,
+        stale_if_error: c.stale_if_error.get(),
+        tag_header,
+        ignore_cache_control: c.ignore_cache_control,
+    }))
+}
+
+/// A compiled `cache` policy.
+#[derive(Debug)]
+pub struct Cache {
+    name: String,
+    store: Arc<CacheStore>,
+    max_entry: u64,
+    ttl: Duration,
+    max_ttl: Duration,
+    methods: Vec<Method>,
+    statuses: Vec<StatusCode>,
+    key: Vec<KeyPart>,
+    shared_by_consumer: bool,
+    ignore_query: Vec<String>,
+    stale_if_error: Duration,
+    tag_header: HeaderName,
+    ignore_cache_control: bool,
+}
+
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+const SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
+
+/// What the request phase found, for the response phase.
+#[derive(Clone)]
+enum Seen {
+    /// Answered from the cache.
+    Served,
+    /// Not a request the cache answers.
+    Bypass,
+    /// Went upstream.
+    Upstream {
+        key: Arc<str>,
+        /// The stale entry the request matched, if any.
+        stale: Option<Arc<Entry>>,
+        /// Whether the cache added that entry's validators to the request.
+        revalidating: bool,
+        /// The request carried `Authorization` (and the key has no consumer).
+        auth: bool,
+        /// Request headers `Vary` may name, kept for the stored variant.
+        request: Arc<HeaderMap>,
+        host: String,
+        path_and_query: String,
+    },
+}
+
+impl Cache {
+    /// The key: method (HEAD as GET), host, path, sorted query without
+    /// `ignore_query`, and the configured parts.
+    fn key(&self, req: &http::request::Parts, ctx: &RequestCtx, host: &str) -> String {
+        let mut k = String::with_capacity(64);
+        k.push_str("GET\n");
+        k.push_str(host);
+        k.push('\n');
+        k.push_str(req.uri.path());
+        if let Some(q) = req.uri.query() {
+            let mut pairs: Vec<&str> = q
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .filter(|p| {
+                    let name = p.split_once('=').map_or(*p, |(n, _)| n);
+                    !self.ignore_query.iter().any(|i| i == name)
+                })
+                .collect();
+            pairs.sort_unstable();
+            k.push('?');
+            k.push_str(&pairs.join("&"));
+        }
+        for part in &self.key {
+            k.push('\n');
+            match part {
+                KeyPart::Header(h) => {
+                    for v in req.headers.get_all(h) {
+                        k.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                        k.push(',');
+                    }
+                }
+                KeyPart::Cookie(name) => {
+                    if let Some(v) = cookie(&req.headers, name) {
+                        k.push_str(v);
+                    }
+                }
+                KeyPart::Consumer => {
+                    if let Some(c) = &ctx.consumer {
+                        k.push_str(&c.name);
+                    }
+                }
+            }
+        }
+        k
+    }
+
+    /// A stored entry as the answer to `req`: 304 when its conditionals match.
+    fn answer(&self, e: &Entry, req: &http::request::Parts, state: &'static str) -> LocalResponse {
+        let now = Instant::now();
+        let mut headers = e.headers.clone();
+        headers.insert(header::AGE, HeaderValue::from(e.age(now).as_secs()));
+        headers.insert(X_CACHE, HeaderValue::from_static(state));
+        if not_modified(&req.headers, &e.headers) {
+            headers.remove(header::CONTENT_LENGTH);
+            let mut r = http::Response::new(Bytes::new());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            *r.headers_mut() = headers;
+            return r;
+        }
+        let mut r = http::Response::new(e.body.clone());
+        *r.status_mut() = e.status;
+        *r.headers_mut() = headers;
+        r
+    }
+
+    /// How long a response with these directives and headers stays fresh, or `None`
+    /// when it may not be stored at all.
+    fn lifetime(&self, status: StatusCode, d: &Directives, h: &HeaderMap) -> Option<Duration> {
+        let by_status = self.statuses.contains(&status);
+        let life = if self.ignore_cache_control {
+            by_status.then_some(self.ttl)?
+        } else if d.no_cache {
+            Duration::ZERO
+        } else {
+            match d.explicit_lifetime(h) {
+                Some(l) => l,
+                None => by_status.then_some(self.ttl)?,
+            }
+        };
+        Some(life.min(self.max_ttl))
+    }
+
+    /// The entry to store for this response, if it may be stored.
+    fn storable(
+        &self,
+        resp: &http::response::Parts,
+        auth: bool,
+        request: &HeaderMap,
+        host: &str,
+        path_and_query: &str,
+        tags: Vec<String>,
+    ) -> Option<(Vec<HeaderName>, Entry)> {
+        let h = &resp.headers;
+        if resp.status == StatusCode::PARTIAL_CONTENT
+            || h.contains_key(header::CONTENT_RANGE)
+            || h.contains_key(header::SET_COOKIE)
+        {
+            return None;
+        }
+        let d = Directives::for_shared_cache(h);
+        let cc = Directives::of(h, &header::CACHE_CONTROL).unwrap_or_default();
+        if cc.private || d.private || (!self.ignore_cache_control && d.no_store) {
+            return None;
+        }
+        let shared_with_auth =
+            self.shared_by_consumer || d.public || d.s_maxage.is_some() || d.must_revalidate;
+        if auth && !shared_with_auth {
+            return None;
+        }
+        let names = vary_names(h)?;
+        let fresh_for = self.lifetime(resp.status, &d, h)?;
+        let validators = h.contains_key(header::ETAG) || h.contains_key(header::LAST_MODIFIED);
+        if fresh_for.is_zero() && !validators {
+            return None;
+        }
+        if content_length(h).is_some_and(|n| n > self.max_entry) {
+            return None;
+        }
+        let mut headers = h.clone();
+        for name in [
+            header::AGE,
+            header::CONNECTION,
+            header::TRANSFER_ENCODING,
+            header::UPGRADE,
+            header::TE,
+            header::TRAILER,
+            X_CACHE,
+            SURROGATE_CONTROL,
+            HeaderName::from_static("keep-alive"),
+            HeaderName::from_static("x-request-id"),
+        ] {
+            headers.remove(name);
+        }
+        Some((
+            names.clone(),
+            Entry {
+                status: resp.status,
+                headers,
+                body: Bytes::new(),
+                vary: vary_values(&names, request),
+                host: host.to_string(),
+                path_and_query: path_and_query.to_string(),
+                tags,
+                stored: Instant::now(),
+                initial_age: initial_age(h, SystemTime::now()),
+                fresh_for,
+                shared_with_auth,
+                invalidated: AtomicBool::new(false),
+            },
+        ))
+    }
+
+    /// Replaces the response with entry `e` (head now, body through a filter).
+    fn replace(
+        &self,
+        resp: &mut http::response::Parts,
+        ctx: &mut RequestCtx,
+        e: &Entry,
+        state: &'static str,
+    ) {
+        resp.status = e.status;
+        resp.headers = e.headers.clone();
+        resp.headers.insert(
+            header::AGE,
+            HeaderValue::from(e.age(Instant::now()).as_secs()),
+        );
+        resp.headers
+            .insert(X_CACHE, HeaderValue::from_static(state));
+        ctx.bodies()
+            .filters
+            .push(Box::new(Replace(Some(e.body.clone()))));
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The header names `Vary` lists (lower case, sorted out of duplicates); `None` for
+/// `Vary: *`, which no request can match.
+fn vary_names(h: &HeaderMap) -> Option<Vec<HeaderName>> {
+    let mut names = Vec::new();
+    for v in h.get_all(header::VARY) {
+        for n in v.to_str().unwrap_or("").split(',') {
+            let n = n.trim();
+            if n == "*" {
+                return None;
+            }
+            if let Ok(name) = HeaderName::from_bytes(n.as_bytes())
+                && !names.contains(&name)
+            {
+                names.push(name);
+            }
+        }
+    }
+    Some(names)
+}
+
+/// Whether the request's conditionals match the stored response (RFC 9110 13.2.2:
+/// If-None-Match first, weak comparison; else If-Modified-Since).
+fn not_modified(req: &HeaderMap, stored: &HeaderMap) -> bool {
+    let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        let Some(etag) = stored.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        return inm.trim() == "*" || inm.split(',').any(|t| weak(t) == weak(etag));
+    }
+    let (Some(ims), Some(lm)) = (
+        req.get(header::IF_MODIFIED_SINCE).and_then(http_date),
+        stored.get(header::LAST_MODIFIED).and_then(http_date),
+    ) else {
+        return false;
+    };
+    lm <= ims
+}
+
+/// The request host, lower case, without port.
+fn host_of(req: &http::request::Parts) -> String {
+    let h = req
+        .uri
+        .host()
+        .or_else(|| req.headers.get(header::HOST).and_then(|v| v.to_str().ok()))
+        .unwrap_or("");
+    let h = match h.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(']') || port.is_empty() => {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                h
+            }
+        }
+        _ => h,
+    };
+    h.to_ascii_lowercase()
+}
+
+impl Policy for Cache {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn body_needs(&self) -> BodyNeeds {
+        BodyNeeds {
+            request: RequestBodyNeed::Untouched,
+            response: ResponseBodyNeed::Filtered,
+        }
+    }
+
+    fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
+        if !self.methods.contains(&req.method) {
+            ctx.extensions.insert(Seen::Bypass);
+            return Flow::Continue;
+        }
+        let host = host_of(req);
+        let key: Arc<str> = self.key(req, ctx, &host).into();
+        let auth = req.headers.contains_key(header::AUTHORIZATION) && !self.shared_by_consumer;
+        let found = self.store.get(&key);
+        let entry = found
+            .as_ref()
+            .and_then(|v| v.select(&req.headers))
+            .filter(|e| !auth || e.shared_with_auth)
+            .cloned();
+        let now = Instant::now();
+        if let Some(e) = &entry
+            && e.is_fresh(now)
+        {
+            self.store.hit();
+            ctx.extensions.insert(Seen::Served);
+            return Flow::respond("cache_hit", self.answer(e, req, "HIT"));
+        }
+        // Stale: ask the upstream whether it changed, with the stored validators when
+        // the client sent none of its own.
+        let mut revalidating = false;
+        if let Some(e) = &entry
+            && !req.headers.contains_key(header::IF_NONE_MATCH)
+            && !req.headers.contains_key(header::IF_MODIFIED_SINCE)
+        {
+            if let Some(etag) = e.headers.get(header::ETAG) {
+                req.headers.insert(header::IF_NONE_MATCH, etag.clone());
+                revalidating = true;
+            }
+            if let Some(lm) = e.headers.get(header::LAST_MODIFIED) {
+                req.headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+                revalidating = true;
+            }
+        }
+        self.store.miss();
+        let path_and_query = req
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        ctx.extensions.insert(Seen::Upstream {
+            key,
+            stale: entry,
+            revalidating,
+            auth,
+            request: Arc::new(req.headers.clone()),
+            host,
+            path_and_query,
+        });
+        Flow::Continue
+    }
+
+    fn on_response(&self, resp: &mut http::response::Parts, ctx: &mut RequestCtx) {
+        let seen = ctx.extensions.get::<Seen>().cloned();
+        let Some(Seen::Upstream {
+            key,
+            stale,
+            revalidating,
+            auth,
+            request,
+            host,
+            path_and_query,
+        }) = seen
+        else {
+            if let Some(Seen::Bypass) = seen {
+                resp.headers
+                    .insert(X_CACHE, HeaderValue::from_static("BYPASS"));
+            }
+            return;
+        };
+        let tags = take_tags(&mut resp.headers, &self.tag_header);
+        if let Some(e) = &stale {
+            // The upstream failed (5xx, timeout, refused): within stale-if-error, the
+            // stale entry answers.
+            if resp.status.is_server_error() {
+                let d = Directives::for_shared_cache(&e.headers);
+                let window = d
+                    .stale_if_error
+                    .map_or(self.stale_if_error, Duration::from_secs);
+                let past = Instant::now()
+                    .saturating_duration_since(e.stored)
+                    .saturating_sub(e.fresh_for);
+                if past <= window && !window.is_zero() {
+                    self.replace(resp, ctx, e, "STALE");
+                    return;
+                }
+            }
+            // Not modified: the stored body with the new head's freshness.
+            if resp.status == StatusCode::NOT_MODIFIED && revalidating {
+                // RFC 9111 4.3.4: the stored head, updated with the 304's fields.
+                let update = std::mem::take(&mut resp.headers);
+                let mut headers = e.headers.clone();
+                for name in update.keys() {
+                    if *name != header::CONTENT_LENGTH {
+                        headers.remove(name);
+                    }
+                }
+                for (name, value) in &update {
+                    if *name != header::CONTENT_LENGTH {
+                        headers.append(name.clone(), value.clone());
+                    }
+                }
+                resp.status = e.status;
+                resp.headers = headers;
+                if let Some((names, mut fresh)) =
+                    self.storable(resp, auth, &request, &host, &path_and_query, e.tags.clone())
+                {
+                    fresh.body = e.body.clone();
+                    self.store.insert(&key, names, fresh);
+                }
+                resp.headers.remove(SURROGATE_CONTROL);
+                resp.headers
+                    .insert(X_CACHE, HeaderValue::from_static("REVALIDATED"));
+                resp.headers.insert(header::AGE, HeaderValue::from(0u64));
+                ctx.bodies()
+                    .filters
+                    .push(Box::new(Replace(Some(e.body.clone()))));
+                return;
+            }
+        }
+        resp.headers
+            .insert(X_CACHE, HeaderValue::from_static("MISS"));
+        if let Some((names, entry)) =
+            self.storable(resp, auth, &request, &host, &path_and_query, tags)
+        {
+            ctx.bodies().filters.push(Box::new(Tee {
+                store: Arc::clone(&self.store),
+                key,
+                names,
+                entry: Some(entry),
+                buf: BytesMut::new(),
+                max: usize::try_from(self.max_entry).unwrap_or(usize::MAX),
+            }));
+        }
+    }
+}
+
+/// Removes the tag header from `h` and returns its tags.
+fn take_tags(h: &mut HeaderMap, name: &HeaderName) -> Vec<String> {
+    let mut tags = Vec::new();
+    for v in h.get_all(name) {
+        for t in v.to_str().unwrap_or("").split([' ', ',']) {
+            if !t.is_empty() && !tags.iter().any(|x| x == t) {
+                tags.push(t.to_string());
+            }
+        }
+    }
+    h.remove(name);
+    tags
+}
+
+/// Copies the body into the entry as it streams to the client; stores it at the end
+/// unless it grew past `max`.
+struct Tee {
+    store: Arc<CacheStore>,
+    key: Arc<str>,
+    names: Vec<HeaderName>,
+    entry: Option<Entry>,
+    buf: BytesMut,
+    max: usize,
+}
+
+impl BodyFilter for Tee {
+    fn on_data(&mut self, data: Bytes) -> Result<Bytes, FilterError> {
+        if self.entry.is_some() {
+            if self.buf.len() + data.len() > self.max {
+                // Too large to keep: it streams on, unstored.
+                self.entry = None;
+                self.buf = BytesMut::new();
+            } else {
+                self.buf.extend_from_slice(&data);
+            }
+        }
+        Ok(data)
+    }
+
+    fn on_end(&mut self) -> Result<Bytes, FilterError> {
+        if let Some(mut e) = self.entry.take() {
+            e.body = std::mem::take(&mut self.buf).freeze();
+            self.store
+                .insert(&self.key, std::mem::take(&mut self.names), e);
+        }
+        Ok(Bytes::new())
+    }
+}
+
+/// Sends a stored body instead of the upstream's.
+struct Replace(Option<Bytes>);
+
+impl BodyFilter for Replace {
+    fn on_data(&mut self, _data: Bytes) -> Result<Bytes, FilterError> {
+        Ok(Bytes::new())
+    }
+
+    fn on_end(&mut self) -> Result<Bytes, FilterError> {
+        Ok(self.0.take().unwrap_or_default())
+    }
+}

@@ -1,0 +1,283 @@
+//! `type: cache` through the real binary against a real backend: misses then hits with
+//! Age, HEAD and conditionals from the stored entry, what is never stored, Vary, the
+//! Authorization rule, the key, stale-if-error, revalidation, the admin counters and
+//! purges, and entries surviving a reload.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use serde_json::json;
+use std::time::Duration;
+use support::*;
+
+const RH: &str = "x-echo-response-header";
+
+fn config(be: &Backend) -> String {
+    format!(
+        r#"
+upstreams:
+  u: {{ targets: [{{ address: "{be}" }}] }}
+policies:
+  catalog-cache:
+    type: cache
+    memory: 1MiB
+    max_entry_size: 8KiB
+    ttl: 60s
+    max_ttl: 1d
+    key: [header:x-tenant]
+    ignore_query: [utm_source]
+    stale_if_error: 5m
+    tag_header: surrogate-key
+routes:
+  - {{ name: cached, match: {{ path: {{ type: prefix, value: / }} }}, policies: [catalog-cache], upstream: u }}
+"#,
+        be = be.addr
+    )
+}
+
+async fn get(c: &Client, url: &str, headers: &[(&str, &str)]) -> Reply {
+    send(c, "GET", url, headers).await
+}
+
+fn state(r: &Reply) -> String {
+    r.header("x-cache").unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misses_then_hits_and_answers_head_and_conditionals_from_the_entry() {
+    let be = Backend::start("a", Kind::Echo).await;
+    let (_g, url, admin) = gateway(&config(&be));
+    let c = Client::new();
+    let h = [(RH, "cache-control: max-age=60"), (RH, "etag: \"v1\"")];
+    let first = get(&c, &format!("{url}/items?b=2&a=1&utm_source=x"), &h).await;
+    assert_eq!((first.status, state(&first).as_str()), (200, "MISS"));
+    // Same key: query sorted, utm_source ignored.
+    let hit = get(&c, &format!("{url}/items?a=1&b=2"), &h).await;
+    assert_eq!(state(&hit), "HIT");
+    assert_eq!(hit.body, first.body);
+    assert!(hit.header("age").unwrap().parse::<u64>().unwrap() <= 1);
+    assert_eq!(be.hits(), 1);
+    // HEAD from GET's entry; a matching If-None-Match gets 304.
+    let head = send(&c, "HEAD", &format!("{url}/items?a=1&b=2"), &[]).await;
+    assert_eq!((head.status, state(&head).as_str()), (200, "HIT"));
+    assert!(head.body.is_empty());
+    let r = get(
+        &c,
+        &format!("{url}/items?a=1&b=2"),
+        &[("if-none-match", "W/\"v1\"")],
+    )
+    .await;
+    assert_eq!((r.status, state(&r).as_str()), (304, "HIT"));
+    assert!(r.body.is_empty());
+    assert_eq!(be.hits(), 1);
+    // Another tenant is another key.
+    let r = get(&c, &format!("{url}/items?a=1&b=2"), &[("x-tenant", "t2")]).await;
+    assert_eq!(state(&r), "MISS");
+    // Not a cached method: BYPASS.
+    let r = send_body(&c, "POST", &format!("{url}/items"), &[], "x").await;
+    assert_eq!(state(&r), "BYPASS");
+
+    let stats: serde_json::Value = c
+        .get(&format!("{admin}/admin/caches/catalog-cache"))
+        .await
+        .json();
+    assert_eq!(stats["entries"], 2);
+    assert_eq!(stats["hits"], 3);
+    assert_eq!(stats["misses"], 2);
+    assert_eq!(stats["memory"], 1024 * 1024);
+    assert!(stats["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(stats["evictions"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_never_stored_and_what_varies() {
+    let be = Backend::start("a", Kind::Echo).await;
+    let (_g, url, _) = gateway(&config(&be));
+    let c = Client::new();
+    for (path, header) in [
+        ("/cookie", "set-cookie: s=1"),
+        ("/private", "cache-control: private, max-age=60"),
+        ("/no-store", "cache-control: no-store"),
+        ("/star", "vary: *"),
+    ] {
+        for _ in 0..2 {
+            let r = get(&c, &format!("{url}{path}"), &[(RH, header)]).await;
+            assert_eq!(state(&r), "MISS", "{path}");
+        }
+    }
+    // A 5xx without freshness is not stored; a 200 without any gets `ttl`.
+    for _ in 0..2 {
+        let r = get(&c, &format!("{url}/status/500"), &[]).await;
+        assert_eq!(state(&r), "MISS");
+    }
+    get(&c, &format!("{url}/plain"), &[]).await;
+    assert_eq!(state(&get(&c, &format!("{url}/plain"), &[]).await), "HIT");
+    // Larger than max_entry_size: streamed, unstored.
+    for _ in 0..2 {
+        let r = get(&c, &format!("{url}/bytes/20000"), &[]).await;
+        assert_eq!((r.body.len(), state(&r).as_str()), (20000, "MISS"));
+    }
+    // Surrogate-Control beats Cache-Control.
+    let sc = [
+        (RH, "cache-control: no-store"),
+        (RH, "surrogate-control: max-age=60"),
+    ];
+    get(&c, &format!("{url}/surrogate"), &sc).await;
+    let r = get(&c, &format!("{url}/surrogate"), &sc).await;
+    assert_eq!(state(&r), "HIT");
+    assert!(r.header("surrogate-control").is_none());
+
+    // Vary picks variants.
+    let v = |lang: &'static str| [(RH, "vary: accept-language"), ("accept-language", lang)];
+    assert_eq!(
+        state(&get(&c, &format!("{url}/vary"), &v("fr")).await),
+        "MISS"
+    );
+    assert_eq!(
+        state(&get(&c, &format!("{url}/vary"), &v("de")).await),
+        "MISS"
+    );
+    let fr = get(&c, &format!("{url}/vary"), &v("fr")).await;
+    assert_eq!(state(&fr), "HIT");
+    assert_eq!(fr.json()["headers"]["accept-language"], "fr");
+
+    // Authorization: neither answered nor stored, unless the response is public.
+    let auth = [("authorization", "Bearer x")];
+    assert_eq!(
+        state(&get(&c, &format!("{url}/plain"), &auth).await),
+        "MISS"
+    );
+    assert_eq!(state(&get(&c, &format!("{url}/mine"), &auth).await), "MISS");
+    assert_eq!(state(&get(&c, &format!("{url}/mine"), &auth).await), "MISS");
+    let public = [
+        ("authorization", "Bearer x"),
+        (RH, "cache-control: public, max-age=60"),
+    ];
+    get(&c, &format!("{url}/shared"), &public).await;
+    assert_eq!(
+        state(&get(&c, &format!("{url}/shared"), &public).await),
+        "HIT"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_entries_revalidate_or_answer_when_the_upstream_fails() {
+    let be = Backend::start("a", Kind::Echo).await;
+    let (_g, url, _) = gateway(&config(&be));
+    let c = Client::new();
+    let h = [(RH, "cache-control: max-age=1"), (RH, "etag: \"e1\"")];
+    let first = get(&c, &format!("{url}/r"), &h).await;
+    let second = get(&c, &format!("{url}/s"), &h).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // The upstream says 304 to the stored validators: the stored body, REVALIDATED.
+    be.force_status(304);
+    let r = get(&c, &format!("{url}/r"), &h).await;
+    assert_eq!((r.status, state(&r).as_str()), (200, "REVALIDATED"));
+    assert_eq!(r.body, first.body);
+    // ... and the refreshed entry is fresh again.
+    assert_eq!(state(&get(&c, &format!("{url}/r"), &h).await), "HIT");
+
+    // The upstream fails: within stale_if_error the stale entry answers.
+    be.force_status(503);
+    let r = get(&c, &format!("{url}/s"), &h).await;
+    assert_eq!((r.status, state(&r).as_str()), (200, "STALE"));
+    assert_eq!(r.body, second.body);
+    assert!(r.header("age").unwrap().parse::<u64>().unwrap() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purges_by_path_prefix_and_tag_and_entries_survive_reloads() {
+    let be = Backend::start("a", Kind::Echo).await;
+    let (g, url, admin) = gateway(&config(&be));
+    let c = Client::new();
+    let tagged = |tags: &'static str| [(RH, "cache-control: max-age=60"), (RH, tags)];
+    for (path, tags) in [
+        ("/p/1", "surrogate-key: a b"),
+        ("/p/2?x=1", "surrogate-key: b"),
+        ("/q", "surrogate-key: c,a"),
+        ("/z", "surrogate-key: z"),
+    ] {
+        let r = get(&c, &format!("{url}{path}"), &tagged(tags)).await;
+        assert!(
+            r.header("surrogate-key").is_none(),
+            "tags are hidden from clients"
+        );
+    }
+    let purge = |body: serde_json::Value| {
+        let c = Client::new();
+        let admin = admin.clone();
+        async move {
+            let r = send_body(
+                &c,
+                "POST",
+                &format!("{admin}/admin/caches/catalog-cache/purge"),
+                &[("content-type", "application/json")],
+                &body.to_string(),
+            )
+            .await;
+            (r.status, r.json())
+        }
+    };
+    assert_eq!(
+        purge(json!({"path": "/p/2?x=1", "host": "127.0.0.1"})).await,
+        (200, json!({"purged": 1}))
+    );
+    assert_eq!(
+        purge(json!({"tags": ["a"]})).await,
+        (200, json!({"purged": 2}))
+    );
+    assert_eq!(
+        purge(json!({"prefix": "/p/"})).await,
+        (200, json!({"purged": 0}))
+    );
+    assert_eq!(purge(json!({"nonsense": 1})).await.0, 400);
+    for path in ["/p/1", "/q", "/p/2?x=1"] {
+        assert_eq!(
+            state(&get(&c, &format!("{url}{path}"), &tagged("surrogate-key: a")).await),
+            "MISS",
+            "{path}"
+        );
+    }
+    // Soft: marked stale, so the next request goes upstream.
+    assert_eq!(
+        purge(json!({"path": "/z", "soft": true})).await,
+        (200, json!({"purged": 1}))
+    );
+    assert_eq!(
+        state(&get(&c, &format!("{url}/z"), &tagged("surrogate-key: z")).await),
+        "MISS"
+    );
+    assert_eq!(
+        state(&get(&c, &format!("{url}/z"), &tagged("surrogate-key: z")).await),
+        "HIT"
+    );
+
+    // A reload keeps the entries.
+    let mut bigger = config(&be).replace("memory: 1MiB", "memory: 2MiB");
+    bigger = support::config(
+        url.rsplit(':').next().unwrap().parse().unwrap(),
+        admin.rsplit(':').next().unwrap().parse().unwrap(),
+        &bigger,
+    );
+    g.write_config(&bigger);
+    g.signal("HUP");
+    let stats_url = format!("{admin}/admin/caches/catalog-cache");
+    let mut memory = 0;
+    for _ in 0..50 {
+        memory = c.get(&stats_url).await.json()["memory"].as_u64().unwrap();
+        if memory == 2 * 1024 * 1024 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(memory, 2 * 1024 * 1024);
+    assert_eq!(state(&get(&c, &format!("{url}/z"), &[]).await), "HIT");
+
+    // DELETE empties it.
+    let before = c.get(&stats_url).await.json()["entries"].clone();
+    let r = send(&c, "DELETE", &stats_url, &[]).await;
+    assert_eq!(r.json()["purged"], before);
+    assert_eq!(c.get(&stats_url).await.json()["entries"], 0);
+    assert_problem(&c.get(&format!("{admin}/admin/caches/nope")).await, 404);
+}
