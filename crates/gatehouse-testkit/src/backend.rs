@@ -15,7 +15,7 @@ use std::time::Duration;
 /// What kind of backend to run.
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {
-    /// Echoes the request as JSON; `/delay/MS` waits first; `/status/N` answers N;
+    /// Echoes the request as JSON; `/delay/MS[/...]` waits first; `/status/N` answers N;
     /// `/bytes/N` streams N bytes; `/drain` reads and counts the body.
     Echo,
     /// Accepts and closes immediately (a reset upstream).
@@ -172,8 +172,10 @@ async fn echo(
         r.headers_mut().insert("x-backend", name.parse().unwrap());
         return Ok(r);
     }
+    // `/delay/MS` or `/delay/MS/anything` (distinct paths with the same delay).
     if let Some(ms) = path
         .strip_prefix("/delay/")
+        .and_then(|s| s.split('/').next())
         .and_then(|s| s.parse::<u64>().ok())
     {
         tokio::time::sleep(Duration::from_millis(ms)).await;
