@@ -4,7 +4,7 @@
 //! when the upstream fails within `stale_if_error`, served (`STALE`); cacheable answers
 //! are stored as they stream to the client (`MISS`); other requests pass (`BYPASS`).
 
-use crate::cache_store::{CacheStore, Entry, vary_values};
+use crate::cache_store::{CacheStore, Entry, Join, vary_values};
 use crate::freshness::{Directives, http_date, initial_age};
 use crate::{Build, BuildResult, Kind};
 use bytes::{Bytes, BytesMut};
@@ -62,6 +62,10 @@ pub struct Config {
     /// timeout, refused), when the response gives no `stale-if-error` (default 0s).
     #[serde(default = "zero")]
     pub stale_if_error: gatehouse_config::Duration,
+    /// How long concurrent misses on a key wait for the one request that went
+    /// upstream (default 5s; 0s: no coalescing).
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout: gatehouse_config::Duration,
     /// Response header holding surrogate keys (tags, split on spaces and commas),
     /// removed before the client sees the response (default `surrogate-key`).
     #[serde(default = "default_tag_header")]
@@ -89,6 +93,9 @@ fn default_methods() -> Vec<String> {
 }
 fn default_statuses() -> Vec<u16> {
     vec![200, 203, 204, 300, 301, 308, 404, 410]
+}
+fn default_lock_timeout() -> gatehouse_config::Duration {
+    gatehouse_config::Duration(Duration::from_secs(5))
 }
 fn zero() -> gatehouse_config::Duration {
     gatehouse_config::Duration(Duration::ZERO)
@@ -179,6 +186,7 @@ fn build(b: &Build<'_>) -> BuildResult {
         key,
         ignore_query: c.ignore_query,
         stale_if_error: c.stale_if_error.get(),
+        lock_timeout: c.lock_timeout.get(),
         tag_header,
         ignore_cache_control: c.ignore_cache_control,
     }))
@@ -198,6 +206,7 @@ pub struct Cache {
     shared_by_consumer: bool,
     ignore_query: Vec<String>,
     stale_if_error: Duration,
+    lock_timeout: Duration,
     tag_header: HeaderName,
     ignore_cache_control: bool,
 }
@@ -226,6 +235,75 @@ enum Seen {
         host: String,
         path_and_query: String,
     },
+}
+
+/// One request's look into the store, by its key.
+struct Lookup {
+    store: Arc<CacheStore>,
+    key: Arc<str>,
+    auth: bool,
+    host: String,
+}
+
+impl Lookup {
+    /// The entry for this request, if any (and allowed for an `Authorization`).
+    fn entry(&self, req: &http::request::Parts) -> Option<Arc<Entry>> {
+        self.store
+            .get(&self.key)?
+            .select(&req.headers)
+            .filter(|e| !self.auth || e.shared_with_auth)
+            .cloned()
+    }
+
+    /// The answer from a fresh entry, if there is one.
+    fn fresh(&self, req: &http::request::Parts, ctx: &mut RequestCtx) -> Option<Flow> {
+        let e = self.entry(req)?;
+        if !e.is_fresh(Instant::now()) {
+            return None;
+        }
+        self.store.hit();
+        ctx.extensions.insert(Seen::Served);
+        Some(Flow::respond(
+            "cache_hit",
+            Cache::answer_with(&e, req, "HIT"),
+        ))
+    }
+
+    /// Sends the request upstream; a stale entry's validators go with it when the
+    /// client sent none of its own, so a 304 can refresh it.
+    fn upstream(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
+        let entry = self.entry(req);
+        let mut revalidating = false;
+        if let Some(e) = &entry
+            && !req.headers.contains_key(header::IF_NONE_MATCH)
+            && !req.headers.contains_key(header::IF_MODIFIED_SINCE)
+        {
+            if let Some(etag) = e.headers.get(header::ETAG) {
+                req.headers.insert(header::IF_NONE_MATCH, etag.clone());
+                revalidating = true;
+            }
+            if let Some(lm) = e.headers.get(header::LAST_MODIFIED) {
+                req.headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+                revalidating = true;
+            }
+        }
+        self.store.miss();
+        let path_and_query = req
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        ctx.extensions.insert(Seen::Upstream {
+            key: Arc::clone(&self.key),
+            stale: entry,
+            revalidating,
+            auth: self.auth,
+            request: Arc::new(req.headers.clone()),
+            host: self.host.clone(),
+            path_and_query,
+        });
+        Flow::Continue
+    }
 }
 
 impl Cache {
@@ -275,7 +353,7 @@ impl Cache {
     }
 
     /// A stored entry as the answer to `req`: 304 when its conditionals match.
-    fn answer(&self, e: &Entry, req: &http::request::Parts, state: &'static str) -> LocalResponse {
+    fn answer_with(e: &Entry, req: &http::request::Parts, state: &'static str) -> LocalResponse {
         let now = Instant::now();
         let mut headers = e.headers.clone();
         headers.insert(header::AGE, HeaderValue::from(e.age(now).as_secs()));
@@ -497,52 +575,38 @@ impl Policy for Cache {
         let host = host_of(req);
         let key: Arc<str> = self.key(req, ctx, &host).into();
         let auth = req.headers.contains_key(header::AUTHORIZATION) && !self.shared_by_consumer;
-        let found = self.store.get(&key);
-        let entry = found
-            .as_ref()
-            .and_then(|v| v.select(&req.headers))
-            .filter(|e| !auth || e.shared_with_auth)
-            .cloned();
-        let now = Instant::now();
-        if let Some(e) = &entry
-            && e.is_fresh(now)
-        {
-            self.store.hit();
-            ctx.extensions.insert(Seen::Served);
-            return Flow::respond("cache_hit", self.answer(e, req, "HIT"));
-        }
-        // Stale: ask the upstream whether it changed, with the stored validators when
-        // the client sent none of its own.
-        let mut revalidating = false;
-        if let Some(e) = &entry
-            && !req.headers.contains_key(header::IF_NONE_MATCH)
-            && !req.headers.contains_key(header::IF_MODIFIED_SINCE)
-        {
-            if let Some(etag) = e.headers.get(header::ETAG) {
-                req.headers.insert(header::IF_NONE_MATCH, etag.clone());
-                revalidating = true;
-            }
-            if let Some(lm) = e.headers.get(header::LAST_MODIFIED) {
-                req.headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
-                revalidating = true;
-            }
-        }
-        self.store.miss();
-        let path_and_query = req
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        ctx.extensions.insert(Seen::Upstream {
+        let lookup = Lookup {
+            store: Arc::clone(&self.store),
             key,
-            stale: entry,
-            revalidating,
             auth,
-            request: Arc::new(req.headers.clone()),
             host,
-            path_and_query,
-        });
-        Flow::Continue
+        };
+        if let Some(flow) = lookup.fresh(req, ctx) {
+            return flow;
+        }
+        // A miss others may share: the first goes upstream, the rest wait for what it
+        // stores (at most `lock_timeout`), unless the key is known not to be cacheable.
+        if !auth && !self.lock_timeout.is_zero() && !self.store.is_hit_for_miss(&lookup.key) {
+            match self.store.join(&lookup.key) {
+                Join::Leader(leader) => {
+                    ctx.extensions.insert(leader);
+                }
+                Join::Follower(fill) => {
+                    let within = self.lock_timeout;
+                    return Flow::wait(async move {
+                        fill.wait(within).await;
+                        Ok(Box::new(
+                            move |req: &mut http::request::Parts, ctx: &mut RequestCtx| {
+                                lookup
+                                    .fresh(req, ctx)
+                                    .unwrap_or_else(|| lookup.upstream(req, ctx))
+                            },
+                        ) as gatehouse_core::Resume)
+                    });
+                }
+            }
+        }
+        lookup.upstream(req, ctx)
     }
 
     fn on_response(&self, resp: &mut http::response::Parts, ctx: &mut RequestCtx) {
@@ -615,9 +679,15 @@ impl Policy for Cache {
         }
         resp.headers
             .insert(X_CACHE, HeaderValue::from_static("MISS"));
-        if let Some((names, entry)) =
-            self.storable(resp, auth, &request, &host, &path_and_query, tags)
-        {
+        let stored = self.storable(resp, auth, &request, &host, &path_and_query, tags);
+        // Meant for this cache only: not forwarded, as a surrogate does.
+        resp.headers.remove(SURROGATE_CONTROL);
+        if stored.is_none() && !auth {
+            // Not cacheable: the next misses on this key go upstream side by side
+            // rather than queue behind one another (hit-for-miss), for `ttl`.
+            self.store.mark_hit_for_miss(&key, self.ttl);
+        }
+        if let Some((names, entry)) = stored {
             ctx.bodies().filters.push(Box::new(Tee {
                 store: Arc::clone(&self.store),
                 key,

@@ -178,9 +178,64 @@ impl Purge {
     }
 }
 
+/// One fetch that concurrent misses on a key wait for.
+#[derive(Debug, Default)]
+pub struct Fill {
+    done: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Fill {
+    /// Waits until the fetch ends (stored or not), at most `within`.
+    pub async fn wait(&self, within: Duration) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so an end in between is not missed.
+        notified.as_mut().enable();
+        if self.done.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = tokio::time::timeout(within, notified).await;
+    }
+}
+
+/// The request that fetches a key for the others; when it ends (dropped with the
+/// request), they are woken.
+#[derive(Debug)]
+pub struct Leader {
+    store: Arc<CacheStore>,
+    key: Arc<str>,
+    fill: Arc<Fill>,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        let mut fills = self.store.fills.lock().unwrap_or_else(|p| p.into_inner());
+        if fills
+            .get(&self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.fill))
+        {
+            fills.remove(&self.key);
+        }
+        drop(fills);
+        self.fill.done.store(true, Ordering::Release);
+        self.fill.notify.notify_waiters();
+    }
+}
+
+/// A miss's place among the concurrent misses on its key.
+pub enum Join {
+    /// It fetches; the guard (kept with the request) wakes the others when it ends.
+    Leader(Arc<Leader>),
+    /// Another request is fetching: wait for it.
+    Follower(Arc<Fill>),
+}
+
 /// A cache policy's store.
 pub struct CacheStore {
     map: Map,
+    fills: std::sync::Mutex<std::collections::HashMap<Arc<str>, Arc<Fill>>>,
+    hit_for_miss: quick_cache::sync::Cache<Arc<str>, Instant>,
     evictions: Evictions,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -229,6 +284,8 @@ impl CacheStore {
         );
         Self {
             map,
+            fills: Default::default(),
+            hit_for_miss: quick_cache::sync::Cache::new(10_000),
             evictions,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -241,6 +298,34 @@ impl CacheStore {
         if self.memory.swap(memory, Ordering::Relaxed) != memory {
             self.map.set_capacity(memory.max(1));
         }
+    }
+
+    /// Joins the misses on `key`: the first leads, the others follow.
+    pub fn join(self: &Arc<Self>, key: &Arc<str>) -> Join {
+        let mut fills = self.fills.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = fills.get(key) {
+            return Join::Follower(Arc::clone(f));
+        }
+        let fill = Arc::new(Fill::default());
+        fills.insert(Arc::clone(key), Arc::clone(&fill));
+        Join::Leader(Arc::new(Leader {
+            store: Arc::clone(self),
+            key: Arc::clone(key),
+            fill,
+        }))
+    }
+
+    /// Marks `key` as answered with something not cacheable, for `how_long`.
+    pub fn mark_hit_for_miss(&self, key: &Arc<str>, how_long: Duration) {
+        self.hit_for_miss
+            .insert(Arc::clone(key), Instant::now() + how_long);
+    }
+
+    /// Whether `key` is marked not cacheable (its misses do not wait for each other).
+    pub fn is_hit_for_miss(&self, key: &str) -> bool {
+        self.hit_for_miss
+            .get(key)
+            .is_some_and(|until| until > Instant::now())
     }
 
     /// The variants stored under `key`.
@@ -262,6 +347,7 @@ impl CacheStore {
     /// being the response's `Vary`), replacing a variant with the same values; a key
     /// whose `Vary` changed starts its variants afresh.
     pub fn insert(&self, key: &str, names: Vec<HeaderName>, entry: Entry) {
+        self.hit_for_miss.remove(key);
         let entry = Arc::new(entry);
         let mut entries = match self.map.get(key) {
             Some(v) if v.names == names => v
@@ -428,5 +514,19 @@ mod tests {
         );
         assert_eq!(s.purge(&Purge::All, false), 1);
         assert_eq!(s.stats().entries, 0);
+    }
+}
+
+#[cfg(test)]
+mod hfm_tests {
+    use super::*;
+
+    #[test]
+    fn hit_for_miss_marks_hold_until_stored() {
+        let s = CacheStore::new(1 << 20);
+        let k: Arc<str> = "k".into();
+        assert!(!s.is_hit_for_miss(&k));
+        s.mark_hit_for_miss(&k, Duration::from_secs(60));
+        assert!(s.is_hit_for_miss(&k));
     }
 }

@@ -122,7 +122,8 @@ async fn what_is_never_stored_and_what_varies() {
         (RH, "cache-control: no-store"),
         (RH, "surrogate-control: max-age=60"),
     ];
-    get(&c, &format!("{url}/surrogate"), &sc).await;
+    let r = get(&c, &format!("{url}/surrogate"), &sc).await;
+    assert!(r.header("surrogate-control").is_none());
     let r = get(&c, &format!("{url}/surrogate"), &sc).await;
     assert_eq!(state(&r), "HIT");
     assert!(r.header("surrogate-control").is_none());
@@ -280,4 +281,57 @@ async fn purges_by_path_prefix_and_tag_and_entries_survive_reloads() {
     assert_eq!(r.json()["purged"], before);
     assert_eq!(c.get(&stats_url).await.json()["entries"], 0);
     assert_problem(&c.get(&format!("{admin}/admin/caches/nope")).await, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_misses_make_one_upstream_request() {
+    let be = Backend::start("a", Kind::Echo).await;
+    let (_g, url, _) = gateway(&config(&be));
+    let h = [(RH, "cache-control: max-age=60")];
+    let many = |path: &'static str, headers: [(&'static str, &'static str); 1]| {
+        let url = url.clone();
+        (0..8)
+            .map(|_| {
+                let url = format!("{url}{path}");
+                tokio::spawn(async move { get(&Client::new(), &url, &headers).await })
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut replies = Vec::new();
+    for t in many("/delay/300/slow", h) {
+        replies.push(t.await.unwrap());
+    }
+    assert_eq!(be.hits(), 1, "one request went upstream");
+    let states: Vec<String> = replies.iter().map(state).collect();
+    assert_eq!(
+        states.iter().filter(|s| *s == "MISS").count(),
+        1,
+        "{states:?}"
+    );
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.status == 200 && r.body == replies[0].body)
+    );
+
+    // An answer that cannot be stored makes the key hit-for-miss: later misses go
+    // upstream side by side instead of queueing behind one another.
+    let uncacheable = [(RH, "set-cookie: s=1")];
+    get(
+        &Client::new(),
+        &format!("{url}/delay/300/personal"),
+        &uncacheable,
+    )
+    .await;
+    let t = std::time::Instant::now();
+    for r in many("/delay/300/personal", uncacheable) {
+        assert_eq!(state(&r.await.unwrap()), "MISS");
+    }
+    // Waiting behind a leader would take two delays (600 ms).
+    assert!(
+        t.elapsed() < Duration::from_millis(520),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(be.hits(), 1 + 1 + 8);
 }
