@@ -1,7 +1,8 @@
 //! `/admin/caches/{policy}`: a `cache` policy's counters (`GET`: entries, bytes, memory,
 //! hits, misses, evictions), purges (`POST .../purge` with `{"path", "host"}`,
 //! `{"prefix", "host"}` or `{"tags": [..]}`, optionally `"soft": true` to mark stale
-//! instead of removing) and emptying it (`DELETE`). Both answer `{"purged": N}`.
+//! instead of removing) and emptying it (`DELETE`). Both answer `{"purged": N}`; with
+//! `cluster.redis` the purge is also handed to every other gateway (within a second).
 
 use crate::{json, problem};
 use bytes::Bytes;
@@ -77,7 +78,10 @@ pub async fn endpoint(
             StatusCode::OK,
             serde_json::to_value(store.stats()).unwrap_or_default(),
         ),
-        (Method::DELETE, None) => purged(store.purge(&Purge::All, false)),
+        (Method::DELETE, None) => {
+            let n = store.purge(&Purge::All, false);
+            shared(&store, &Purge::All, false, n).await
+        }
         (Method::POST, Some("purge")) => {
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
@@ -93,7 +97,10 @@ pub async fn endpoint(
                 .map_err(|_| "the body is not a purge request")
                 .and_then(PurgeRequest::purge);
             match asked {
-                Ok((purge, soft)) => purged(store.purge(&purge, soft)),
+                Ok((purge, soft)) => {
+                    let n = store.purge(&purge, soft);
+                    shared(&store, &purge, soft, n).await
+                }
                 Err(e) => problem(StatusCode::BAD_REQUEST, e.to_string(), None),
             }
         }
@@ -105,6 +112,22 @@ pub async fn endpoint(
     }
 }
 
-fn purged(n: u64) -> Response<Full<Bytes>> {
-    json(StatusCode::OK, serde_json::json!({ "purged": n }))
+/// `{"purged": N}` (on this gateway), after handing the purge to the other gateways
+/// when the cache shares purges through Redis: `"cluster": "sent"`, or `"unreachable"`
+/// (this gateway is purged; the others are not told).
+async fn shared(store: &CacheStore, purge: &Purge, soft: bool, n: u64) -> Response<Full<Bytes>> {
+    let Some(relay) = store.relay() else {
+        return json(StatusCode::OK, serde_json::json!({ "purged": n }));
+    };
+    let cluster = match relay.publish(purge, soft).await {
+        Ok(()) => "sent",
+        Err(_) => {
+            tracing::warn!("Redis does not answer: a cache purge reached this gateway only");
+            "unreachable"
+        }
+    };
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "purged": n, "cluster": cluster }),
+    )
 }

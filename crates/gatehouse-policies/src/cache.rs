@@ -174,9 +174,19 @@ fn build(b: &Build<'_>) -> BuildResult {
         CacheStore::new(c.memory.0)
     });
     store.set_memory(c.memory.0);
+    // With a Redis link, purges made through any gateway reach this one.
+    let cluster = b.config.cluster.redis.as_ref().and_then(|redis| {
+        match &gatehouse_cluster::Cluster::staged(b.state, redis, b.dir).0 {
+            Ok(c) => Some(Arc::clone(c)),
+            // The link's own error is reported at `cluster.redis`.
+            Err(_) => None,
+        }
+    });
+    let relay = store.share_purges(cluster.as_ref(), b.name);
     Ok(Arc::new(Cache {
         name: b.name.to_string(),
         store,
+        relay,
         max_entry: c.max_entry_size.0,
         ttl: c.ttl.get(),
         max_ttl: c.max_ttl.get(),
@@ -197,6 +207,7 @@ fn build(b: &Build<'_>) -> BuildResult {
 pub struct Cache {
     name: String,
     store: Arc<CacheStore>,
+    relay: Option<Arc<crate::purge_relay::PurgeRelay>>,
     max_entry: u64,
     ttl: Duration,
     max_ttl: Duration,
@@ -568,6 +579,10 @@ impl Policy for Cache {
     }
 
     fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
+        // Serving: others' purges are read from here on.
+        if let Some(r) = &self.relay {
+            r.ensure_started(&self.store);
+        }
         if !self.methods.contains(&req.method) {
             ctx.extensions.insert(Seen::Bypass);
             return Flow::Continue;

@@ -141,7 +141,8 @@ type Map =
     quick_cache::sync::Cache<Arc<str>, Arc<Variants>, Weigher, ahash::RandomState, Evictions>;
 
 /// What a purge removes (or, soft, marks stale).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Purge {
     /// One path and query, on one host or any.
     Path {
@@ -236,6 +237,7 @@ pub struct CacheStore {
     map: Map,
     fills: std::sync::Mutex<std::collections::HashMap<Arc<str>, Arc<Fill>>>,
     hit_for_miss: quick_cache::sync::Cache<Arc<str>, Instant>,
+    relay: std::sync::Mutex<Option<Arc<crate::purge_relay::PurgeRelay>>>,
     evictions: Evictions,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -286,6 +288,7 @@ impl CacheStore {
             map,
             fills: Default::default(),
             hit_for_miss: quick_cache::sync::Cache::new(10_000),
+            relay: std::sync::Mutex::new(None),
             evictions,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -298,6 +301,32 @@ impl CacheStore {
         if self.memory.swap(memory, Ordering::Relaxed) != memory {
             self.map.set_capacity(memory.max(1));
         }
+    }
+
+    /// Shares purges over `cluster` (the config's Redis link) as policy `policy`, or
+    /// stops sharing them when there is none; returns the relay in use.
+    pub fn share_purges(
+        &self,
+        cluster: Option<&Arc<gatehouse_cluster::Cluster>>,
+        policy: &str,
+    ) -> Option<Arc<crate::purge_relay::PurgeRelay>> {
+        let mut relay = self.relay.lock().unwrap_or_else(|p| p.into_inner());
+        match (cluster, relay.as_ref()) {
+            (Some(c), Some(r)) if r.uses(c) => {}
+            (c, old) => {
+                if let Some(old) = old {
+                    old.stop();
+                }
+                *relay =
+                    c.map(|c| Arc::new(crate::purge_relay::PurgeRelay::new(Arc::clone(c), policy)));
+            }
+        }
+        relay.clone()
+    }
+
+    /// The relay sharing this store's purges, if any.
+    pub fn relay(&self) -> Option<Arc<crate::purge_relay::PurgeRelay>> {
+        self.relay.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Joins the misses on `key`: the first leads, the others follow.

@@ -30,6 +30,7 @@ pub mod limiter;
 pub mod mtls_auth;
 pub mod notes;
 pub mod oauth2_introspection;
+pub mod purge_relay;
 pub mod query_param;
 pub mod quota;
 pub mod rate_limit;

@@ -335,3 +335,53 @@ async fn concurrent_misses_make_one_upstream_request() {
     );
     assert_eq!(be.hits(), 1 + 1 + 8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_redis_a_purge_reaches_every_gateway_within_a_second() {
+    let redis = gatehouse_testkit::RedisServer::start();
+    let be = Backend::start("a", Kind::Echo).await;
+    let yaml = format!(
+        "cluster:\n  redis: {{ url: \"{}\", sync_interval: 50ms }}\n{}",
+        redis.url(),
+        config(&be)
+    );
+    let nodes: Vec<_> = (0..2).map(|_| gateway(&yaml)).collect();
+    let c = Client::new();
+    let h = [
+        (RH, "cache-control: max-age=600"),
+        (RH, "surrogate-key: shared"),
+    ];
+    for (_, url, _) in &nodes {
+        get(&c, &format!("{url}/doc"), &h).await;
+        assert_eq!(state(&get(&c, &format!("{url}/doc"), &h).await), "HIT");
+    }
+    let (_, url_b, admin_b) = &nodes[1];
+    // Each reader starts with its policy's first request, after what the stream held.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, _, admin_a) = &nodes[0];
+    let r = send_body(
+        &c,
+        "POST",
+        &format!("{admin_a}/admin/caches/catalog-cache/purge"),
+        &[],
+        r#"{"tags": ["shared"]}"#,
+    )
+    .await;
+    assert_eq!(r.json(), json!({"purged": 1, "cluster": "sent"}));
+    let t = std::time::Instant::now();
+    loop {
+        let stats = c
+            .get(&format!("{admin_b}/admin/caches/catalog-cache"))
+            .await
+            .json();
+        if stats["entries"] == 0 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "not purged on the other gateway: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(state(&get(&c, &format!("{url_b}/doc"), &h).await), "MISS");
+}
