@@ -546,22 +546,16 @@ fn not_modified(req: &HeaderMap, stored: &HeaderMap) -> bool {
     lm <= ims
 }
 
-/// The request host, lower case, without port.
+/// The request host, lower case, without port (an IPv6 literal keeps its brackets).
 fn host_of(req: &http::request::Parts) -> String {
     let h = req
         .uri
         .host()
         .or_else(|| req.headers.get(header::HOST).and_then(|v| v.to_str().ok()))
         .unwrap_or("");
-    let h = match h.rsplit_once(':') {
-        Some((name, port)) if !name.ends_with(']') || port.is_empty() => {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                name
-            } else {
-                h
-            }
-        }
-        _ => h,
+    let h = match h.strip_prefix('[').and_then(|r| r.split_once(']')) {
+        Some((addr, _)) => &h[..addr.len() + 2],
+        None => h.split(':').next().unwrap_or(h),
     };
     h.to_ascii_lowercase()
 }
@@ -774,5 +768,24 @@ impl BodyFilter for Replace {
 
     fn on_end(&mut self) -> Result<Bytes, FilterError> {
         Ok(self.0.take().unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_lose_their_port_and_case() {
+        let host = |h: &str| {
+            let mut req = http::Request::new(());
+            req.headers_mut()
+                .insert(header::HOST, HeaderValue::from_str(h).unwrap());
+            host_of(&req.into_parts().0)
+        };
+        assert_eq!(host("Example.COM:8080"), "example.com");
+        assert_eq!(host("example.com"), "example.com");
+        assert_eq!(host("[::1]:8080"), "[::1]");
+        assert_eq!(host("[::1]"), "[::1]");
     }
 }
