@@ -57,6 +57,9 @@ pub struct Connection {
     /// The peer's IP as header text (`X-Forwarded-For`), made once per connection rather
     /// than once per request.
     pub peer_ip: http::HeaderValue,
+    /// Sends requests through the gateway on a policy's behalf (docs/policies.md);
+    /// `None` on requests that were themselves sent that way.
+    pub dispatch: Option<Arc<dyn crate::Dispatch>>,
 }
 
 impl Connection {
@@ -72,6 +75,7 @@ impl Connection {
             scheme: Scheme::Http,
             tls: None,
             peer_ip,
+            dispatch: None,
         }
     }
 

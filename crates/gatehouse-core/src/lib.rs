@@ -7,6 +7,7 @@ pub mod body_needs;
 pub mod connection;
 pub mod consumer;
 pub mod ctx;
+pub mod dispatch;
 pub mod flow;
 pub mod policy;
 pub mod problem;
@@ -19,6 +20,7 @@ pub use body_needs::{
 pub use connection::{Connection, Scheme, TlsInfo};
 pub use consumer::{CREDENTIALS_INVALID, CREDENTIALS_MISSING, Consumer, Credential};
 pub use ctx::{PhaseTimings, RequestCtx, ShortCircuit};
+pub use dispatch::Dispatch;
 pub use flow::{Flow, LocalResponse, Resume, Wait};
 pub use policy::Policy;
 pub use problem::{Problem, ProblemStyle, problem_response};

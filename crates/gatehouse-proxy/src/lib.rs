@@ -9,6 +9,7 @@ pub mod attempts;
 pub mod body;
 pub mod chain;
 pub mod compile;
+pub mod dispatch;
 pub mod downstream;
 pub mod error;
 pub mod finish;

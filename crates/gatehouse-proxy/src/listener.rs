@@ -277,10 +277,12 @@ async fn serve_connection(
         }
     };
     let live = gw.live.clone();
-    let info = Arc::new(info);
-    let svc = service_fn(move |req| {
+    // Policies may send requests of their own through the gateway on this connection.
+    let info = Arc::new(crate::dispatch::Dispatcher::attach(&live, info));
+    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let live = live.clone();
         let info = info.clone();
+        let req = req.map(pipeline::Inbound::Client);
         async move { Ok::<_, Infallible>(pipeline::handle_contained(&live, &info, req).await) }
     });
     // The protocol, decided once per connection: by ALPN under TLS, else by the preface.

@@ -40,12 +40,21 @@ pub struct ConnInfo {
     pub normalization: Normalization,
 }
 
+/// A request's body as it arrives: a client's stream, or none for a request a policy
+/// sent through the gateway itself (`Dispatch`).
+pub enum Inbound {
+    /// From a client.
+    Client(Incoming),
+    /// Sent by a policy; bodiless.
+    Internal,
+}
+
 /// Serves one request; a panic anywhere in its pipeline is contained to it (a 500
 /// problem, logged) instead of tearing down the connection and its other streams.
 pub async fn handle_contained(
     live: &ArcSwap<Snapshot>,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<Inbound>,
 ) -> Response<ProxyBody> {
     contain(handle(live, conn, req)).await
 }
@@ -77,7 +86,7 @@ fn panic_response(panic: Box<dyn std::any::Any + Send>) -> Response<ProxyBody> {
 pub async fn handle(
     live: &ArcSwap<Snapshot>,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<Inbound>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let snap = live.load_full();
@@ -233,9 +242,14 @@ pub async fn handle(
         RequestBodyNeed::Untouched => None,
         RequestBodyNeed::Buffered { .. } => chain::request_buffer_limit(&route.policies, &parts),
     };
-    let body = match wanted {
-        None => ClientBody::Stream(body),
-        Some(max) => {
+    let body = match (body, wanted) {
+        // Nothing to read: an empty body, as buffered.
+        (Inbound::Internal, _) => {
+            finish.ctx.bodies().request = Some(bytes::Bytes::new());
+            ClientBody::Buffered
+        }
+        (Inbound::Client(body), None) => ClientBody::Stream(body),
+        (Inbound::Client(body), Some(max)) => {
             let limit = route.max_body_size.map_or(max, |m| m.min(max));
             match chain::buffer_request(body, limit, &finish.bytes_in).await {
                 Ok(b) => finish.ctx.bodies().request = Some(b),
