@@ -62,6 +62,11 @@ pub struct Config {
     /// timeout, refused), when the response gives no `stale-if-error` (default 0s).
     #[serde(default = "zero")]
     pub stale_if_error: gatehouse_config::Duration,
+    /// How long past its freshness an entry is served at once (`STALE`) while one
+    /// background request refreshes it, when the response gives no
+    /// `stale-while-revalidate` (default 0s).
+    #[serde(default = "zero")]
+    pub stale_while_revalidate: gatehouse_config::Duration,
     /// How long concurrent misses on a key wait for the one request that went
     /// upstream (default 5s; 0s: no coalescing).
     #[serde(default = "default_lock_timeout")]
@@ -197,6 +202,7 @@ fn build(b: &Build<'_>) -> BuildResult {
         ignore_query: c.ignore_query,
         stale_if_error: c.stale_if_error.get(),
         lock_timeout: c.lock_timeout.get(),
+        stale_while_revalidate: c.stale_while_revalidate.get(),
         tag_header,
         ignore_cache_control: c.ignore_cache_control,
     }))
@@ -218,6 +224,7 @@ pub struct Cache {
     ignore_query: Vec<String>,
     stale_if_error: Duration,
     lock_timeout: Duration,
+    stale_while_revalidate: Duration,
     tag_header: HeaderName,
     ignore_cache_control: bool,
 }
@@ -246,6 +253,48 @@ enum Seen {
         host: String,
         path_and_query: String,
     },
+}
+
+/// Marks the background request that refreshes a stale entry; holds the key's claim
+/// until that request ends.
+#[derive(Debug, Clone)]
+struct Refresh {
+    /// Held, never read: dropping the last copy ends the claim.
+    _claim: Arc<crate::cache_store::Refreshing>,
+}
+
+/// Whether `e` may still be served stale, `window` past its freshness (RFC 5861), its
+/// own directive winning over `default`; never when it must be revalidated.
+fn stale_usable(e: &Entry, own: impl Fn(&Directives) -> Option<u64>, default: Duration) -> bool {
+    let d = Directives::for_shared_cache(&e.headers);
+    if d.must_revalidate || d.no_cache {
+        return false;
+    }
+    let window = own(&d).map_or(default, Duration::from_secs);
+    let past = Instant::now()
+        .saturating_duration_since(e.stored)
+        .saturating_sub(e.fresh_for);
+    !window.is_zero() && past <= window
+}
+
+/// The request that refreshes `req`'s entry: the same target and headers, without the
+/// client's conditionals and request id.
+fn refresh_request(
+    req: &http::request::Parts,
+    claim: Arc<crate::cache_store::Refreshing>,
+) -> http::request::Parts {
+    let mut r = http::Request::new(());
+    *r.method_mut() = Method::GET;
+    *r.uri_mut() = req.uri.clone();
+    *r.version_mut() = req.version;
+    let mut headers = req.headers.clone();
+    for h in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+        headers.remove(h);
+    }
+    headers.remove("x-request-id");
+    *r.headers_mut() = headers;
+    r.extensions_mut().insert(Refresh { _claim: claim });
+    r.into_parts().0
 }
 
 /// One request's look into the store, by its key.
@@ -590,8 +639,31 @@ impl Policy for Cache {
             auth,
             host,
         };
+        // The background refresh of a stale entry: straight upstream (with the stored
+        // validators), holding the key's claim until it ends.
+        if let Some(refresh) = req.extensions.remove::<Refresh>() {
+            ctx.extensions.insert(refresh);
+            return lookup.upstream(req, ctx);
+        }
         if let Some(flow) = lookup.fresh(req, ctx) {
             return flow;
+        }
+        // Within stale-while-revalidate: the stale entry at once, and one background
+        // request refreshes it.
+        if let Some(dispatch) = &ctx.conn.dispatch
+            && let Some(e) = lookup.entry(req)
+            && stale_usable(
+                &e,
+                |d| d.stale_while_revalidate,
+                self.stale_while_revalidate,
+            )
+        {
+            if let Some(claim) = self.store.begin_refresh(&lookup.key) {
+                dispatch.dispatch(refresh_request(req, claim));
+            }
+            self.store.hit();
+            ctx.extensions.insert(Seen::Served);
+            return Flow::respond("cache_stale", Cache::answer_with(&e, req, "STALE"));
         }
         // A miss others may share: the first goes upstream, the rest wait for what it
         // stores (at most `lock_timeout`), unless the key is known not to be cacheable.
@@ -640,18 +712,11 @@ impl Policy for Cache {
         if let Some(e) = &stale {
             // The upstream failed (5xx, timeout, refused): within stale-if-error, the
             // stale entry answers.
-            if resp.status.is_server_error() {
-                let d = Directives::for_shared_cache(&e.headers);
-                let window = d
-                    .stale_if_error
-                    .map_or(self.stale_if_error, Duration::from_secs);
-                let past = Instant::now()
-                    .saturating_duration_since(e.stored)
-                    .saturating_sub(e.fresh_for);
-                if past <= window && !window.is_zero() {
-                    self.replace(resp, ctx, e, "STALE");
-                    return;
-                }
+            if resp.status.is_server_error()
+                && stale_usable(e, |d| d.stale_if_error, self.stale_if_error)
+            {
+                self.replace(resp, ctx, e, "STALE");
+                return;
             }
             // Not modified: the stored body with the new head's freshness.
             if resp.status == StatusCode::NOT_MODIFIED && revalidating {

@@ -224,6 +224,24 @@ impl Drop for Leader {
     }
 }
 
+/// A running background refresh of one key (stale-while-revalidate).
+#[derive(Debug)]
+pub struct Refreshing {
+    store: Arc<CacheStore>,
+    key: Arc<str>,
+}
+
+impl Drop for Refreshing {
+    fn drop(&mut self) {
+        let mut running = self
+            .store
+            .refreshing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        running.remove(&self.key);
+    }
+}
+
 /// A miss's place among the concurrent misses on its key.
 pub enum Join {
     /// It fetches; the guard (kept with the request) wakes the others when it ends.
@@ -238,6 +256,7 @@ pub struct CacheStore {
     fills: std::sync::Mutex<std::collections::HashMap<Arc<str>, Arc<Fill>>>,
     hit_for_miss: quick_cache::sync::Cache<Arc<str>, Instant>,
     relay: std::sync::Mutex<Option<Arc<crate::purge_relay::PurgeRelay>>>,
+    refreshing: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
     evictions: Evictions,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -289,6 +308,7 @@ impl CacheStore {
             fills: Default::default(),
             hit_for_miss: quick_cache::sync::Cache::new(10_000),
             relay: std::sync::Mutex::new(None),
+            refreshing: Default::default(),
             evictions,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -327,6 +347,18 @@ impl CacheStore {
     /// The relay sharing this store's purges, if any.
     pub fn relay(&self) -> Option<Arc<crate::purge_relay::PurgeRelay>> {
         self.relay.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Claims the background refresh of `key`, unless one is already running; the
+    /// claim ends when the guard is dropped (with the refresh request).
+    pub fn begin_refresh(self: &Arc<Self>, key: &Arc<str>) -> Option<Arc<Refreshing>> {
+        let mut running = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
+        running.insert(Arc::clone(key)).then(|| {
+            Arc::new(Refreshing {
+                store: Arc::clone(self),
+                key: Arc::clone(key),
+            })
+        })
     }
 
     /// Joins the misses on `key`: the first leads, the others follow.

@@ -385,3 +385,53 @@ async fn with_redis_a_purge_reaches_every_gateway_within_a_second() {
     }
     assert_eq!(state(&get(&c, &format!("{url_b}/doc"), &h).await), "MISS");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn within_stale_while_revalidate_stale_is_served_at_once_and_refreshed_once() {
+    let be = Backend::start("a", Kind::Echo).await;
+    let (_g, url, _) = gateway(&config(&be));
+    let c = Client::new();
+    let h = [(RH, "cache-control: max-age=1, stale-while-revalidate=30")];
+    let path = format!("{url}/delay/300/swr");
+    let first = get(&c, &path, &h).await;
+    assert_eq!(state(&first), "MISS");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // Stale at once (the upstream takes 300 ms), several times, one refresh.
+    for _ in 0..4 {
+        let t = std::time::Instant::now();
+        let r = get(&c, &path, &h).await;
+        assert_eq!((r.status, state(&r).as_str()), (200, "STALE"));
+        assert_eq!(r.body, first.body);
+        assert!(
+            t.elapsed() < Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+    // One refresh for the four (counted when it reaches the upstream; it answers
+    // 300 ms later).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(be.hits(), 2, "one refresh");
+    // Once it is stored, answers carry its body.
+    let t = std::time::Instant::now();
+    loop {
+        let r = get(&c, &path, &h).await;
+        if r.body != first.body {
+            // Its max-age=1 may be spent already by its Date's one-second resolution,
+            // so it may be served stale in turn.
+            assert!(
+                ["HIT", "STALE"].contains(&state(&r).as_str()),
+                "{}",
+                state(&r)
+            );
+            break;
+        }
+        assert_eq!(state(&r), "STALE");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "no background refresh"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
