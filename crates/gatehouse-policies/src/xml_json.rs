@@ -388,6 +388,39 @@ mod tests {
         );
     }
 
+    /// JSON documents the mapping carries both ways: objects (not empty) of XML-named
+    /// keys, string leaves, arrays of two or more under a key (one element reads back
+    /// as a single child).
+    fn documents() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let key = "[a-z_][a-z0-9_.-]{0,6}";
+        let leaf = "[ -~\u{e9}\u{4e2d}]{0,12}".prop_map(Value::String);
+        leaf.prop_recursive(4, 32, 4, move |inner| {
+            let member = prop_oneof![
+                inner.clone(),
+                proptest::collection::vec(inner, 2..4).prop_map(Value::Array),
+            ];
+            proptest::collection::vec((key, member), 1..4).prop_map(|pairs| {
+                let mut m = Map::new();
+                for (k, v) in pairs {
+                    m.insert(k, v);
+                }
+                Value::Object(m)
+            })
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn json_to_xml_and_back_is_the_same_document(doc in documents()) {
+            let xml = json_to_xml(&doc, "root").unwrap();
+            let back = xml_to_json(&xml).unwrap();
+            let mut want = Map::new();
+            want.insert("root".into(), doc);
+            proptest::prop_assert_eq!(back, Value::Object(want));
+        }
+    }
+
     #[test]
     fn json_that_xml_cannot_carry_is_refused() {
         for (doc, words) in [
