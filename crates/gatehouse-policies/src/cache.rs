@@ -484,7 +484,15 @@ impl Cache {
         if content_length(h).is_some_and(|n| n > self.max_entry) {
             return None;
         }
-        let mut headers = h.clone();
+        // Copied value by value: the upstream's header values are slices of hyper's read
+        // buffer, and keeping them would keep that whole buffer (body bytes included)
+        // alive for as long as the entry lives.
+        let mut headers = HeaderMap::with_capacity(h.len());
+        for (name, value) in h {
+            if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
+                headers.append(name.clone(), v);
+            }
+        }
         for name in [
             header::AGE,
             header::CONNECTION,
@@ -762,12 +770,15 @@ impl Policy for Cache {
             self.store.mark_hit_for_miss(&key, self.ttl);
         }
         if let Some((names, entry)) = stored {
+            // Sized once when the length is known: a doubling buffer would keep up to
+            // twice the body for as long as the entry lives.
+            let len = content_length(&resp.headers).unwrap_or(0);
             ctx.bodies().filters.push(Box::new(Tee {
                 store: Arc::clone(&self.store),
                 key,
                 names,
                 entry: Some(entry),
-                buf: BytesMut::new(),
+                buf: BytesMut::with_capacity(usize::try_from(len).unwrap_or(0)),
                 max: usize::try_from(self.max_entry).unwrap_or(usize::MAX),
             }));
         }
@@ -815,7 +826,14 @@ impl BodyFilter for Tee {
 
     fn on_end(&mut self) -> Result<Bytes, FilterError> {
         if let Some(mut e) = self.entry.take() {
-            e.body = std::mem::take(&mut self.buf).freeze();
+            let buf = std::mem::take(&mut self.buf);
+            // Only what the body holds stays allocated (a length unknown in advance
+            // left slack in the buffer).
+            e.body = if buf.capacity() == buf.len() {
+                buf.freeze()
+            } else {
+                Bytes::copy_from_slice(&buf)
+            };
             self.store
                 .insert(&self.key, std::mem::take(&mut self.names), e);
         }
