@@ -352,7 +352,9 @@ fn fill(template: &str, params: &[(String, String)], query: Option<&str>) -> Str
         };
         let name = &after[..close];
         let value = match name.strip_prefix("query.") {
-            Some(q) => query_value(query, q),
+            Some(q) => query
+                .and_then(|all| gatehouse_policies::query_param::value(all, q))
+                .map(|v| String::from_utf8_lossy(&v).into_owned()),
             None => params
                 .iter()
                 .find(|(n, _)| n == name)
@@ -365,18 +367,6 @@ fn fill(template: &str, params: &[(String, String)], query: Option<&str>) -> Str
     }
     out.push_str(rest);
     out
-}
-
-/// The decoded value of query parameter `name`.
-fn query_value(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| {
-            percent_encoding::percent_decode_str(&v.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-    })
 }
 
 #[cfg(test)]

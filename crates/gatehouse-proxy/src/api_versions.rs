@@ -228,16 +228,10 @@ fn redirect_to(v: &VersionRoute, uri: &Uri) -> LocalResponse {
     r
 }
 
-/// The value of query parameter `name` (percent-decoded), if present and not empty.
+/// The value of query parameter `name` (decoded), if present and not empty.
 fn query_value(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name && !v.is_empty()).then(|| {
-            percent_encoding::percent_decode_str(v)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-    })
+    let v = gatehouse_policies::query_param::value(query?, name)?;
+    (!v.is_empty()).then(|| String::from_utf8_lossy(&v).into_owned())
 }
 
 /// The version in the first `Accept` media range of the form `before{version}after`.
