@@ -37,7 +37,7 @@ fi
 # inputs go to a scratch corpus; the seeds in fuzz/seeds stay small and reviewed.
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-  for target in config_load path_normalize host_parse request_head gateway_request accept_encoding xml_body; do
+  for target in config_load path_normalize host_parse request_head gateway_request accept_encoding xml_body json_body; do
     scratch="$(mktemp -d)"
     cargo +nightly fuzz run "$target" "$scratch" "fuzz/seeds/$target" -- -max_total_time=30 -rss_limit_mb=2048
     rm -rf "$scratch"

@@ -2,6 +2,7 @@
 //! edit bodies: gzip, deflate, br and zstd, bounded so a small bomb cannot become a
 //! large body.
 
+use std::borrow::Cow;
 use std::io::Read;
 
 /// Why a body could not be decoded.
@@ -27,8 +28,8 @@ pub fn decodable(coding: Option<&str>) -> bool {
     }
 }
 
-/// `body` decoded from `coding`, at most `max` bytes.
-pub fn decode(coding: &str, body: &[u8], max: u64) -> Result<Vec<u8>, DecodeError> {
+/// `body` decoded from `coding`, at most `max` bytes (borrowed when it was not encoded).
+pub fn decode<'b>(coding: &str, body: &'b [u8], max: u64) -> Result<Cow<'b, [u8]>, DecodeError> {
     let reader: Box<dyn Read + '_> = match coding.trim().to_ascii_lowercase().as_str() {
         "" | "identity" => return bounded(body, max),
         "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(body)),
@@ -48,14 +49,14 @@ pub fn decode(coding: &str, body: &[u8], max: u64) -> Result<Vec<u8>, DecodeErro
     if out.len() as u64 > max {
         return Err(DecodeError::TooLarge);
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
-fn bounded(body: &[u8], max: u64) -> Result<Vec<u8>, DecodeError> {
+fn bounded(body: &[u8], max: u64) -> Result<Cow<'_, [u8]>, DecodeError> {
     if body.len() as u64 > max {
         return Err(DecodeError::TooLarge);
     }
-    Ok(body.to_vec())
+    Ok(Cow::Borrowed(body))
 }
 
 #[cfg(test)]

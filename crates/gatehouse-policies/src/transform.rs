@@ -4,7 +4,7 @@
 //! up to `max_body_size` (413 for a request, 502 for a response beyond it).
 
 use crate::body_type::BodyType;
-use crate::json_edit::JsonPath;
+use crate::json_edit::{self, JsonPath, Reach};
 use crate::xml_json::{ConvertError, is_xml_name, json_to_xml, xml_to_json};
 use crate::{Build, BuildResult, Kind, content_coding};
 use bytes::Bytes;
@@ -131,6 +131,8 @@ struct Side {
     rename: Vec<(JsonPath, String)>,
     set: Vec<(JsonPath, Value)>,
     add: Vec<(JsonPath, Value)>,
+    /// What the edits' paths reach, opened as the body is read.
+    reach: Reach,
     convert: Option<Convert>,
     xml_root: String,
 }
@@ -145,7 +147,7 @@ impl Side {
             }
         };
         let edits = c.json.clone().unwrap_or_default();
-        let remove = (edits.remove.iter().enumerate())
+        let remove: Vec<JsonPath> = (edits.remove.iter().enumerate())
             .filter_map(|(i, t)| path(format!("{side}.json.remove[{i}]"), t))
             .collect();
         let mut rename = Vec::new();
@@ -191,7 +193,13 @@ impl Side {
                 ));
             }
         }
+        let reach = Reach::of(
+            (remove.iter())
+                .chain(rename.iter().map(|(p, _)| p))
+                .chain(set.iter().chain(&add).map(|(p, _)| p)),
+        );
         Self {
+            reach,
             remove,
             rename,
             set,
@@ -220,36 +228,54 @@ impl Side {
         body: &[u8],
         vars: &Vars<'_>,
     ) -> Result<(Vec<u8>, Option<&'static str>), Fault> {
-        let mut doc = match self.convert {
-            Some(Convert::XmlToJson) => xml_to_json(body).map_err(Fault::Malformed)?,
-            _ => serde_json::from_slice(body).map_err(|e| {
-                Fault::Malformed(ConvertError {
-                    message: strip_position(&e.to_string()),
-                    line: e.line(),
-                    column: e.column(),
-                })
-            })?,
+        // Edits work on JSON text: XML is converted to it first, and JSON bound for XML
+        // is edited before it is read as values.
+        let xml_as_json;
+        let json = match self.convert {
+            Some(Convert::XmlToJson) => {
+                xml_as_json = to_json(&xml_to_json(body).map_err(Fault::Malformed)?);
+                &xml_as_json[..]
+            }
+            _ => body,
         };
-        for p in &self.remove {
-            p.remove(&mut doc);
-        }
-        for (p, to) in &self.rename {
-            p.rename(&mut doc, to);
-        }
-        for (p, v) in &self.set {
-            p.set(&mut doc, &vars.render(v), false);
-        }
-        for (p, v) in &self.add {
-            p.set(&mut doc, &vars.render(v), true);
-        }
+        let edited =
+            json_edit::edit(json, &self.reach, |doc| self.edit(doc, vars)).map_err(malformed)?;
         match self.convert {
-            Some(Convert::JsonToXml) => json_to_xml(&doc, &self.xml_root)
-                .map(|x| (x, Some("application/xml")))
-                .map_err(Fault::Unconvertible),
-            Some(Convert::XmlToJson) => Ok((to_json(&doc), Some("application/json"))),
-            None => Ok((to_json(&doc), None)),
+            Some(Convert::JsonToXml) => {
+                let doc: Value = serde_json::from_slice(&edited).map_err(malformed)?;
+                json_to_xml(&doc, &self.xml_root)
+                    .map(|x| (x, Some("application/xml")))
+                    .map_err(Fault::Unconvertible)
+            }
+            Some(Convert::XmlToJson) => Ok((edited, Some("application/json"))),
+            None => Ok((edited, None)),
         }
     }
+
+    /// Applies this side's edits in their order: remove, rename, set, add.
+    fn edit(&self, doc: &mut json_edit::Node<'_>, vars: &Vars<'_>) {
+        for p in &self.remove {
+            p.remove(doc);
+        }
+        for (p, to) in &self.rename {
+            p.rename(doc, to);
+        }
+        for (p, v) in &self.set {
+            p.set(doc, &vars.render(v), false);
+        }
+        for (p, v) in &self.add {
+            p.set(doc, &vars.render(v), true);
+        }
+    }
+}
+
+/// A JSON parse error, said with its line and column.
+fn malformed(e: serde_json::Error) -> Fault {
+    Fault::Malformed(ConvertError {
+        message: strip_position(&e.to_string()),
+        line: e.line(),
+        column: e.column(),
+    })
 }
 
 fn to_json(doc: &Value) -> Vec<u8> {
