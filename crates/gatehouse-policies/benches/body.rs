@@ -10,7 +10,7 @@ use gatehouse_policies::kind::Kinds;
 use std::hint::black_box;
 use std::sync::Arc;
 
-/// The binary's allocator (`MIMALLOC_PURGE_DELAY=0` in the environment: its setting too).
+/// The binary's allocator, with its default settings as the binary runs it.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -18,6 +18,7 @@ pub mod forwarded;
 pub mod gateway;
 pub mod head;
 pub mod health_check;
+pub mod housekeeping;
 pub mod listener;
 pub mod listener_set;
 pub mod outbound;

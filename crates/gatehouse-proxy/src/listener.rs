@@ -52,6 +52,7 @@ fn run_worker(gw: Arc<Gateway>, mut listeners: mpsc::UnboundedReceiver<Started>)
         }
     };
     rt.block_on(async move {
+        crate::housekeeping::spawn();
         let mut stop = gw.shutdown_signal();
         loop {
             tokio::select! {

@@ -72,7 +72,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    allocator::tune();
+    gatehouse_proxy::housekeeping::set(allocator::collect);
     let cli = Cli::parse();
     match cli.command {
         Command::Completions { shell } => {

@@ -106,6 +106,7 @@ fn serve(
 
     let mut bound = server::bind(gw.clone(), loaded, threads)?;
     control.block_on(async {
+        gatehouse_proxy::housekeeping::spawn();
         bound.spawn_control();
         tokio::spawn(gatehouse_proxy::reload::on_sighup(gw.clone(), hup));
         wait_for_stop_signal(term, int).await;
