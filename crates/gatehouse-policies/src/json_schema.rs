@@ -3,6 +3,7 @@
 //! that fails is answered 400 with every violation listed as `errors: [{pointer,
 //! detail}]`; the values the client sent are never echoed back.
 
+use crate::json_instance::{self, Instance, Sonic};
 use crate::{Build, BuildResult, Kind};
 use gatehouse_core::{
     BodyNeeds, Flow, Policy, Problem, RequestBodyNeed, RequestCtx, problem_response,
@@ -97,7 +98,8 @@ fn build(b: &Build<'_>) -> BuildResult {
             }
         }
     };
-    let mut options = jsonschema::options().should_validate_formats(c.validate_formats);
+    let mut options =
+        jsonschema::options_for::<Sonic>().should_validate_formats(c.validate_formats);
     if let Some(url) = base.as_deref().and_then(file_url) {
         options = options.with_base_uri(url);
     }
@@ -137,7 +139,7 @@ fn file_url(path: &std::path::Path) -> Option<String> {
 /// A compiled `json_schema` policy.
 pub struct JsonSchemaPolicy {
     name: String,
-    validator: Validator,
+    validator: Validator<Sonic>,
     methods: Vec<Method>,
     max_body: u64,
 }
@@ -182,8 +184,8 @@ impl Policy for JsonSchemaPolicy {
             let p = Problem::new(StatusCode::BAD_REQUEST, "a JSON body is required");
             return Flow::respond("schema_invalid", problem_response(&p, &ctx.request_id));
         }
-        let doc: Value = match serde_json::from_slice(&body) {
-            Ok(v) => v,
+        let doc = match json_instance::parse(&body) {
+            Ok(doc) => doc,
             Err(e) => {
                 let p = Problem::new(
                     StatusCode::BAD_REQUEST,
@@ -192,9 +194,13 @@ impl Policy for JsonSchemaPolicy {
                 return Flow::respond("malformed_body", problem_response(&p, &ctx.request_id));
             }
         };
+        // Most bodies are valid: that check builds no errors.
+        if self.validator.is_valid(Instance::Value(&doc)) {
+            return Flow::Continue;
+        }
         let mut errors = Vec::new();
         let mut total = 0usize;
-        for e in self.validator.iter_errors(&doc) {
+        for e in self.validator.iter_errors(Instance::Value(&doc)) {
             total += 1;
             if errors.len() < MAX_ERRORS {
                 errors.push(violation(&e));
@@ -227,13 +233,13 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// One violation as `{pointer, detail}`. A missing property's pointer names the
 /// property, so the pointer always says where the fix goes.
 fn violation(e: &ValidationError<'_>) -> Value {
-    let mut pointer = e.instance_path.to_string();
-    if let ValidationErrorKind::Required { property } = &e.kind {
+    let mut pointer = e.instance_path().to_string();
+    if let ValidationErrorKind::Required { property } = e.kind() {
         let name = property.as_str().unwrap_or_default();
         pointer.push('/');
         pointer.push_str(&name.replace('~', "~0").replace('/', "~1"));
     }
-    json!({ "pointer": pointer, "detail": describe(&e.kind) })
+    json!({ "pointer": pointer, "detail": describe(e.kind()) })
 }
 
 /// What a violation breaks, in words that name the schema's limits but never the
@@ -251,8 +257,10 @@ fn describe(kind: &ValidationErrorKind) -> String {
         K::AdditionalProperties { unexpected } => {
             format!("has properties not allowed: {}", list(unexpected))
         }
-        K::AnyOf => "must match at least one of the schemas in anyOf".into(),
-        K::BacktrackLimitExceeded { .. } => "is too complex to check against the pattern".into(),
+        K::AnyOf { .. } => "must match at least one of the schemas in anyOf".into(),
+        K::BacktrackLimitExceeded { .. } | K::RegexEngineFailure { .. } => {
+            "is too complex to check against the pattern".into()
+        }
         K::Constant { expected_value } => format!("must be {expected_value}"),
         K::Contains => "must contain an item matching the schema in contains".into(),
         K::ContentEncoding { content_encoding } => {
@@ -261,7 +269,7 @@ fn describe(kind: &ValidationErrorKind) -> String {
         K::ContentMediaType { content_media_type } => {
             format!("must be of media type {content_media_type}")
         }
-        K::Custom { message } => message.clone(),
+        K::Custom { message, .. } => message.clone(),
         K::Enum { options } => format!("must be one of {options}"),
         K::ExclusiveMaximum { limit } => format!("must be less than {limit}"),
         K::ExclusiveMinimum { limit } => format!("must be greater than {limit}"),
@@ -278,10 +286,14 @@ fn describe(kind: &ValidationErrorKind) -> String {
         K::MinProperties { limit } => format!("must have at least {limit} properties"),
         K::MultipleOf { multiple_of } => format!("must be a multiple of {multiple_of}"),
         K::Not { .. } => "must not match the schema in not".into(),
-        K::OneOfMultipleValid => "must match exactly one schema in oneOf, matches several".into(),
-        K::OneOfNotValid => "must match exactly one schema in oneOf, matches none".into(),
+        K::OneOfMultipleValid { .. } => {
+            "must match exactly one schema in oneOf, matches several".into()
+        }
+        K::OneOfNotValid { .. } => "must match exactly one schema in oneOf, matches none".into(),
         K::Pattern { pattern } => format!("must match the pattern {pattern:?}"),
-        K::PropertyNames { error } => format!("has a property name that {}", describe(&error.kind)),
+        K::PropertyNames { error } => {
+            format!("has a property name that {}", describe(error.kind()))
+        }
         K::Required { .. } => "is required".into(),
         K::Type { kind } => match kind {
             TypeKind::Single(t) => format!("must be of type {t}"),
@@ -305,9 +317,52 @@ fn describe(kind: &ValidationErrorKind) -> String {
 mod tests {
     use super::*;
 
+    /// The violations of `doc` against `schema`, read as the policy reads a body.
     fn errors(schema: Value, doc: Value) -> Vec<Value> {
-        let v = jsonschema::options().build(&schema).unwrap();
-        v.iter_errors(&doc).map(|e| violation(&e)).collect()
+        let v = jsonschema::options_for::<Sonic>().build(&schema).unwrap();
+        let doc = json_instance::parse(doc.to_string().as_bytes()).unwrap();
+        let found: Vec<_> = (v.iter_errors(Instance::Value(&doc)))
+            .map(|e| violation(&e))
+            .collect();
+        assert_eq!(found.is_empty(), v.is_valid(Instance::Value(&doc)));
+        found
+    }
+
+    #[test]
+    fn the_deepest_body_allowed_fits_a_worker_stack() {
+        // A schema that recurses as deep as the body, on a thread with a worker's stack,
+        // in whatever build runs the tests.
+        let v = jsonschema::options_for::<Sonic>()
+            .build(&json!({"type": "array", "items": {"$ref": "#"}, "maxItems": 1}))
+            .unwrap();
+        let n = json_instance::MAX_DEPTH;
+        let body = "[".repeat(n) + &"]".repeat(n);
+        let valid = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let doc = json_instance::parse(body.as_bytes()).unwrap();
+                v.is_valid(Instance::Value(&doc))
+                    && v.iter_errors(Instance::Value(&doc)).count() == 0
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(valid);
+    }
+
+    #[test]
+    fn a_repeated_name_is_validated_in_every_copy() {
+        // Upstream parsers differ on which copy they read: each one must be valid.
+        let schema = json!({"properties": {"qty": {"minimum": 1}}, "required": ["qty"]});
+        let v = jsonschema::options_for::<Sonic>().build(&schema).unwrap();
+        for (body, valid) in [
+            (&br#"{"qty": 1, "qty": -5}"#[..], false),
+            (br#"{"qty": -5, "qty": 1}"#, false),
+            (br#"{"qty": 2, "qty": 1}"#, true),
+        ] {
+            let doc = json_instance::parse(body).unwrap();
+            assert_eq!(v.is_valid(Instance::Value(&doc)), valid, "{body:?}");
+        }
     }
 
     #[test]

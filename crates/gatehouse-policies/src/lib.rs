@@ -22,6 +22,7 @@ pub mod http_signature;
 pub mod idp_client;
 pub mod ip_filter;
 pub mod json_edit;
+pub mod json_instance;
 pub mod json_schema;
 pub mod jwt;
 pub mod key_set;

@@ -163,6 +163,42 @@ async fn invalid_bodies_list_every_violation_and_are_not_forwarded() {
     assert_eq!(be.hits(), 0, "nothing invalid reached the upstream");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bodies_are_refused_and_the_gateway_keeps_serving() {
+    let be = Backend::start("a", Kind::Echo).await;
+    let dir = schemas();
+    let (_g, url, _) = gateway(&config(&be, dir.path()));
+    let c = Client::new();
+    // Nested far deeper than the 128 levels allowed (half a megabyte of brackets): 400
+    // saying so, not a stack overflow.
+    let deep = format!(
+        r#"{{"customer":"a@example.com","items":{}{}}}"#,
+        "[".repeat(250_000),
+        "]".repeat(250_000)
+    );
+    let r = send_body(&c, "POST", &format!("{url}/orders"), &[JSON], &deep).await;
+    assert_problem(&r, 400);
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("recursion limit")
+    );
+    // A repeated name is checked in every copy: a bad one cannot hide behind a good one.
+    for body in [
+        r#"{"customer":"a@example.com","items":[{"sku":"x","qty":2,"qty":-1}]}"#,
+        r#"{"customer":"a@example.com","items":[{"sku":"x","qty":-1,"qty":2}]}"#,
+    ] {
+        let r = send_body(&c, "POST", &format!("{url}/orders"), &[JSON], body).await;
+        assert_problem(&r, 400);
+        assert_eq!(r.json()["errors"][0]["pointer"], "/items/0/qty");
+    }
+    assert_eq!(be.hits(), 0);
+    let ok = r#"{"customer":"a@example.com","items":[{"sku":"x","qty":2}]}"#;
+    let r = send_body(&c, "POST", &format!("{url}/orders"), &[JSON], ok).await;
+    assert_eq!(r.status, 200);
+}
+
 #[test]
 fn bad_schemas_are_config_errors() {
     let cases = [

@@ -34,7 +34,7 @@ fn every_example_conforms_to_the_schema() {
         let doc = gatehouse_config::load::document_json(loaded.text()).unwrap();
         let errors: Vec<String> = validator
             .iter_errors(&doc)
-            .map(|e| format!("{} at {}", e, e.instance_path))
+            .map(|e| format!("{} at {}", e, e.instance_path()))
             .collect();
         assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
         n += 1;
