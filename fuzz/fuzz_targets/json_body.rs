@@ -1,6 +1,7 @@
-//! JSON bodies as `type: transform` edits them: every document serde_json reads is
-//! edited, never a panic; what the edits write is one JSON document, the same value
-//! whether the parse opened the paths or the edits opened them as they went.
+//! JSON bodies as `type: transform` edits them and `type: json_schema` parses them:
+//! every document serde_json reads is edited and parsed, never a panic or a stack
+//! overflow; what the edits write is one JSON document, the same value whether the
+//! parse opened the paths or the edits opened them as they went.
 #![no_main]
 
 use gatehouse_policies::json_edit::{JsonPath, Reach, edit};
@@ -23,8 +24,12 @@ fuzz_target!(|data: &[u8]| {
     let lazy = edit(data, &Reach::default(), edits);
     // Opening reads a reached number as a value (1e400 is out of range): never laxer.
     assert!(lazy.is_ok() || opened.is_err());
+    // The schema policy's parse: never a crash however deep, and whatever serde_json
+    // reads, it reads.
+    let instance = gatehouse_policies::json_instance::parse(data);
     if serde_json::from_slice::<Value>(data).is_ok() {
         assert!(opened.is_ok(), "a document serde_json reads was refused");
+        assert!(instance.is_ok(), "json_schema refused a document serde_json reads");
     }
     if let (Ok(a), Ok(b)) = (opened, lazy) {
         serde_json::from_slice::<&serde_json::value::RawValue>(&a).expect("one JSON document");
