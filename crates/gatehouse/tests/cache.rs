@@ -1,7 +1,7 @@
 //! `type: cache` through the real binary against a real backend: misses then hits with
 //! Age, HEAD and conditionals from the stored entry, what is never stored, Vary, the
-//! Authorization rule, the key, stale-if-error, revalidation, the admin counters and
-//! purges, and entries surviving a reload.
+//! Authorization rule, the key, stale-if-error (5xx, refused, timed out), revalidation,
+//! the admin counters and purges, and entries surviving a reload.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -16,7 +16,7 @@ fn config(be: &Backend) -> String {
     format!(
         r#"
 upstreams:
-  u: {{ targets: [{{ address: "{be}" }}] }}
+  u: {{ targets: [{{ address: "{be}" }}], timeouts: {{ request: 1s }} }}
 policies:
   catalog-cache:
     type: cache
@@ -170,6 +170,7 @@ async fn stale_entries_revalidate_or_answer_when_the_upstream_fails() {
     let first = get(&c, &format!("{url}/r"), &h).await;
     let second = get(&c, &format!("{url}/s"), &h).await;
     let third = get(&c, &format!("{url}/k"), &h).await;
+    let fourth = get(&c, &format!("{url}/t"), &h).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     // The upstream says 304 to the stored validators: the stored body, REVALIDATED.
@@ -188,10 +189,23 @@ async fn stale_entries_revalidate_or_answer_when_the_upstream_fails() {
     assert!(r.header("age").unwrap().parse::<u64>().unwrap() >= 1);
 
     // The upstream is gone (connections refused): the stale entry answers too.
+    let addr = be.addr;
     drop(be);
     let r = get(&c, &format!("{url}/k"), &h).await;
     assert_eq!((r.status, state(&r).as_str()), (200, "STALE"));
     assert_eq!(r.body, third.body);
+
+    // The upstream accepts but never answers: past `timeouts.request` (1s), stale.
+    let _hung = Backend::start_on("h", Kind::Hang, addr).await;
+    let asked = std::time::Instant::now();
+    let r = get(&c, &format!("{url}/t"), &h).await;
+    assert_eq!((r.status, state(&r).as_str()), (200, "STALE"));
+    assert_eq!(r.body, fourth.body);
+    let waited = asked.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
