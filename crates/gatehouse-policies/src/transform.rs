@@ -238,8 +238,16 @@ impl Side {
             }
             _ => body,
         };
-        let edited =
-            json_edit::edit(json, &self.reach, |doc| self.edit(doc, vars)).map_err(malformed)?;
+        let no_edits = self.remove.is_empty()
+            && self.rename.is_empty()
+            && self.set.is_empty()
+            && self.add.is_empty();
+        // A conversion alone reads the JSON once (as values, for XML) or wrote it itself.
+        let edited = if no_edits && self.convert.is_some() {
+            json.to_vec()
+        } else {
+            json_edit::edit(json, &self.reach, |doc| self.edit(doc, vars)).map_err(malformed)?
+        };
         match self.convert {
             Some(Convert::JsonToXml) => {
                 let doc: Value = serde_json::from_slice(&edited).map_err(malformed)?;
