@@ -161,7 +161,7 @@ pub enum Node<'a> {
 
 impl<'a> Node<'a> {
     /// Checks `body` is one JSON document, opening what `reach` names.
-    pub fn parse(body: &'a [u8], reach: &Reach) -> Result<Self, serde_json::Error> {
+    fn parse(body: &'a [u8], reach: &Reach) -> Result<Self, serde_json::Error> {
         // UTF-8 checked once over the whole body (an ASCII run is checked a word at a
         // time) spares every string and every kept value its own check; a body that is
         // not UTF-8 is read as bytes, so the error says where.
@@ -218,7 +218,7 @@ impl<'a> Node<'a> {
     }
 
     /// Appends the document's JSON text to `out`.
-    pub fn write(&self, out: &mut Vec<u8>) {
+    fn write(&self, out: &mut Vec<u8>) {
         match self {
             Node::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
             Node::Object(members) => {

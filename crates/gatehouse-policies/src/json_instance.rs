@@ -22,7 +22,8 @@ pub fn parse(body: &[u8]) -> Result<sonic_rs::Value, String> {
     {
         return Ok(doc);
     }
-    // The cold path: serde_json finds where the body breaks, or how deep it went.
+    // The cold path: serde_json says where the body breaks (skimming it, no tree built
+    // for a hostile body), then, for a body that is only too deep, how deep it went.
     Err(
         match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
             Err(e) => e.to_string(),

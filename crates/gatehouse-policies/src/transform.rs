@@ -229,35 +229,42 @@ impl Side {
         vars: &Vars<'_>,
     ) -> Result<(Vec<u8>, Option<&'static str>), Fault> {
         // Edits work on JSON text: XML is converted to it first, and JSON bound for XML
-        // is edited before it is read as values.
-        let xml_as_json;
-        let json = match self.convert {
-            Some(Convert::XmlToJson) => {
-                xml_as_json = to_json(&xml_to_json(body).map_err(Fault::Malformed)?);
-                &xml_as_json[..]
-            }
-            _ => body,
-        };
-        let no_edits = self.remove.is_empty()
-            && self.rename.is_empty()
-            && self.set.is_empty()
-            && self.add.is_empty();
-        // A conversion alone reads the JSON once (as values, for XML) or wrote it itself.
-        let edited = if no_edits && self.convert.is_some() {
-            json.to_vec()
-        } else {
-            json_edit::edit(json, &self.reach, |doc| self.edit(doc, vars)).map_err(malformed)?
+        // is edited before it is read as values. A conversion alone skips the editor:
+        // it wrote the JSON itself, or reads it as values anyway.
+        let edited = |json: &[u8]| {
+            json_edit::edit(json, &self.reach, |doc| self.edit(doc, vars)).map_err(malformed)
         };
         match self.convert {
+            None => Ok((edited(body)?, None)),
+            Some(Convert::XmlToJson) => {
+                let json = to_json(&xml_to_json(body).map_err(Fault::Malformed)?);
+                let json = if self.has_edits() {
+                    edited(&json)?
+                } else {
+                    json
+                };
+                Ok((json, Some("application/json")))
+            }
             Some(Convert::JsonToXml) => {
-                let doc: Value = serde_json::from_slice(&edited).map_err(malformed)?;
+                let doc: Value = if self.has_edits() {
+                    serde_json::from_slice(&edited(body)?)
+                } else {
+                    serde_json::from_slice(body)
+                }
+                .map_err(malformed)?;
                 json_to_xml(&doc, &self.xml_root)
                     .map(|x| (x, Some("application/xml")))
                     .map_err(Fault::Unconvertible)
             }
-            Some(Convert::XmlToJson) => Ok((edited, Some("application/json"))),
-            None => Ok((edited, None)),
         }
+    }
+
+    /// Whether this side has JSON edits (a side may only convert).
+    fn has_edits(&self) -> bool {
+        !(self.remove.is_empty()
+            && self.rename.is_empty()
+            && self.set.is_empty()
+            && self.add.is_empty())
     }
 
     /// Applies this side's edits in their order: remove, rename, set, add.
