@@ -239,6 +239,16 @@ enum Seen {
     Served,
     /// Not a request the cache answers.
     Bypass,
+    /// An unsafe method (RFC 9111 4.4): a non-error answer invalidates what is stored
+    /// for its target, `Location` and `Content-Location` on the same host.
+    Unsafe {
+        /// The request's host.
+        host: String,
+        /// Its path and query.
+        target: String,
+        /// The key parts after path and query, as the request gives them.
+        parts: String,
+    },
     /// Went upstream.
     Upstream {
         key: Arc<str>,
@@ -271,10 +281,7 @@ fn stale_usable(e: &Entry, own: impl Fn(&Directives) -> Option<u64>, default: Du
         return false;
     }
     let window = own(&d).map_or(default, Duration::from_secs);
-    let past = Instant::now()
-        .saturating_duration_since(e.stored)
-        .saturating_sub(e.fresh_for);
-    !window.is_zero() && past <= window
+    !window.is_zero() && e.staleness(Instant::now()) <= window
 }
 
 /// The request that refreshes `req`'s entry: the same target and headers, without the
@@ -370,12 +377,23 @@ impl Cache {
     /// The key: method (HEAD as GET), host, path, sorted query without
     /// `ignore_query`, and the configured parts.
     fn key(&self, req: &http::request::Parts, ctx: &RequestCtx, host: &str) -> String {
+        let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        self.key_for(host, target, &self.key_parts(req, ctx))
+    }
+
+    /// The key of `target` (path and query) on `host`, with key `parts` as
+    /// [`Cache::key_parts`] gave them.
+    fn key_for(&self, host: &str, target: &str, parts: &str) -> String {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
         let mut k = String::with_capacity(64);
         k.push_str("GET\n");
         k.push_str(host);
         k.push('\n');
-        k.push_str(req.uri.path());
-        if let Some(q) = req.uri.query() {
+        k.push_str(path);
+        if let Some(q) = query {
             let mut pairs: Vec<&str> = q
                 .split('&')
                 .filter(|p| !p.is_empty())
@@ -388,6 +406,13 @@ impl Cache {
             k.push('?');
             k.push_str(&pairs.join("&"));
         }
+        k.push_str(parts);
+        k
+    }
+
+    /// The configured key parts as this request gives them.
+    fn key_parts(&self, req: &http::request::Parts, ctx: &RequestCtx) -> String {
+        let mut k = String::new();
         for part in &self.key {
             k.push('\n');
             match part {
@@ -410,6 +435,24 @@ impl Cache {
             }
         }
         k
+    }
+
+    /// After a non-error answer to an unsafe request: drops what is stored for its
+    /// target, and for the `Location` and `Content-Location` it names on the same
+    /// host (RFC 9111 4.4; another host's URIs are never touched).
+    fn invalidate(&self, resp: &http::response::Parts, host: &str, target: &str, parts: &str) {
+        if !(resp.status.is_success() || resp.status.is_redirection()) {
+            return;
+        }
+        self.store.invalidate(&self.key_for(host, target, parts));
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(reference) = resp.headers.get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            if let Some(other) = same_host_target(reference, host, target) {
+                self.store.invalidate(&self.key_for(host, &other, parts));
+            }
+        }
     }
 
     /// A stored entry as the answer to `req`: 304 when its conditionals match.
@@ -477,8 +520,11 @@ impl Cache {
         }
         let names = vary_names(h)?;
         let fresh_for = self.lifetime(resp.status, &d, h)?;
+        let arrived_aged = initial_age(h, SystemTime::now());
         let validators = h.contains_key(header::ETAG) || h.contains_key(header::LAST_MODIFIED);
-        if fresh_for.is_zero() && !validators {
+        // Stale on arrival (its `Age` already spent its lifetime) and nothing to
+        // revalidate it with: storing it could never answer a request.
+        if fresh_for <= arrived_aged && !validators {
             return None;
         }
         if content_length(h).is_some_and(|n| n > self.max_entry) {
@@ -518,7 +564,7 @@ impl Cache {
                 path_and_query: path_and_query.to_string(),
                 tags,
                 stored: Instant::now(),
-                initial_age: initial_age(h, SystemTime::now()),
+                initial_age: arrived_aged,
                 fresh_for,
                 shared_with_auth,
                 invalidated: AtomicBool::new(false),
@@ -603,6 +649,35 @@ fn not_modified(req: &HeaderMap, stored: &HeaderMap) -> bool {
     lm <= ims
 }
 
+/// The path and query a `Location`/`Content-Location` value names, resolved against
+/// the request's `target`, when it is on `host` (absolute URIs on another host, or
+/// another scheme's, are not this cache's to invalidate).
+fn same_host_target(reference: &str, host: &str, target: &str) -> Option<String> {
+    let reference = reference.trim();
+    if reference.starts_with("//") || reference.contains("://") {
+        // A network-path reference (`//host/p`) keeps the request's scheme; either does.
+        let uri: http::Uri = match reference.strip_prefix("//") {
+            Some(rest) => format!("http://{rest}").parse().ok()?,
+            None => reference.parse().ok()?,
+        };
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return None;
+        }
+        let same = uri.host().is_some_and(|h| h.eq_ignore_ascii_case(host));
+        return same.then(|| uri.path_and_query().map_or("/", |p| p.as_str()).to_string());
+    }
+    if reference.starts_with('/') {
+        return Some(reference.to_string());
+    }
+    // Relative to the request's path: its directory, then the reference.
+    let path = target.split('?').next().unwrap_or(target);
+    let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+    Some(format!(
+        "{}{reference}",
+        if dir.is_empty() { "/" } else { dir }
+    ))
+}
+
 /// The request host, lower case, without port (an IPv6 literal keeps its brackets).
 fn host_of(req: &http::request::Parts) -> String {
     let h = req
@@ -635,7 +710,20 @@ impl Policy for Cache {
             r.ensure_started(&self.store);
         }
         if !self.methods.contains(&req.method) {
-            ctx.extensions.insert(Seen::Bypass);
+            let safe = [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE];
+            ctx.extensions.insert(if safe.contains(&req.method) {
+                Seen::Bypass
+            } else {
+                Seen::Unsafe {
+                    host: host_of(req),
+                    target: req
+                        .uri
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_string(),
+                    parts: self.key_parts(req, ctx),
+                }
+            });
             return Flow::Continue;
         }
         let host = host_of(req);
@@ -710,7 +798,15 @@ impl Policy for Cache {
             path_and_query,
         }) = seen
         else {
-            if let Some(Seen::Bypass) = seen {
+            if let Some(Seen::Unsafe {
+                host,
+                target,
+                parts,
+            }) = &seen
+            {
+                self.invalidate(resp, host, target, parts);
+            }
+            if let Some(Seen::Bypass | Seen::Unsafe { .. }) = seen {
                 resp.headers
                     .insert(X_CACHE, HeaderValue::from_static("BYPASS"));
             }
@@ -770,6 +866,11 @@ impl Policy for Cache {
             self.store.mark_hit_for_miss(&key, self.ttl);
         }
         if let Some((names, entry)) = stored {
+            // No body follows a 204, so no body filter would see its end: stored now.
+            if resp.status == StatusCode::NO_CONTENT {
+                self.store.insert(&key, names, entry);
+                return;
+            }
             // Sized once when the length is known: a doubling buffer would keep up to
             // twice the body for as long as the entry lives.
             let len = content_length(&resp.headers).unwrap_or(0);
@@ -857,6 +958,18 @@ impl BodyFilter for Replace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locations_resolve_against_the_target_on_its_host_only() {
+        let t = |r: &str| same_host_target(r, "example.com", "/a/b/c?q=1");
+        assert_eq!(t("d").as_deref(), Some("/a/b/d"));
+        assert_eq!(t("/x?y=2").as_deref(), Some("/x?y=2"));
+        assert_eq!(t("https://EXAMPLE.com:8443/z").as_deref(), Some("/z"));
+        assert_eq!(t("http://example.com").as_deref(), Some("/"));
+        assert_eq!(t("//example.com/w").as_deref(), Some("/w"));
+        assert_eq!(t("http://other.example/z"), None);
+        assert_eq!(t("ftp://example.com/z"), None);
+    }
 
     #[test]
     fn hosts_lose_their_port_and_case() {

@@ -36,7 +36,7 @@ pub struct Entry {
     pub stored: Instant,
     /// Its age when stored.
     pub initial_age: Duration,
-    /// How long after it was stored it is fresh.
+    /// Its freshness lifetime: fresh while its age is below this.
     pub fresh_for: Duration,
     /// Whether requests with `Authorization` may be answered with it.
     pub shared_with_auth: bool,
@@ -50,10 +50,15 @@ impl Entry {
         self.initial_age + now.saturating_duration_since(self.stored)
     }
 
-    /// Whether it may be served without asking the upstream.
+    /// Whether it may be served without asking the upstream: its age, counting the
+    /// age it arrived with (RFC 9111 4.2), is below its lifetime.
     pub fn is_fresh(&self, now: Instant) -> bool {
-        !self.invalidated.load(Ordering::Relaxed)
-            && now.saturating_duration_since(self.stored) < self.fresh_for
+        !self.invalidated.load(Ordering::Relaxed) && self.age(now) < self.fresh_for
+    }
+
+    /// How far past its freshness lifetime it is (zero while fresh).
+    pub fn staleness(&self, now: Instant) -> Duration {
+        self.age(now).saturating_sub(self.fresh_for)
     }
 
     fn weight(&self) -> u64 {
@@ -92,21 +97,22 @@ impl Variants {
     }
 }
 
-/// The request's values of `names` (all of a header's lines joined, as sent).
+/// The request's values of `names`, normalized so that equal lists compare equal
+/// (RFC 9111 4.1): all of a header's lines joined, whitespace around the commas
+/// dropped (`1,2`, ` 1, 2 ` and two lines `1` and `2` select the same variant).
 pub fn vary_values(names: &[HeaderName], request: &HeaderMap) -> Vec<Option<HeaderValue>> {
     names
         .iter()
         .map(|n| {
-            let mut all = request.get_all(n).iter();
-            let first = all.next()?.clone();
-            let rest: Vec<&[u8]> = all.map(HeaderValue::as_bytes).collect();
-            if rest.is_empty() {
-                return Some(first);
-            }
-            let mut joined = first.as_bytes().to_vec();
-            for r in rest {
-                joined.extend_from_slice(b", ");
-                joined.extend_from_slice(r);
+            let mut all = request.get_all(n).iter().peekable();
+            all.peek()?;
+            let mut joined: Vec<u8> = Vec::new();
+            let items = all.flat_map(|line| line.as_bytes().split(|b| *b == b','));
+            for (i, item) in items.enumerate() {
+                if i > 0 {
+                    joined.extend_from_slice(b", ");
+                }
+                joined.extend_from_slice(item.trim_ascii());
             }
             HeaderValue::from_bytes(&joined).ok()
         })
@@ -427,6 +433,11 @@ impl CacheStore {
             .insert(Arc::from(key), Arc::new(Variants { names, entries }));
     }
 
+    /// Drops every variant stored under `key`.
+    pub fn invalidate(&self, key: &str) {
+        self.map.remove(key);
+    }
+
     /// Removes (or, `soft`, marks stale) what `purge` names; how many entries.
     pub fn purge(&self, purge: &Purge, soft: bool) -> u64 {
         if matches!(purge, Purge::All) && !soft {
@@ -523,6 +534,34 @@ mod tests {
         // A changed Vary starts afresh.
         s.insert("k", vec![], entry("/a", &[], 5, vec![]));
         assert_eq!(s.stats().entries, 1);
+    }
+
+    #[test]
+    fn the_age_an_entry_arrived_with_counts_against_its_lifetime() {
+        let mut e = entry("/a", &[], 1, vec![]);
+        e.initial_age = Duration::from_secs(59);
+        let now = Instant::now();
+        assert!(e.is_fresh(now));
+        assert!(!e.is_fresh(now + Duration::from_secs(2)));
+        assert_eq!(e.staleness(now + Duration::from_secs(5)).as_secs(), 4);
+    }
+
+    #[test]
+    fn equal_lists_select_the_same_variant() {
+        let foo = HeaderName::from_static("foo");
+        let values = |lines: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for l in lines {
+                h.append(&foo, HeaderValue::from_static(l));
+            }
+            vary_values(std::slice::from_ref(&foo), &h)
+        };
+        let want = values(&["1, 2"]);
+        assert_eq!(values(&["1,2"]), want);
+        assert_eq!(values(&[" 1 ,  2 "]), want);
+        assert_eq!(values(&["1", "2"]), want);
+        assert_ne!(values(&["2, 1"]), want);
+        assert_eq!(values(&[]), vec![None]);
     }
 
     #[test]

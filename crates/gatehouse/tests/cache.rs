@@ -456,3 +456,109 @@ async fn within_stale_while_revalidate_stale_is_served_at_once_and_refreshed_onc
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_methods_invalidate_their_target_and_the_locations_they_name() {
+    let be = Backend::start("a", Kind::Echo).await;
+    let (_g, url, _admin) = gateway(&config(&be));
+    let c = Client::new();
+    let fresh = [(RH, "cache-control: max-age=600")];
+    for path in ["/orders/1", "/orders/2", "/orders/3?x=1"] {
+        get(&c, &format!("{url}{path}"), &fresh).await;
+        assert_eq!(state(&get(&c, &format!("{url}{path}"), &[]).await), "HIT");
+    }
+    // A failed write changes nothing.
+    be.force_status(500);
+    let r = send_body(&c, "POST", &format!("{url}/orders/1"), &[], "x").await;
+    assert_eq!((r.status, state(&r).as_str()), (500, "BYPASS"));
+    be.force_status(0);
+    assert_eq!(
+        state(&get(&c, &format!("{url}/orders/1"), &[]).await),
+        "HIT"
+    );
+    // A successful one (any unsafe method, unknown ones too) drops its target, and what
+    // its Location (relative) and Content-Location (absolute, same host) name; another
+    // host's URI is left alone.
+    let r = send_body(
+        &c,
+        "M-SEARCH",
+        &format!("{url}/orders/1"),
+        &[
+            (RH, "location: 2"),
+            (RH, "content-location: http://127.0.0.1/orders/3?x=1"),
+        ],
+        "x",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    for path in ["/orders/1", "/orders/2", "/orders/3?x=1"] {
+        assert_eq!(
+            state(&get(&c, &format!("{url}{path}"), &[]).await),
+            "MISS",
+            "{path}"
+        );
+    }
+    let r = send_body(
+        &c,
+        "DELETE",
+        &format!("{url}/elsewhere"),
+        &[(RH, "location: http://other.example/orders/1")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        state(&get(&c, &format!("{url}/orders/1"), &[]).await),
+        "HIT"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_age_a_response_arrives_with_and_malformed_directives_count_against_it() {
+    let be = Backend::start("a", Kind::Echo).await;
+    let (_g, url, _admin) = gateway(&config(&be));
+    let c = Client::new();
+    let twice = async |path: &str, headers: &[(&str, &str)]| {
+        get(&c, &format!("{url}{path}"), headers).await;
+        state(&get(&c, &format!("{url}{path}"), headers).await)
+    };
+    // Already older than its lifetime: never served from the cache.
+    let aged = [(RH, "cache-control: max-age=10"), (RH, "age: 15")];
+    assert_eq!(twice("/aged", &aged).await, "MISS");
+    // Younger: served, its Age counting on from what it arrived with.
+    let young = [(RH, "cache-control: max-age=600"), (RH, "age: 100")];
+    get(&c, &format!("{url}/young"), &young).await;
+    let hit = get(&c, &format!("{url}/young"), &[]).await;
+    assert_eq!(state(&hit), "HIT");
+    assert!(hit.header("age").unwrap().parse::<u64>().unwrap() >= 100);
+    // `max-age =600` and `max-age= 600` are not max-age: `ttl` (60s) applies instead,
+    // so with an Age of 100 they are stale at once.
+    for cc in ["max-age =600", "max-age= 600"] {
+        let h = [(RH, &*format!("cache-control: {cc}")), (RH, "age: 100")];
+        assert_eq!(
+            twice(&format!("/spaced/{}", cc.len()), &h).await,
+            "MISS",
+            "{cc}"
+        );
+    }
+    // CDN-Cache-Control is a Structured Field: one that does not parse is ignored
+    // (Cache-Control's no-store then rules); a string max-age is not a lifetime (`ttl`
+    // is, and the Age has spent it).
+    let h = [
+        (RH, "cdn-cache-control: max-age=600, &&&"),
+        (RH, "cache-control: no-store"),
+    ];
+    assert_eq!(twice("/cdn/invalid", &h).await, "MISS");
+    let h = [(RH, "cdn-cache-control: max-age=\"600\""), (RH, "age: 100")];
+    assert_eq!(twice("/cdn/string", &h).await, "MISS");
+    let h = [
+        (RH, "cdn-cache-control: max-age=600"),
+        (RH, "cache-control: no-store"),
+    ];
+    assert_eq!(twice("/cdn/ok", &h).await, "HIT");
+    // A 204 has no body to wait for: stored as it passes.
+    assert_eq!(
+        twice("/status/204", &[(RH, "cache-control: max-age=600")]).await,
+        "HIT"
+    );
+}
