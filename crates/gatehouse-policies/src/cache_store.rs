@@ -105,7 +105,15 @@ pub fn vary_values(names: &[HeaderName], request: &HeaderMap) -> Vec<Option<Head
         .iter()
         .map(|n| {
             let mut all = request.get_all(n).iter().peekable();
-            all.peek()?;
+            let first = all.peek()?;
+            // The common case, one plain value: kept as it is, no copy.
+            let plain = |v: &HeaderValue| {
+                let b = v.as_bytes();
+                !b.contains(&b',') && b.trim_ascii().len() == b.len()
+            };
+            if plain(first) && request.get_all(n).iter().count() == 1 {
+                return Some((*first).clone());
+            }
             let mut joined: Vec<u8> = Vec::new();
             let items = all.flat_map(|line| line.as_bytes().split(|b| *b == b','));
             for (i, item) in items.enumerate() {
