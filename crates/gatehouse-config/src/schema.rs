@@ -108,12 +108,40 @@ pub struct Listener {
     /// Concurrent connections accepted by this listener (all workers); default 10000.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Concurrent connections from one peer address (IPv6 peers counted per /64); more
+    /// are closed at accept. Absent: no cap.
+    #[serde(default)]
+    pub max_connections_per_ip: Option<usize>,
+    /// Requests per client IP (after `trusted_proxies`; IPv6 per /64) before routing, a
+    /// token bucket; more get 429 with `Retry-After`. Absent: no limit.
+    #[serde(default)]
+    pub request_rate_per_ip: Option<RequestRate>,
+    /// Most header fields a request may carry (431 beyond); default 100.
+    #[serde(default = "default_max_header_count")]
+    pub max_header_count: usize,
+    /// Streams an HTTP/2 client may have open at once, advertised in SETTINGS and
+    /// enforced (REFUSED_STREAM beyond); default 100.
+    #[serde(default = "default_http2_max_concurrent_streams")]
+    pub http2_max_concurrent_streams: u32,
     /// How request paths are normalized before routing (docs/routing.md).
     #[serde(default)]
     pub path_normalization: PathNormalization,
     /// TLS on this listener (docs/tls.md); absent means cleartext.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+}
+
+/// `request_rate_per_ip`: a token bucket per client address.
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestRate {
+    /// Requests refilled per `per`.
+    pub limit: u64,
+    /// The refill period, e.g. `1s`.
+    pub per: Duration,
+    /// Requests a client may send at once after being quiet; default `limit`.
+    #[serde(default)]
+    pub burst: Option<u64>,
 }
 
 /// TLS settings of a listener.
@@ -235,6 +263,12 @@ fn default_idle_timeout() -> Duration {
 }
 fn default_max_connections() -> usize {
     10_000
+}
+fn default_max_header_count() -> usize {
+    100
+}
+fn default_http2_max_concurrent_streams() -> u32 {
+    100
 }
 
 /// A protocol a listener speaks.

@@ -210,10 +210,39 @@ fn listeners(c: &Config, out: &mut Issues) {
                 "must be at least 1KiB",
             );
         }
-        if l.max_connections == 0 {
+        for (field, zero) in [
+            ("max_connections", l.max_connections == 0),
+            (
+                "max_connections_per_ip",
+                l.max_connections_per_ip == Some(0),
+            ),
+            ("max_header_count", l.max_header_count == 0),
+            (
+                "request_rate_per_ip.limit",
+                l.request_rate_per_ip.as_ref().is_some_and(|r| r.limit == 0),
+            ),
+            (
+                "request_rate_per_ip.burst",
+                l.request_rate_per_ip
+                    .as_ref()
+                    .is_some_and(|r| r.burst == Some(0)),
+            ),
+            (
+                "http2_max_concurrent_streams",
+                l.http2_max_concurrent_streams == 0,
+            ),
+        ] {
+            if zero {
+                out.push(format!("listeners[{i}].{field}"), "must be at least 1");
+            }
+        }
+        if l.request_rate_per_ip
+            .as_ref()
+            .is_some_and(|r| r.per.get().is_zero())
+        {
             out.push(
-                format!("listeners[{i}].max_connections"),
-                "must be at least 1",
+                format!("listeners[{i}].request_rate_per_ip.per"),
+                "must be longer than 0s",
             );
         }
         if let Some(tls) = &l.tls {

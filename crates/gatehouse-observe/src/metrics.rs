@@ -164,6 +164,8 @@ pub enum Rejection {
     Timeout,
     /// The TLS handshake failed or did not finish in time (no request was read).
     TlsHandshake,
+    /// The client went over its listener's `request_rate_per_ip` (429).
+    RateLimited,
 }
 
 impl Rejection {
@@ -174,6 +176,7 @@ impl Rejection {
             Self::Malformed => "malformed",
             Self::Timeout => "timeout",
             Self::TlsHandshake => "tls_handshake",
+            Self::RateLimited => "rate_limited",
         }
     }
 
@@ -184,6 +187,7 @@ impl Rejection {
             408 => Self::Timeout,
             413 => Self::BodyTooLarge,
             414 | 431 => Self::HeaderTooLarge,
+            429 => Self::RateLimited,
             _ => return None,
         })
     }

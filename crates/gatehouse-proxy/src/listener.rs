@@ -60,7 +60,7 @@ fn run_worker(gw: Arc<Gateway>, mut listeners: mpsc::UnboundedReceiver<Started>)
                     let Some(started) = started else { break };
                     match tokio::net::TcpListener::from_std(started.socket) {
                         Ok(sock) => {
-                            tokio::spawn(accept_loop(gw.clone(), sock, started.spec, started.open, started.stop));
+                            tokio::spawn(accept_loop(gw.clone(), sock, started.spec, started.open, started.per_peer, started.rates, started.stop));
                         }
                         Err(e) => tracing::error!(error = %e, "cannot register listener"),
                     }
@@ -78,6 +78,8 @@ async fn accept_loop(
     sock: tokio::net::TcpListener,
     spec: Arc<ArcSwap<Listener>>,
     open: Arc<AtomicUsize>,
+    per_peer: Arc<crate::peer_connections::PeerConnections>,
+    rates: Arc<crate::client_rate::ClientRates>,
     mut removed: watch::Receiver<bool>,
 ) {
     // The hyper builder follows the listener's settings; rebuilt only when they change.
@@ -85,6 +87,7 @@ async fn accept_loop(
     let mut builder = Arc::new(server_builder(&current));
     // Shared by every connection's context; rebuilt only when the settings change.
     let mut name: Arc<str> = current.name.as_str().into();
+    let mut request_rate = rates.limiter(current.request_rate_per_ip.as_ref());
     let mut stop = gw.shutdown_signal();
     if *removed.borrow_and_update() {
         return;
@@ -108,6 +111,7 @@ async fn accept_loop(
         if !Arc::ptr_eq(&latest, &current) {
             builder = Arc::new(server_builder(&latest));
             name = latest.name.as_str().into();
+            request_rate = rates.limiter(latest.request_rate_per_ip.as_ref());
             current = latest;
         }
         if open.load(Ordering::Relaxed) >= current.max_connections {
@@ -116,6 +120,20 @@ async fn accept_loop(
             drop(stream);
             continue;
         }
+        let peer_slot = match current.max_connections_per_ip {
+            Some(cap) => match per_peer.admit(peer.ip(), cap) {
+                Some(slot) => Some(slot),
+                None => {
+                    // Debug only: one address opening connections in a loop must not
+                    // flood the log.
+                    tracing::debug!(listener = %current.name, %peer, "max_connections_per_ip reached; closing new connection");
+                    metrics::connection(&name, false);
+                    drop(stream);
+                    continue;
+                }
+            },
+            None => None,
+        };
         metrics::connection(&name, true);
         let _ = stream.set_nodelay(true);
         // The handshake runs in the connection's task, on the certificates live now. The
@@ -128,7 +146,7 @@ async fn accept_loop(
             .tls
             .get(&current.name)
             .map(|t| (t.config.clone(), current.header_read_timeout.get()));
-        let guard = ConnGuard::new(&open, &gw.connections);
+        let guard = ConnGuard::new(&open, &gw.connections, peer_slot);
         let info = ConnInfo {
             conn: Arc::new(gatehouse_core::Connection::plain(
                 peer,
@@ -136,6 +154,8 @@ async fn accept_loop(
                 Arc::clone(&name),
             )),
             max_header_size: current.max_header_size.0,
+            max_header_count: current.max_header_count,
+            request_rate: request_rate.clone(),
             normalization: normalization(&current.path_normalization),
         };
         tokio::spawn(serve_connection(
@@ -174,6 +194,9 @@ fn server_builder(spec: &Listener) -> Server {
         .unwrap_or(usize::MAX)
         .max(8192);
     let h2_headers = u32::try_from(buf).unwrap_or(u32::MAX);
+    // As with the buffer: up to twice the limit reaches the pipeline, which answers a
+    // precise 431; beyond, hyper's parser refuses the head itself.
+    let h1_headers = spec.max_header_count.saturating_mul(2).max(100);
     let h1 = spec.protocols.contains(&Protocol::Http1);
     let h2 = spec
         .protocols
@@ -184,23 +207,27 @@ fn server_builder(spec: &Listener) -> Server {
         b.timer(TokioTimer::new())
             .header_read_timeout(spec.header_read_timeout.get())
             .max_buf_size(buf)
-            .max_headers(1000)
+            .max_headers(h1_headers)
             .keep_alive(true);
         return Server::Http1(b);
     }
     if h2 && !h1 {
         let mut b = http2::Builder::new(TokioExecutor::new());
-        b.timer(TokioTimer::new()).max_header_list_size(h2_headers);
+        b.timer(TokioTimer::new())
+            .max_header_list_size(h2_headers)
+            .max_concurrent_streams(spec.http2_max_concurrent_streams);
         return Server::H2(b);
     }
     let mut b1 = http1::Builder::new();
     b1.timer(TokioTimer::new())
         .header_read_timeout(spec.header_read_timeout.get())
         .max_buf_size(buf)
-        .max_headers(1000)
+        .max_headers(h1_headers)
         .keep_alive(true);
     let mut b2 = http2::Builder::new(TokioExecutor::new());
-    b2.timer(TokioTimer::new()).max_header_list_size(h2_headers);
+    b2.timer(TokioTimer::new())
+        .max_header_list_size(h2_headers)
+        .max_concurrent_streams(spec.http2_max_concurrent_streams);
     Server::Both(b1, b2, spec.header_read_timeout.get())
 }
 
@@ -437,15 +464,22 @@ fn normalization(p: &gatehouse_config::PathNormalization) -> gatehouse_router::N
 struct ConnGuard {
     listener: Arc<AtomicUsize>,
     total: Arc<AtomicUsize>,
+    /// The peer's slot under `max_connections_per_ip`, freed with the guard.
+    _peer: Option<crate::peer_connections::PeerSlot>,
 }
 
 impl ConnGuard {
-    fn new(listener: &Arc<AtomicUsize>, total: &Arc<AtomicUsize>) -> Self {
+    fn new(
+        listener: &Arc<AtomicUsize>,
+        total: &Arc<AtomicUsize>,
+        peer: Option<crate::peer_connections::PeerSlot>,
+    ) -> Self {
         listener.fetch_add(1, Ordering::Relaxed);
         total.fetch_add(1, Ordering::Relaxed);
         Self {
             listener: listener.clone(),
             total: total.clone(),
+            _peer: peer,
         }
     }
 }

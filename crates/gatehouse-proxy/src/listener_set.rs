@@ -22,6 +22,10 @@ pub struct Started {
     pub spec: Arc<ArcSwap<Listener>>,
     /// Open connections on this listener (all workers).
     pub open: Arc<AtomicUsize>,
+    /// Open connections per peer address on this listener (all workers).
+    pub per_peer: Arc<crate::peer_connections::PeerConnections>,
+    /// The listener's `request_rate_per_ip` counters (all workers).
+    pub rates: Arc<crate::client_rate::ClientRates>,
     /// Turns true when the listener is removed (or moved to another address).
     pub stop: watch::Receiver<bool>,
 }
@@ -151,12 +155,16 @@ impl ListenerSet {
             let spec = Arc::new(ArcSwap::from_pointee(l.clone()));
             let (stop, stop_rx) = watch::channel(false);
             let open = Arc::new(AtomicUsize::new(0));
+            let per_peer = Arc::new(crate::peer_connections::PeerConnections::default());
+            let rates = Arc::new(crate::client_rate::ClientRates::default());
             for (worker, socket) in self.workers.iter().zip(sockets) {
                 // A worker that already exited (shutdown) simply drops its socket.
                 let _ = worker.send(Started {
                     socket,
                     spec: spec.clone(),
                     open: open.clone(),
+                    per_peer: per_peer.clone(),
+                    rates: rates.clone(),
                     stop: stop_rx.clone(),
                 });
             }

@@ -36,6 +36,10 @@ pub struct ConnInfo {
     pub conn: Arc<Connection>,
     /// Largest request head accepted.
     pub max_header_size: u64,
+    /// Most header fields a request may carry.
+    pub max_header_count: usize,
+    /// The listener's `request_rate_per_ip`, if set.
+    pub request_rate: Option<Arc<crate::client_rate::ClientRate>>,
     /// How the listener normalizes request paths.
     pub normalization: Normalization,
 }
@@ -139,6 +143,15 @@ pub async fn handle(
         Ok(settled) => settled,
         Err(answer) => return local(*answer, finish),
     };
+    if let Some(rate) = &conn.request_rate {
+        let d = rate.check(
+            finish.ctx.client_ip,
+            gatehouse_policies::limiter::at(started),
+        );
+        if !d.allowed {
+            return local(too_many_requests(&mut finish, d.retry_ns), finish);
+        }
+    }
 
     // Route, on the normalized path without path parameters.
     let routing_path = normalize::routing_path(parts.uri.path(), conn.normalization.merge_slashes);
@@ -539,6 +552,14 @@ fn check_head(
         let p = Problem::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, detail);
         return Err(Box::new(problem(finish, p)));
     }
+    if parts.headers.len() > conn.max_header_count {
+        let detail = format!(
+            "request has more than {} header fields",
+            conn.max_header_count
+        );
+        let p = Problem::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, detail);
+        return Err(Box::new(problem(finish, p)));
+    }
     if parts.method == Method::CONNECT {
         // An authority-form target names a tunnel, not a host: refused before it is read,
         // and the connection closed, since tunnel bytes may follow.
@@ -629,6 +650,19 @@ fn content_length(parts: &http::request::Parts) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+/// 429 for a client over its listener's `request_rate_per_ip`, with `Retry-After`.
+fn too_many_requests(finish: &mut Finish, retry_ns: u64) -> LocalResponse {
+    let p = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many requests from this address; retry later",
+    );
+    let mut r = problem(finish, p);
+    let secs = retry_ns.div_ceil(1_000_000_000).max(1);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
 }
 
 /// Builds the problem response of a gateway-made error (its cause is logged by `respond`).

@@ -1,5 +1,6 @@
 //! Route actions, client protocols and listener limits through real sockets: split,
-//! redirect and respond; HTTP/2 clients; Expect: 100-continue; IPv6; max_connections;
+//! redirect and respond; HTTP/2 clients; Expect: 100-continue; IPv6; max_connections,
+//! max_connections_per_ip, max_header_count, http2_max_concurrent_streams (raw frames);
 //! idle timeout; a 1 GiB upload in bounded memory.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -429,4 +430,228 @@ routes:
         sides.extend(seen);
     }
     assert_eq!(sides.len(), 2, "20 users all landed on one side");
+}
+
+/// A connection from a chosen loopback address (127.0.0.2, 127.0.0.3, ...).
+async fn connect_from(from: &str, to: &str) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    sock.connect(to.parse().unwrap()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_address_connection_caps_and_header_counts() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+listeners:
+  - {{ name: edge, address: "127.0.0.1:{port}", max_connections_per_ip: 2, max_header_count: 20 }}
+admin: {{ address: "127.0.0.1:{admin}" }}
+reload: {{ watch: false }}
+upstreams:
+  u: {{ targets: [{{ address: "{}" }}] }}
+routes:
+  - name: r
+    upstream: u
+"#,
+        a.addr
+    );
+    let _g = GatewayProcess::start(BIN, &yaml, &[port, admin]);
+    let addr = format!("127.0.0.1:{port}");
+    let get = b"GET / HTTP/1.1\r\nhost: t\r\n\r\n";
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // 127.0.0.2 holds its two connections; a third is closed at accept ...
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect_from("127.0.0.2", &addr).await;
+        s.write_all(get).await.unwrap();
+        assert!(read_until(&mut s, b"}").await.starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    let mut third = connect_from("127.0.0.2", &addr).await;
+    let _ = third.write_all(get).await;
+    assert!(read_until(&mut third, b"}").await.is_empty());
+    // ... while 127.0.0.3 is served.
+    let mut other = connect_from("127.0.0.3", &addr).await;
+    other.write_all(get).await.unwrap();
+    assert!(
+        read_until(&mut other, b"}")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    // A closed connection gives its slot back.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut s = connect_from("127.0.0.2", &addr).await;
+    s.write_all(get).await.unwrap();
+    assert!(read_until(&mut s, b"}").await.starts_with("HTTP/1.1 200"));
+
+    // 20 header fields pass; 21 get 431 problem+json; the connection keeps serving.
+    let head = |n: usize| {
+        let mut h = String::from("GET / HTTP/1.1\r\nhost: t\r\n");
+        for i in 1..n {
+            h.push_str(&format!("x-h{i}: v\r\n"));
+        }
+        h + "\r\n"
+    };
+    let mut c = connect_from("127.0.0.3", &addr).await;
+    c.write_all(head(20).as_bytes()).await.unwrap();
+    assert!(read_until(&mut c, b"}").await.starts_with("HTTP/1.1 200"));
+    c.write_all(head(21).as_bytes()).await.unwrap();
+    let got = read_until(&mut c, b"}").await;
+    assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+    assert!(got.contains("application/problem+json") && got.contains("more than 20 header fields"));
+    c.write_all(get).await.unwrap();
+    assert!(read_until(&mut c, b"}").await.starts_with("HTTP/1.1 200"));
+}
+
+/// One HTTP/2 frame: its type, flags, stream and payload.
+struct Frame {
+    kind: u8,
+    stream: u32,
+    payload: Vec<u8>,
+}
+
+async fn write_frame(s: &mut TcpStream, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    s.write_all(&f).await.unwrap();
+}
+
+async fn read_frame(s: &mut TcpStream) -> Option<Frame> {
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head))
+        .await
+        .ok()?
+        .ok()?;
+    let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.ok()?;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    Some(Frame {
+        kind: head[3],
+        stream,
+        payload,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_stream_cap_is_advertised_and_enforced() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+listeners:
+  - {{ name: edge, address: "127.0.0.1:{port}", http2_max_concurrent_streams: 2 }}
+admin: {{ address: "127.0.0.1:{admin}" }}
+reload: {{ watch: false }}
+upstreams:
+  u: {{ targets: [{{ address: "{}" }}] }}
+routes:
+  - name: r
+    upstream: u
+"#,
+        a.addr
+    );
+    let _g = GatewayProcess::start(BIN, &yaml, &[port, admin]);
+    let mut s = TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    write_frame(&mut s, 0x4, 0, 0, &[]).await;
+    // The server's SETTINGS advertise the cap (SETTINGS_MAX_CONCURRENT_STREAMS, 0x3).
+    let settings = read_frame(&mut s).await.unwrap();
+    assert_eq!(settings.kind, 0x4);
+    let advertised = settings
+        .payload
+        .chunks(6)
+        .find(|e| e[..2] == [0, 3])
+        .map(|e| u32::from_be_bytes([e[2], e[3], e[4], e[5]]));
+    assert_eq!(advertised, Some(2));
+    write_frame(&mut s, 0x4, 0x1, 0, &[]).await;
+    // Three slow requests at once (HPACK: GET, http, literal :path, literal :authority):
+    // the third stream is refused (RST_STREAM, REFUSED_STREAM = 7), the others answered.
+    let path = b"/delay/300";
+    for stream in [1u32, 3, 5] {
+        let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+        block.extend_from_slice(path);
+        block.extend_from_slice(&[0x01, 1, b't']);
+        write_frame(&mut s, 0x1, 0x5, stream, &block).await;
+    }
+    let (mut refused, mut answered) = (Vec::new(), Vec::new());
+    while refused.len() + answered.len() < 3 {
+        let Some(f) = read_frame(&mut s).await else {
+            break;
+        };
+        match f.kind {
+            0x3 => refused.push((
+                f.stream,
+                u32::from_be_bytes(f.payload[..4].try_into().unwrap()),
+            )),
+            0x1 => answered.push(f.stream),
+            _ => {}
+        }
+    }
+    assert_eq!(refused, vec![(5, 7)]);
+    answered.sort_unstable();
+    assert_eq!(answered, vec![1, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_rate_per_ip_answers_429_before_routing() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+listeners:
+  - name: edge
+    address: "127.0.0.1:{port}"
+    request_rate_per_ip: {{ limit: 1, per: 1s, burst: 3 }}
+admin: {{ address: "127.0.0.1:{admin}" }}
+reload: {{ watch: false }}
+upstreams:
+  u: {{ targets: [{{ address: "{}" }}] }}
+routes:
+  - name: r
+    match: {{ path: {{ type: prefix, value: /api }} }}
+    upstream: u
+"#,
+        a.addr
+    );
+    let _g = GatewayProcess::start(BIN, &yaml, &[port, admin]);
+    let addr = format!("127.0.0.1:{port}");
+    let get = b"GET /api HTTP/1.1\r\nhost: t\r\n\r\n";
+    let mut s = connect_from("127.0.0.2", &addr).await;
+    for _ in 0..3 {
+        s.write_all(get).await.unwrap();
+        assert!(read_until(&mut s, b"}").await.starts_with("HTTP/1.1 200"));
+    }
+    // Over the burst: 429 before routing (an unrouted path gets it too), with
+    // Retry-After; the connection stays open.
+    let hits = a.hits();
+    s.write_all(b"GET /nowhere HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_until(&mut s, b"}").await.to_ascii_lowercase();
+    assert!(got.starts_with("http/1.1 429"), "{got}");
+    assert!(got.contains("retry-after: 1") && got.contains("application/problem+json"));
+    assert_eq!(a.hits(), hits);
+    // Another address has its own bucket; a second later 127.0.0.2 has one more.
+    let mut other = connect_from("127.0.0.3", &addr).await;
+    other.write_all(get).await.unwrap();
+    assert!(
+        read_until(&mut other, b"}")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    s.write_all(get).await.unwrap();
+    assert!(read_until(&mut s, b"}").await.starts_with("HTTP/1.1 200"));
+    s.write_all(get).await.unwrap();
+    assert!(read_until(&mut s, b"}").await.starts_with("HTTP/1.1 429"));
 }
