@@ -116,6 +116,13 @@ pub struct Listener {
     /// token bucket; more get 429 with `Retry-After`. Absent: no limit.
     #[serde(default)]
     pub request_rate_per_ip: Option<RequestRate>,
+    /// Longest wait for more request body bytes (408 beyond); default 60s.
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout: Duration,
+    /// Least mean body rate, per second, since the first byte, once the body is older
+    /// than `body_read_timeout` (408 below). Absent: no minimum.
+    #[serde(default)]
+    pub min_body_rate: Option<Size>,
     /// Most header fields a request may carry (431 beyond); default 100.
     #[serde(default = "default_max_header_count")]
     pub max_header_count: usize,
@@ -263,6 +270,9 @@ fn default_idle_timeout() -> Duration {
 }
 fn default_max_connections() -> usize {
     10_000
+}
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_max_header_count() -> usize {
     100

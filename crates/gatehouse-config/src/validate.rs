@@ -236,6 +236,18 @@ fn listeners(c: &Config, out: &mut Issues) {
                 out.push(format!("listeners[{i}].{field}"), "must be at least 1");
             }
         }
+        if l.body_read_timeout.get().is_zero() {
+            out.push(
+                format!("listeners[{i}].body_read_timeout"),
+                "must be longer than 0s",
+            );
+        }
+        if l.min_body_rate.is_some_and(|r| r.0 == 0) {
+            out.push(
+                format!("listeners[{i}].min_body_rate"),
+                "must be at least 1 byte",
+            );
+        }
         if l.request_rate_per_ip
             .as_ref()
             .is_some_and(|r| r.per.get().is_zero())

@@ -52,6 +52,32 @@ pub enum ClientFault {
     /// The body went over the route's `max_body_size` while streaming.
     #[error("the request body exceeds the limit of {0} bytes")]
     TooLarge(u64),
+    /// No body bytes for the listener's `body_read_timeout` (seconds).
+    #[error("no request body bytes arrived for {0} s")]
+    Stalled(u64),
+    /// The body arrived slower than the listener's `min_body_rate` (bytes per second).
+    #[error("the request body arrived slower than {0} bytes per second")]
+    TooSlow(u64),
+}
+
+/// How fast a client must deliver its body: the listener's `body_read_timeout` and
+/// `min_body_rate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyPace {
+    /// Longest wait for more body bytes.
+    pub read_timeout: std::time::Duration,
+    /// Least mean rate since the first byte, in bytes per second, once the body is
+    /// older than `read_timeout`.
+    pub min_rate: Option<u64>,
+}
+
+impl Default for BodyPace {
+    fn default() -> Self {
+        Self {
+            read_timeout: std::time::Duration::from_secs(60),
+            min_rate: None,
+        }
+    }
 }
 
 /// What a client fault was, without its cause.
@@ -63,6 +89,10 @@ pub enum FaultKind {
     Malformed,
     /// Over this limit.
     TooLarge(u64),
+    /// No bytes for this many seconds.
+    Stalled(u64),
+    /// Slower than this many bytes per second.
+    TooSlow(u64),
 }
 
 impl ClientFault {
@@ -93,6 +123,8 @@ impl ClientFault {
             Self::Aborted(_) => FaultKind::Aborted,
             Self::Malformed(_) => FaultKind::Malformed,
             Self::TooLarge(n) => FaultKind::TooLarge(*n),
+            Self::Stalled(n) => FaultKind::Stalled(*n),
+            Self::TooSlow(n) => FaultKind::TooSlow(*n),
         }
     }
 
@@ -102,6 +134,8 @@ impl ClientFault {
             FaultKind::Aborted => Self::Aborted(cause),
             FaultKind::Malformed => Self::Malformed(cause),
             FaultKind::TooLarge(n) => Self::TooLarge(n),
+            FaultKind::Stalled(n) => Self::Stalled(n),
+            FaultKind::TooSlow(n) => Self::TooSlow(n),
         }
     }
 
@@ -129,11 +163,18 @@ pub struct RequestBody {
     meter: Arc<BodyMeter>,
     /// Since when the client's next bytes are awaited (the clock is read only then).
     waiting: Option<std::time::Instant>,
+    pace: BodyPace,
+    /// Wakes the body when the client has been silent for `pace.read_timeout`; made
+    /// the first time the body waits, then moved.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When the first body byte arrived (read only with a `min_rate`).
+    first_byte: Option<std::time::Instant>,
 }
 
 impl RequestBody {
-    /// Streams `inner`, failing once more than `limit` bytes went through.
-    pub fn new(inner: Incoming, limit: Option<u64>, meter: Arc<BodyMeter>) -> Self {
+    /// Streams `inner`, failing once more than `limit` bytes went through or when the
+    /// client is slower than `pace`.
+    pub fn new(inner: Incoming, limit: Option<u64>, meter: Arc<BodyMeter>, pace: BodyPace) -> Self {
         Self {
             inner: Some(inner),
             replay: None,
@@ -141,6 +182,9 @@ impl RequestBody {
             seen: 0,
             meter,
             waiting: None,
+            pace,
+            stall: None,
+            first_byte: None,
         }
     }
 
@@ -158,22 +202,22 @@ impl RequestBody {
             seen: 0,
             meter: Arc::default(),
             waiting: None,
+            pace: BodyPace::default(),
+            stall: None,
+            first_byte: None,
         }
     }
 }
 
 /// Reads the whole client body (known to be small) so retries can send it again.
-pub async fn read_for_replay(body: Incoming, meter: &BodyMeter) -> Result<Bytes, ClientFault> {
-    use http_body_util::BodyExt;
-    let started = std::time::Instant::now();
-    let b = body
-        .collect()
+pub async fn read_for_replay(
+    body: Incoming,
+    meter: &Arc<BodyMeter>,
+    pace: BodyPace,
+) -> Result<Bytes, ClientFault> {
+    RequestBody::new(body, None, Arc::clone(meter), pace)
+        .read_all()
         .await
-        .map_err(ClientFault::from_read)?
-        .to_bytes();
-    meter.waited(started.elapsed());
-    meter.bytes.store(b.len() as u64, Ordering::Relaxed);
-    Ok(b)
 }
 
 impl RequestBody {
@@ -190,7 +234,19 @@ impl RequestBody {
         };
         let polled = Pin::new(inner).poll_frame(cx);
         if polled.is_pending() {
-            self.waiting.get_or_insert_with(std::time::Instant::now);
+            let since = *self.waiting.get_or_insert_with(std::time::Instant::now);
+            let deadline = tokio::time::Instant::from_std(since + self.pace.read_timeout);
+            let stall = self
+                .stall
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if stall.deadline() != deadline {
+                stall.as_mut().reset(deadline);
+            }
+            if stall.as_mut().poll(cx).is_ready() {
+                self.inner = None;
+                let secs = self.pace.read_timeout.as_secs();
+                return Poll::Ready(Some(Err(ClientFault::Stalled(secs))));
+            }
             return Poll::Pending;
         }
         if let Some(since) = self.waiting.take() {
@@ -204,12 +260,26 @@ impl RequestBody {
                     if self.seen > self.limit {
                         return Poll::Ready(Some(Err(ClientFault::TooLarge(self.limit))));
                     }
+                    if let Some(rate) = self.pace.min_rate
+                        && self.too_slow(rate)
+                    {
+                        self.inner = None;
+                        return Poll::Ready(Some(Err(ClientFault::TooSlow(rate))));
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => Poll::Ready(Some(Err(ClientFault::from_read(e)))),
             None => Poll::Ready(None),
         }
+    }
+
+    /// Whether the body, older than the read timeout, has come slower than `rate`
+    /// bytes per second on average since its first byte.
+    fn too_slow(&mut self, rate: u64) -> bool {
+        let first = *self.first_byte.get_or_insert_with(std::time::Instant::now);
+        let age = first.elapsed();
+        age > self.pace.read_timeout && (self.seen as f64) < rate as f64 * age.as_secs_f64()
     }
 
     /// Reads the whole body (within its limit) into one buffer; trailers are dropped.

@@ -213,12 +213,13 @@ pub async fn buffer_request(
     body: Incoming,
     limit: u64,
     meter: &std::sync::Arc<BodyMeter>,
+    pace: crate::body::BodyPace,
 ) -> Result<Bytes, ClientFault> {
     use http_body::Body as _;
     if body.size_hint().lower() > limit {
         return Err(ClientFault::TooLarge(limit));
     }
-    RequestBody::new(body, Some(limit), meter.clone())
+    RequestBody::new(body, Some(limit), meter.clone(), pace)
         .read_all()
         .await
 }

@@ -45,12 +45,14 @@ pub fn answer(
     r
 }
 
-/// The status of a client fault: 499 (gone), 400 (malformed), 413 (too large).
+/// The status of a client fault: 499 (gone), 400 (malformed), 413 (too large), 408
+/// (too slow).
 fn fault_status(f: &ClientFault) -> StatusCode {
     match f {
         ClientFault::Aborted(_) => CLIENT_CLOSED_REQUEST,
         ClientFault::Malformed(_) => StatusCode::BAD_REQUEST,
         ClientFault::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        ClientFault::Stalled(_) | ClientFault::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
     }
 }
 
@@ -58,7 +60,10 @@ fn fault_status(f: &ClientFault) -> StatusCode {
 fn fault_problem(f: &ClientFault, cause: &str) -> Problem {
     let status = fault_status(f);
     match f {
-        ClientFault::Malformed(_) | ClientFault::TooLarge(_) => {
+        ClientFault::Malformed(_)
+        | ClientFault::TooLarge(_)
+        | ClientFault::Stalled(_)
+        | ClientFault::TooSlow(_) => {
             let mut p = Problem::new(status, f.to_string());
             p.cause = Some(cause.to_string());
             p

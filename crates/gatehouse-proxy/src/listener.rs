@@ -156,6 +156,10 @@ async fn accept_loop(
             max_header_size: current.max_header_size.0,
             max_header_count: current.max_header_count,
             request_rate: request_rate.clone(),
+            body_pace: crate::body::BodyPace {
+                read_timeout: current.body_read_timeout.get(),
+                min_rate: current.min_body_rate.map(|r| r.0),
+            },
             normalization: normalization(&current.path_normalization),
         };
         tokio::spawn(serve_connection(

@@ -40,6 +40,8 @@ pub struct ConnInfo {
     pub max_header_count: usize,
     /// The listener's `request_rate_per_ip`, if set.
     pub request_rate: Option<Arc<crate::client_rate::ClientRate>>,
+    /// How fast request bodies must arrive.
+    pub body_pace: crate::body::BodyPace,
     /// How the listener normalizes request paths.
     pub normalization: Normalization,
 }
@@ -261,10 +263,10 @@ pub async fn handle(
             finish.ctx.bodies().request = Some(bytes::Bytes::new());
             ClientBody::Buffered
         }
-        (Inbound::Client(body), None) => ClientBody::Stream(body),
+        (Inbound::Client(body), None) => ClientBody::Stream(body, conn.body_pace),
         (Inbound::Client(body), Some(max)) => {
             let limit = route.max_body_size.map_or(max, |m| m.min(max));
-            match chain::buffer_request(body, limit, &finish.bytes_in).await {
+            match chain::buffer_request(body, limit, &finish.bytes_in, conn.body_pace).await {
                 Ok(b) => finish.ctx.bodies().request = Some(b),
                 Err(fault) => {
                     let r = crate::error::answer(&fault, &finish.ctx.request_id, 0);
@@ -333,7 +335,7 @@ pub async fn handle(
 /// The client's body as the action gets it: still streaming, or already read into
 /// `ctx.bodies.request` for a chain that declared it.
 enum ClientBody {
-    Stream(Incoming),
+    Stream(Incoming, crate::body::BodyPace),
     Buffered,
 }
 
@@ -448,8 +450,16 @@ async fn proxy(
     } else {
         let admission = attempts::admit(up)?;
         let payload = match body {
-            ClientBody::Stream(b) => {
-                payload(up, &parts.method, b, route.max_body_size, &finish.bytes_in).await?
+            ClientBody::Stream(b, pace) => {
+                payload(
+                    up,
+                    &parts.method,
+                    b,
+                    route.max_body_size,
+                    &finish.bytes_in,
+                    pace,
+                )
+                .await?
             }
             ClientBody::Buffered => {
                 let b = finish.ctx.bodies().request.take().unwrap_or_default();
@@ -497,6 +507,7 @@ async fn payload(
     body: Incoming,
     max_body_size: Option<u64>,
     meter: &Arc<BodyMeter>,
+    pace: crate::body::BodyPace,
 ) -> Result<attempts::Payload, ProxyError> {
     use http_body::Body as _;
     if body.is_end_stream() {
@@ -514,7 +525,7 @@ async fn payload(
             return Err(crate::error::no_healthy_target(up));
         }
         // Content-Length is known and was checked against max_body_size already.
-        return crate::body::read_for_replay(body, meter)
+        return crate::body::read_for_replay(body, meter, pace)
             .await
             .map(attempts::Payload::Replay)
             .map_err(ProxyError::from);
@@ -523,6 +534,7 @@ async fn payload(
         body,
         max_body_size,
         meter.clone(),
+        pace,
     )))
 }
 

@@ -655,3 +655,65 @@ routes:
     s.write_all(get).await.unwrap();
     assert!(read_until(&mut s, b"}").await.starts_with("HTTP/1.1 429"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_bodies_get_408_while_others_are_served() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+listeners:
+  - {{ name: edge, address: "127.0.0.1:{port}", body_read_timeout: 1s, min_body_rate: 1KiB }}
+admin: {{ address: "127.0.0.1:{admin}" }}
+reload: {{ watch: false }}
+upstreams:
+  u: {{ targets: [{{ address: "{}" }}] }}
+routes:
+  - name: r
+    upstream: u
+"#,
+        a.addr
+    );
+    let _g = GatewayProcess::start(BIN, &yaml, &[port, admin]);
+    let addr = format!("127.0.0.1:{port}");
+    let head = b"POST /up HTTP/1.1\r\nhost: t\r\ncontent-length: 4000\r\n\r\n";
+    // Stalled: 10 bytes, then silence.
+    let mut stalled = TcpStream::connect(&addr).await.unwrap();
+    stalled.write_all(head).await.unwrap();
+    stalled.write_all(&[b'x'; 10]).await.unwrap();
+    // Trickling: 10 bytes every 300 ms never waits a second, but is far below 1 KiB/s.
+    let trickle_addr = addr.clone();
+    let trickling = tokio::spawn(async move {
+        let mut s = TcpStream::connect(&trickle_addr).await.unwrap();
+        s.write_all(head).await.unwrap();
+        let started = Instant::now();
+        for _ in 0..20 {
+            if s.write_all(&[b'y'; 10]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        (read_until(&mut s, b"}").await, started.elapsed())
+    });
+    // Meanwhile a normal client is served at once.
+    let t = Instant::now();
+    let mut normal = TcpStream::connect(&addr).await.unwrap();
+    normal
+        .write_all(b"POST /up HTTP/1.1\r\nhost: t\r\ncontent-length: 3\r\n\r\nabc")
+        .await
+        .unwrap();
+    assert!(
+        read_until(&mut normal, b"}")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(t.elapsed() < Duration::from_millis(500));
+
+    let got = read_until(&mut stalled, b"}").await;
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("application/problem+json") && got.contains("no request body bytes"));
+    let (got, took) = trickling.await.unwrap();
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("slower than 1024 bytes per second"), "{got}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+}
