@@ -47,6 +47,9 @@ pub struct Config {
     /// Peers whose X-Forwarded-For is believed (CIDRs or ip_groups names).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Who is never limited and who is refused outright (docs/protection.md).
+    #[serde(default)]
+    pub protection: ProtectionConfig,
     /// The JSON access log: a target (`stdout`, `stderr`, `off`, a file path) or
     /// `{ output, sample, always }`.
     #[serde(default)]
@@ -136,6 +139,20 @@ pub struct Listener {
     /// TLS on this listener (docs/tls.md); absent means cleartext.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+}
+
+/// `protection`: addresses exempt from the per-address limits, and addresses refused.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectionConfig {
+    /// CIDRs or `ip_groups` names never held to `max_connections_per_ip` or
+    /// `request_rate_per_ip`.
+    #[serde(default)]
+    pub exempt: Vec<String>,
+    /// CIDRs or `ip_groups` names refused: connections from them are closed at accept,
+    /// and requests whose client IP (behind `trusted_proxies`) is in them get 403.
+    #[serde(default)]
+    pub deny: Vec<String>,
 }
 
 /// `request_rate_per_ip`: a token bucket per client address.

@@ -60,6 +60,14 @@ pub fn validate(c: &Config) -> Vec<Issue> {
             }
         }
     }
+    for (field, list) in [
+        ("protection.exempt", &c.protection.exempt),
+        ("protection.deny", &c.protection.deny),
+    ] {
+        for (i, entry) in list.iter().enumerate() {
+            check_cidr_or_group(c, entry, &format!("{field}[{i}]"), &mut out);
+        }
+    }
     for (i, entry) in c.trusted_proxies.iter().enumerate() {
         check_cidr_or_group(c, entry, &format!("trusted_proxies[{i}]"), &mut out);
     }

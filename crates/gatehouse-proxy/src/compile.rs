@@ -139,6 +139,16 @@ pub fn compile(
         issue("trusted_proxies".into(), e);
         CidrSet::default()
     });
+    let mut cidrs = |field: &str, list: &[String]| {
+        CidrSet::build(list, &c.ip_groups).unwrap_or_else(|e| {
+            issue(format!("protection.{field}"), e);
+            CidrSet::default()
+        })
+    };
+    let protection = crate::snapshot::Protection {
+        exempt: cidrs("exempt", &c.protection.exempt),
+        deny: cidrs("deny", &c.protection.deny),
+    };
 
     let mut routes = Vec::with_capacity(c.routes.len());
     for (i, r) in c.routes.iter().enumerate() {
@@ -268,6 +278,7 @@ pub fn compile(
         routes,
         upstreams,
         trusted_proxies: trusted,
+        protection,
         access_log,
         log_sampling: gatehouse_observe::sampling::Sampling::of(&c.access_log),
         // The same tracing block keeps its exporter (and its queue) across reloads.

@@ -120,8 +120,19 @@ async fn accept_loop(
             drop(stream);
             continue;
         }
+        let (denied, exempt) = {
+            let snap = gw.live.load();
+            let p = &snap.protection;
+            (p.deny.contains(peer.ip()), p.exempt.contains(peer.ip()))
+        };
+        if denied {
+            tracing::debug!(listener = %current.name, %peer, "peer in protection.deny; closing new connection");
+            metrics::connection(&name, false);
+            drop(stream);
+            continue;
+        }
         let peer_slot = match current.max_connections_per_ip {
-            Some(cap) => match per_peer.admit(peer.ip(), cap) {
+            Some(cap) if !exempt => match per_peer.admit(peer.ip(), cap) {
                 Some(slot) => Some(slot),
                 None => {
                     // Debug only: one address opening connections in a loop must not
@@ -132,7 +143,7 @@ async fn accept_loop(
                     continue;
                 }
             },
-            None => None,
+            _ => None,
         };
         metrics::connection(&name, true);
         let _ = stream.set_nodelay(true);

@@ -145,11 +145,15 @@ pub async fn handle(
         Ok(settled) => settled,
         Err(answer) => return local(*answer, finish),
     };
-    if let Some(rate) = &conn.request_rate {
-        let d = rate.check(
-            finish.ctx.client_ip,
-            gatehouse_policies::limiter::at(started),
-        );
+    let protection = &snap.protection;
+    let client_ip = finish.ctx.client_ip;
+    if protection.deny.contains(client_ip) {
+        return local(denied(&mut finish, client_ip == peer), finish);
+    }
+    if let Some(rate) = &conn.request_rate
+        && !protection.exempt.contains(client_ip)
+    {
+        let d = rate.check(client_ip, gatehouse_policies::limiter::at(started));
         if !d.allowed {
             return local(too_many_requests(&mut finish, d.retry_ns), finish);
         }
@@ -662,6 +666,18 @@ fn content_length(parts: &http::request::Parts) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+/// 403 for a client IP in `protection.deny`; its own connection (not a trusted proxy's,
+/// which carries others' requests) is closed after it.
+fn denied(finish: &mut Finish, close: bool) -> LocalResponse {
+    let p = Problem::new(StatusCode::FORBIDDEN, "Access to this resource is denied.");
+    let mut r = problem(finish, p);
+    if close {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
 }
 
 /// 429 for a client over its listener's `request_rate_per_ip`, with `Retry-After`.

@@ -432,6 +432,34 @@ routes:
     assert_eq!(sides.len(), 2, "20 users all landed on one side");
 }
 
+/// A gateway whose one listener, `edge`, has `limits` (flow-map entries), proxying
+/// every path to `backend`; with the listener's address.
+fn edge(backend: &Backend, limits: &str) -> (GatewayProcess, String) {
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+listeners:
+  - {{ name: edge, address: "127.0.0.1:{port}", {limits} }}
+admin: {{ address: "127.0.0.1:{admin}" }}
+reload: {{ watch: false }}
+upstreams:
+  u: {{ targets: [{{ address: "{}" }}] }}
+routes:
+  - name: r
+    upstream: u
+"#,
+        backend.addr
+    );
+    let g = GatewayProcess::start(BIN, &yaml, &[port, admin]);
+    (g, format!("127.0.0.1:{port}"))
+}
+
+/// Sends `request` on `s` and reads the answer, up to the end of its JSON body.
+async fn ask(s: &mut TcpStream, request: &[u8]) -> String {
+    s.write_all(request).await.unwrap();
+    read_until(s, b"}").await
+}
+
 /// A connection from a chosen loopback address (127.0.0.2, 127.0.0.3, ...).
 async fn connect_from(from: &str, to: &str) -> TcpStream {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
@@ -442,31 +470,14 @@ async fn connect_from(from: &str, to: &str) -> TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_address_connection_caps_and_header_counts() {
     let a = Backend::start("a", Kind::Echo).await;
-    let (port, admin) = (free_port(), free_port());
-    let yaml = format!(
-        r#"
-listeners:
-  - {{ name: edge, address: "127.0.0.1:{port}", max_connections_per_ip: 2, max_header_count: 20 }}
-admin: {{ address: "127.0.0.1:{admin}" }}
-reload: {{ watch: false }}
-upstreams:
-  u: {{ targets: [{{ address: "{}" }}] }}
-routes:
-  - name: r
-    upstream: u
-"#,
-        a.addr
-    );
-    let _g = GatewayProcess::start(BIN, &yaml, &[port, admin]);
-    let addr = format!("127.0.0.1:{port}");
+    let (_g, addr) = edge(&a, "max_connections_per_ip: 2, max_header_count: 20");
     let get = b"GET / HTTP/1.1\r\nhost: t\r\n\r\n";
     tokio::time::sleep(Duration::from_millis(200)).await;
     // 127.0.0.2 holds its two connections; a third is closed at accept ...
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut s = connect_from("127.0.0.2", &addr).await;
-        s.write_all(get).await.unwrap();
-        assert!(read_until(&mut s, b"}").await.starts_with("HTTP/1.1 200"));
+        assert!(ask(&mut s, get).await.starts_with("HTTP/1.1 200"));
         held.push(s);
     }
     let mut third = connect_from("127.0.0.2", &addr).await;
@@ -484,8 +495,7 @@ routes:
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut s = connect_from("127.0.0.2", &addr).await;
-    s.write_all(get).await.unwrap();
-    assert!(read_until(&mut s, b"}").await.starts_with("HTTP/1.1 200"));
+    assert!(ask(&mut s, get).await.starts_with("HTTP/1.1 200"));
 
     // 20 header fields pass; 21 get 431 problem+json; the connection keeps serving.
     let head = |n: usize| {
@@ -496,14 +506,16 @@ routes:
         h + "\r\n"
     };
     let mut c = connect_from("127.0.0.3", &addr).await;
-    c.write_all(head(20).as_bytes()).await.unwrap();
-    assert!(read_until(&mut c, b"}").await.starts_with("HTTP/1.1 200"));
+    assert!(
+        ask(&mut c, head(20).as_bytes())
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     c.write_all(head(21).as_bytes()).await.unwrap();
     let got = read_until(&mut c, b"}").await;
     assert!(got.starts_with("HTTP/1.1 431"), "{got}");
     assert!(got.contains("application/problem+json") && got.contains("more than 20 header fields"));
-    c.write_all(get).await.unwrap();
-    assert!(read_until(&mut c, b"}").await.starts_with("HTTP/1.1 200"));
+    assert!(ask(&mut c, get).await.starts_with("HTTP/1.1 200"));
 }
 
 /// One HTTP/2 frame: its type, flags, stream and payload.
@@ -541,25 +553,8 @@ async fn read_frame(s: &mut TcpStream) -> Option<Frame> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_stream_cap_is_advertised_and_enforced() {
     let a = Backend::start("a", Kind::Echo).await;
-    let (port, admin) = (free_port(), free_port());
-    let yaml = format!(
-        r#"
-listeners:
-  - {{ name: edge, address: "127.0.0.1:{port}", http2_max_concurrent_streams: 2 }}
-admin: {{ address: "127.0.0.1:{admin}" }}
-reload: {{ watch: false }}
-upstreams:
-  u: {{ targets: [{{ address: "{}" }}] }}
-routes:
-  - name: r
-    upstream: u
-"#,
-        a.addr
-    );
-    let _g = GatewayProcess::start(BIN, &yaml, &[port, admin]);
-    let mut s = TcpStream::connect(format!("127.0.0.1:{port}"))
-        .await
-        .unwrap();
+    let (_g, addr) = edge(&a, "http2_max_concurrent_streams: 2");
+    let mut s = TcpStream::connect(&addr).await.unwrap();
     s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         .await
         .unwrap();
@@ -628,8 +623,7 @@ routes:
     let get = b"GET /api HTTP/1.1\r\nhost: t\r\n\r\n";
     let mut s = connect_from("127.0.0.2", &addr).await;
     for _ in 0..3 {
-        s.write_all(get).await.unwrap();
-        assert!(read_until(&mut s, b"}").await.starts_with("HTTP/1.1 200"));
+        assert!(ask(&mut s, get).await.starts_with("HTTP/1.1 200"));
     }
     // Over the burst: 429 before routing (an unrouted path gets it too), with
     // Retry-After; the connection stays open.
@@ -650,32 +644,14 @@ routes:
             .starts_with("HTTP/1.1 200")
     );
     tokio::time::sleep(Duration::from_millis(1050)).await;
-    s.write_all(get).await.unwrap();
-    assert!(read_until(&mut s, b"}").await.starts_with("HTTP/1.1 200"));
-    s.write_all(get).await.unwrap();
-    assert!(read_until(&mut s, b"}").await.starts_with("HTTP/1.1 429"));
+    assert!(ask(&mut s, get).await.starts_with("HTTP/1.1 200"));
+    assert!(ask(&mut s, get).await.starts_with("HTTP/1.1 429"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_request_bodies_get_408_while_others_are_served() {
     let a = Backend::start("a", Kind::Echo).await;
-    let (port, admin) = (free_port(), free_port());
-    let yaml = format!(
-        r#"
-listeners:
-  - {{ name: edge, address: "127.0.0.1:{port}", body_read_timeout: 1s, min_body_rate: 1KiB }}
-admin: {{ address: "127.0.0.1:{admin}" }}
-reload: {{ watch: false }}
-upstreams:
-  u: {{ targets: [{{ address: "{}" }}] }}
-routes:
-  - name: r
-    upstream: u
-"#,
-        a.addr
-    );
-    let _g = GatewayProcess::start(BIN, &yaml, &[port, admin]);
-    let addr = format!("127.0.0.1:{port}");
+    let (_g, addr) = edge(&a, "body_read_timeout: 1s, min_body_rate: 1KiB");
     let head = b"POST /up HTTP/1.1\r\nhost: t\r\ncontent-length: 4000\r\n\r\n";
     // Stalled: 10 bytes, then silence.
     let mut stalled = TcpStream::connect(&addr).await.unwrap();
@@ -716,4 +692,81 @@ routes:
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
     assert!(got.contains("slower than 1024 bytes per second"), "{got}");
     assert!(took < Duration::from_secs(4), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protection_exempts_from_the_per_address_limits_and_denies() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+listeners:
+  - name: edge
+    address: "127.0.0.1:{port}"
+    max_connections_per_ip: 1
+    request_rate_per_ip: {{ limit: 1, per: 10s }}
+admin: {{ address: "127.0.0.1:{admin}" }}
+reload: {{ watch: false }}
+ip_groups:
+  office: [127.0.0.4]
+trusted_proxies: [127.0.0.6]
+protection:
+  exempt: [office]
+  deny: [127.0.0.5/32]
+upstreams:
+  u: {{ targets: [{{ address: "{}" }}] }}
+routes:
+  - name: r
+    upstream: u
+"#,
+        a.addr
+    );
+    let _g = GatewayProcess::start(BIN, &yaml, &[port, admin]);
+    let addr = format!("127.0.0.1:{port}");
+    let get = b"GET / HTTP/1.1\r\nhost: t\r\n\r\n";
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A denied peer is closed at accept.
+    let mut d = connect_from("127.0.0.5", &addr).await;
+    let _ = d.write_all(get).await;
+    assert!(read_until(&mut d, b"}").await.is_empty());
+    // The office holds two connections and sends three requests in a row.
+    let mut office = [
+        connect_from("127.0.0.4", &addr).await,
+        connect_from("127.0.0.4", &addr).await,
+    ];
+    for i in [0, 1, 0] {
+        office[i].write_all(get).await.unwrap();
+        assert!(
+            read_until(&mut office[i], b"}")
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+    }
+    // Others are held to both limits.
+    let mut c = connect_from("127.0.0.2", &addr).await;
+    assert!(ask(&mut c, get).await.starts_with("HTTP/1.1 200"));
+    assert!(ask(&mut c, get).await.starts_with("HTTP/1.1 429"));
+    let mut second = connect_from("127.0.0.2", &addr).await;
+    let _ = second.write_all(get).await;
+    assert!(read_until(&mut second, b"}").await.is_empty());
+    // Behind a trusted proxy, a denied client IP gets 403 problem+json, and the proxy's
+    // connection stays open for the next client's request.
+    let mut p = connect_from("127.0.0.6", &addr).await;
+    p.write_all(b"GET / HTTP/1.1\r\nhost: t\r\nx-forwarded-for: 127.0.0.5\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_until(&mut p, b"}").await;
+    assert!(got.starts_with("HTTP/1.1 403"), "{got}");
+    assert!(
+        got.contains("application/problem+json")
+            && !got.to_ascii_lowercase().contains("connection: close")
+    );
+    assert!(
+        ask(
+            &mut p,
+            b"GET / HTTP/1.1\r\nhost: t\r\nx-forwarded-for: 127.0.0.7\r\n\r\n"
+        )
+        .await
+        .starts_with("HTTP/1.1 200")
+    );
 }
