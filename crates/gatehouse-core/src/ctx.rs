@@ -53,6 +53,9 @@ pub struct RequestCtx {
     pub params: Vec<(String, String)>,
     /// Set when a policy or the gateway answered locally.
     pub short_circuit: Option<ShortCircuit>,
+    /// Set when the answer refuses abuse (a rate limit, the WAF, a bot filter...): the
+    /// finish phase counts it against the client (`protection.ban`).
+    pub offence: Option<crate::Offence>,
     /// Name of the upstream the request was sent to (the split side, for a split).
     pub upstream: Option<Arc<str>>,
     /// Upstream target address that served the request.
@@ -83,6 +86,7 @@ impl RequestCtx {
             route: None,
             params: Vec::new(),
             short_circuit: None,
+            offence: None,
             upstream: None,
             upstream_target: None,
             attempts: 0,

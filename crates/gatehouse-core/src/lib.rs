@@ -9,6 +9,7 @@ pub mod consumer;
 pub mod ctx;
 pub mod dispatch;
 pub mod flow;
+pub mod offence;
 pub mod policy;
 pub mod problem;
 pub mod state;
@@ -22,6 +23,7 @@ pub use consumer::{CREDENTIALS_INVALID, CREDENTIALS_MISSING, Consumer, Credentia
 pub use ctx::{PhaseTimings, RequestCtx, ShortCircuit};
 pub use dispatch::Dispatch;
 pub use flow::{Flow, LocalResponse, Resume, Wait};
+pub use offence::Offence;
 pub use policy::Policy;
 pub use problem::{Problem, ProblemStyle, problem_response};
 pub use state::{Fingerprint, Stage, StateRegistry};

@@ -559,6 +559,8 @@ impl RateLimit {
 
     fn refuse(&self, ctx: &mut RequestCtx, d: Decision) -> Flow {
         crate::notes::keep(ctx, &self.name, Refused(d));
+        // Going over a rate limit counts toward a ban (`protection.ban`).
+        ctx.offence = Some(gatehouse_core::Offence::RateLimit);
         let p = Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!("rate limit {} exceeded; retry later", self.name),
