@@ -9,6 +9,7 @@ mod dashboard;
 mod keys;
 mod latency;
 mod limits;
+mod protection;
 pub mod quality;
 mod query;
 mod report_thread;
@@ -438,8 +439,17 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
                 )
             })
         }
+        (&Method::GET, "/admin/protection") => protection::overview(gw),
+        (_, path)
+            if path == "/admin/protection/bans" || path.starts_with("/admin/protection/bans/") =>
+        {
+            protection::bans(gw, req).await
+        }
         (&Method::GET, "/admin/top/clients") => report(req, top::clients).await,
-        (&Method::GET, "/admin/top/attackers") => report(req, top::attackers).await,
+        (&Method::GET, "/admin/top/attackers") => {
+            let snap = gw.live.load_full();
+            report(req, move |q| top::attackers(&snap.protection, q)).await
+        }
         (&Method::POST, "/admin/reload") => {
             let g = gw.clone();
             match tokio::task::spawn_blocking(move || g.reload()).await {

@@ -100,8 +100,12 @@ pub fn clients(query: Option<&str>) -> Response<Full<Bytes>> {
 }
 
 /// Serves `GET /admin/top/attackers?key=&limit=&window=`: ranked by blocked requests,
-/// then by 4xx answers, with the refusals' `policy/reason` counts.
-pub fn attackers(query: Option<&str>) -> Response<Full<Bytes>> {
+/// then by 4xx answers, with the refusals' `policy/reason` counts and, for an address,
+/// when its ban ends (Unix seconds; `null` when not banned).
+pub fn attackers(
+    protection: &gatehouse_proxy::protection::Protection,
+    query: Option<&str>,
+) -> Response<Full<Bytes>> {
     let a = match crate::query::params(query, &["key", "limit", "window"]).and_then(|p| ask(&p)) {
         Ok(a) => a,
         Err(e) => return problem(StatusCode::BAD_REQUEST, e, None),
@@ -121,6 +125,16 @@ pub fn attackers(query: Option<&str>) -> Response<Full<Bytes>> {
         m.insert("client_errors".into(), json!(c.client_errors));
         m.insert("requests".into(), json!(c.requests));
         m.insert("reasons".into(), Value::Object(reasons));
+        let banned_until = match &e.key {
+            Client::Ip(ip) => {
+                let t = &protection.clients;
+                let now = t.now();
+                t.banned(protection.key(*ip), now)
+                    .map(|left| t.unix_secs(now + left))
+            }
+            Client::Consumer(_) => None,
+        };
+        m.insert("banned_until".into(), json!(banned_until));
         m.insert("error_bound".into(), json!(e.error));
         m
     })

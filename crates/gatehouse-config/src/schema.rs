@@ -141,18 +141,85 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
 }
 
-/// `protection`: addresses exempt from the per-address limits, and addresses refused.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, JsonSchema)]
+/// `protection`: the client table and automatic bans, addresses exempt from the
+/// per-address limits, and addresses refused (docs/protection.md).
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProtectionConfig {
-    /// CIDRs or `ip_groups` names never held to `max_connections_per_ip` or
-    /// `request_rate_per_ip`.
+    /// Client addresses whose offences are tracked; the least recently seen is
+    /// forgotten beyond it. Default 100000.
+    #[serde(default = "default_client_table_size")]
+    pub client_table_size: usize,
+    /// Bans held at most, apart from the client table (new addresses cannot evict a
+    /// ban). Default 100000.
+    #[serde(default = "default_max_bans")]
+    pub max_bans: usize,
+    /// IPv6 clients are counted per network of this prefix length. Default 64.
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+    /// CIDRs or `ip_groups` names never limited per address nor banned.
     #[serde(default)]
     pub exempt: Vec<String>,
     /// CIDRs or `ip_groups` names refused: connections from them are closed at accept,
     /// and requests whose client IP (behind `trusted_proxies`) is in them get 403.
     #[serde(default)]
     pub deny: Vec<String>,
+    /// Automatic bans after repeated offences; absent: offences are counted, nobody
+    /// is banned automatically.
+    #[serde(default)]
+    pub ban: Option<BanConfig>,
+}
+
+impl Default for ProtectionConfig {
+    fn default() -> Self {
+        Self {
+            client_table_size: default_client_table_size(),
+            max_bans: default_max_bans(),
+            ipv6_prefix: default_ipv6_prefix(),
+            exempt: Vec::new(),
+            deny: Vec::new(),
+            ban: None,
+        }
+    }
+}
+
+/// `protection.ban`: when repeated offences ban a client, and for how long.
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BanConfig {
+    /// Offences that ban ...
+    pub after: u32,
+    /// ... when they fall within this sliding window.
+    pub within: Duration,
+    /// The first ban's length; each repeat ban doubles it.
+    pub duration: Duration,
+    /// The longest ban; a client clean for this long after a ban starts again at
+    /// `duration`. Default 24h.
+    #[serde(default = "default_max_ban")]
+    pub max_duration: Duration,
+    /// The offences that count: `waf`, `rate_limit`, `connection_limit`, `bot`,
+    /// `slow_client`, `http2_abuse`, `bad_request`. Default: all of them.
+    #[serde(default = "default_ban_triggers")]
+    pub triggers: Vec<String>,
+}
+
+fn default_client_table_size() -> usize {
+    100_000
+}
+fn default_max_bans() -> usize {
+    100_000
+}
+fn default_ipv6_prefix() -> u8 {
+    64
+}
+fn default_max_ban() -> Duration {
+    Duration(std::time::Duration::from_secs(24 * 3600))
+}
+fn default_ban_triggers() -> Vec<String> {
+    gatehouse_core::Offence::ALL
+        .iter()
+        .map(|o| o.name().to_string())
+        .collect()
 }
 
 /// `request_rate_per_ip`: a token bucket per client address.

@@ -68,6 +68,7 @@ pub fn validate(c: &Config) -> Vec<Issue> {
             check_cidr_or_group(c, entry, &format!("{field}[{i}]"), &mut out);
         }
     }
+    protection(&c.protection, &mut out);
     for (i, entry) in c.trusted_proxies.iter().enumerate() {
         check_cidr_or_group(c, entry, &format!("trusted_proxies[{i}]"), &mut out);
     }
@@ -915,6 +916,53 @@ fn consumers(list: &[ConsumerConfig], out: &mut Issues) {
                     _ => {}
                 },
             }
+        }
+    }
+}
+
+/// `protection`: table sizes, the IPv6 prefix and the ban settings.
+fn protection(p: &crate::schema::ProtectionConfig, out: &mut Issues) {
+    if p.client_table_size == 0 || p.client_table_size > 10_000_000 {
+        out.push("protection.client_table_size", "must be 1 to 10000000");
+    }
+    if p.max_bans == 0 || p.max_bans > 10_000_000 {
+        out.push("protection.max_bans", "must be 1 to 10000000");
+    }
+    if !(1..=128).contains(&p.ipv6_prefix) {
+        out.push("protection.ipv6_prefix", "must be 1 to 128");
+    }
+    let Some(b) = &p.ban else { return };
+    if b.after == 0 {
+        out.push("protection.ban.after", "must be at least 1");
+    }
+    for (field, d) in [
+        ("within", &b.within),
+        ("duration", &b.duration),
+        ("max_duration", &b.max_duration),
+    ] {
+        if d.get().is_zero() {
+            out.push(format!("protection.ban.{field}"), "must be more than 0s");
+        }
+    }
+    if b.max_duration.get() < b.duration.get() {
+        out.push(
+            "protection.ban.max_duration",
+            "must be at least protection.ban.duration",
+        );
+    }
+    for (i, t) in b.triggers.iter().enumerate() {
+        if gatehouse_core::Offence::parse(t).is_none() {
+            let names: Vec<_> = gatehouse_core::Offence::ALL
+                .iter()
+                .map(|o| o.name())
+                .collect();
+            out.push(
+                format!("protection.ban.triggers[{i}]"),
+                format!(
+                    "unknown trigger {t:?}: expected one of {}",
+                    names.join(", ")
+                ),
+            );
         }
     }
 }

@@ -207,3 +207,32 @@ fn listener_limits_and_protection_lists_are_checked_and_located() {
     }
     assert!(e.iter().all(|e| e.line > 0), "{e:?}");
 }
+
+#[test]
+fn the_client_table_and_ban_settings_are_checked_and_located() {
+    let e = errors(
+        "listeners:\n  - name: l\n    address: 127.0.0.1:8080\nprotection:\n  client_table_size: 0\n  max_bans: 0\n  ipv6_prefix: 0\n  ban:\n    after: 0\n    within: 0s\n    duration: 10m\n    max_duration: 1m\n    triggers: [waf, sqli]\n",
+    );
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    for want in [
+        "protection.client_table_size",
+        "protection.max_bans",
+        "protection.ipv6_prefix",
+        "protection.ban.after",
+        "protection.ban.within",
+        "protection.ban.max_duration",
+        "protection.ban.triggers[1]",
+    ] {
+        assert!(paths.contains(&want), "missing {want} in {paths:?}");
+    }
+    let trigger = e
+        .iter()
+        .find(|e| e.path == "protection.ban.triggers[1]")
+        .unwrap();
+    assert_eq!(trigger.line, 13);
+    assert!(
+        trigger.message.contains("expected one of waf, rate_limit"),
+        "{trigger:?}"
+    );
+    assert!(e.iter().all(|e| e.line > 0), "{e:?}");
+}

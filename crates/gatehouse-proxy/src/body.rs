@@ -139,6 +139,16 @@ impl ClientFault {
         }
     }
 
+    /// The offence the fault counts as toward a ban: a stalled or trickling body is a
+    /// slow client, a malformed one a bad request; aborting or sending too much is not.
+    pub fn offence(&self) -> Option<gatehouse_core::Offence> {
+        match self {
+            Self::Stalled(_) | Self::TooSlow(_) => Some(gatehouse_core::Offence::SlowClient),
+            Self::Malformed(_) => Some(gatehouse_core::Offence::BadRequest),
+            Self::Aborted(_) | Self::TooLarge(_) => None,
+        }
+    }
+
     /// The client fault somewhere in `e`'s source chain, if the error started there.
     pub fn find<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a ClientFault> {
         let mut cur = Some(e);

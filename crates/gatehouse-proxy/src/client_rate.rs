@@ -2,7 +2,6 @@
 //! before routing. The counters are shared by every worker and kept while the
 //! listener's rate stays the same (a reload that changes it starts afresh).
 
-use crate::peer_connections::counted_as;
 use gatehouse_config::RequestRate;
 use gatehouse_policies::limiter::{Algorithm, Decision, Limiter, Rate};
 use std::net::IpAddr;
@@ -49,9 +48,10 @@ impl ClientRates {
 pub struct ClientRate(Limiter);
 
 impl ClientRate {
-    /// Counts one request from `client` at `now` (the limiter's clock).
-    pub fn check(&self, client: IpAddr, now: u64) -> Decision {
-        self.0.check(self.0.key(counted_as(client)), now)
+    /// Counts one request from `key` (a client as `protection` counts it) at `now`
+    /// (the limiter's clock).
+    pub fn check(&self, key: IpAddr, now: u64) -> Decision {
+        self.0.check(self.0.key(key), now)
     }
 }
 

@@ -145,10 +145,9 @@ pub fn compile(
             CidrSet::default()
         })
     };
-    let protection = crate::snapshot::Protection {
-        exempt: cidrs("exempt", &c.protection.exempt),
-        deny: cidrs("deny", &c.protection.deny),
-    };
+    let exempt = cidrs("exempt", &c.protection.exempt);
+    let deny = cidrs("deny", &c.protection.deny);
+    let protection = crate::protection::Protection::compile(&c.protection, exempt, deny, stage);
 
     let mut routes = Vec::with_capacity(c.routes.len());
     for (i, r) in c.routes.iter().enumerate() {

@@ -21,6 +21,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug, Default)]
 pub struct Activity {
     events: AtomicU64,
+    /// Bytes of a request came in and no answer went out since: a timeout now cuts a
+    /// slow request, not an idle keep-alive connection.
+    mid_request: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -31,6 +34,11 @@ impl Activity {
     /// Reads and writes so far.
     pub fn events(&self) -> u64 {
         self.events.load(Ordering::Relaxed)
+    }
+
+    /// Whether a request had started arriving and was not answered yet.
+    pub fn mid_request(&self) -> bool {
+        self.mid_request.load(Ordering::Relaxed)
     }
 }
 
@@ -145,6 +153,7 @@ impl AsyncRead for DownstreamStream {
             self.activity.touch();
             if self.head_next {
                 self.head_next = false;
+                self.activity.mid_request.store(true, Ordering::Relaxed);
                 lenient_version(&mut buf.filled_mut()[before..]);
             }
         }
@@ -175,6 +184,7 @@ impl AsyncWrite for DownstreamStream {
         let this = &mut *self;
         this.activity.touch();
         this.head_next = true;
+        this.activity.mid_request.store(false, Ordering::Relaxed);
         if this.replacement.is_none()
             && let Some(status) = bare_error_status(buf)
         {
@@ -207,6 +217,7 @@ impl AsyncWrite for DownstreamStream {
         let this = &mut *self;
         this.activity.touch();
         this.head_next = true;
+        this.activity.mid_request.store(false, Ordering::Relaxed);
         Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 

@@ -67,6 +67,9 @@ impl Drop for Finish {
             });
         }
         let snap = &self.snapshot;
+        if let Some(o) = self.ctx.offence {
+            snap.protection.offend(self.ctx.client_ip, o);
+        }
         let route = self.route.and_then(|i| snap.routes.get(i));
         if let Some(r) = route {
             for s in &r.policies {

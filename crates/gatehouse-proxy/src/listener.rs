@@ -10,6 +10,7 @@ use crate::pipeline::{self, ConnInfo};
 use crate::transport::Transport;
 use arc_swap::ArcSwap;
 use gatehouse_config::{Listener, Protocol};
+use gatehouse_core::Offence;
 use gatehouse_observe::metrics;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -120,10 +121,11 @@ async fn accept_loop(
             drop(stream);
             continue;
         }
-        let (denied, exempt) = {
+        let (denied, exempt, key) = {
             let snap = gw.live.load();
             let p = &snap.protection;
-            (p.deny.contains(peer.ip()), p.exempt.contains(peer.ip()))
+            let ip = peer.ip();
+            (p.denies(ip), p.exempt.contains(ip), p.key(ip))
         };
         if denied {
             tracing::debug!(listener = %current.name, %peer, "peer in protection.deny; closing new connection");
@@ -132,9 +134,13 @@ async fn accept_loop(
             continue;
         }
         let peer_slot = match current.max_connections_per_ip {
-            Some(cap) if !exempt => match per_peer.admit(peer.ip(), cap) {
+            Some(cap) if !exempt => match per_peer.admit(key, cap) {
                 Some(slot) => Some(slot),
                 None => {
+                    gw.live
+                        .load()
+                        .protection
+                        .offend(peer.ip(), Offence::ConnectionLimit);
                     // Debug only: one address opening connections in a loop must not
                     // flood the log.
                     tracing::debug!(listener = %current.name, %peer, "max_connections_per_ip reached; closing new connection");
@@ -314,12 +320,14 @@ async fn serve_connection(
                 Err(_) => {
                     tracing::debug!(listener = %listener, peer = %info.conn.peer, "TLS handshake timed out");
                     metrics::rejection(&listener, metrics::Rejection::TlsHandshake);
+                    offend_as_peer(&gw, info.conn.peer.ip(), Offence::SlowClient);
                     return;
                 }
             }
         }
     };
     let live = gw.live.clone();
+    let client = Arc::clone(&info.conn);
     // Policies may send requests of their own through the gateway on this connection.
     let info = Arc::new(crate::dispatch::Dispatcher::attach(&live, info));
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
@@ -357,25 +365,50 @@ async fn serve_connection(
             idle,
         ))
         .await;
-        ended(&listener, end.err().as_ref().map(|e| e as _));
+        ended(&gw, &client, &activity, end.err().as_ref().map(|e| e as _));
     } else if let Server::Both(b, ..) | Server::Http1(b) = &*server {
         let conn = b.serve_connection(io, svc).with_upgrades();
         let end = drive(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await;
-        ended(&listener, end.err().as_ref().map(|e| e as _));
+        ended(&gw, &client, &activity, end.err().as_ref().map(|e| e as _));
     }
 }
 /// A connection ended: one that timed out waiting for a request head counts as a
-/// rejected request (hyper closes it without an answer, as nginx does with 408).
-fn ended(listener: &Arc<str>, error: Option<&(dyn std::error::Error + Send + Sync + 'static)>) {
+/// rejected request (hyper closes it without an answer, as nginx does with 408), and,
+/// when a request had started arriving, as a slow client's offence; a head hyper could
+/// not parse is a bad request. Never held against a trusted proxy, whose connection
+/// carries everyone's requests.
+fn ended(
+    gw: &Gateway,
+    conn: &gatehouse_core::Connection,
+    activity: &Activity,
+    error: Option<&(dyn std::error::Error + Send + Sync + 'static)>,
+) {
+    let listener = &conn.listener;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = error.map(|e| e as _);
-    while let Some(e) = cur {
-        if e.downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_timeout)
-        {
-            metrics::rejection(listener, metrics::Rejection::Timeout);
-            return;
+    let offence = loop {
+        let Some(e) = cur else { return };
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_timeout() {
+                metrics::rejection(listener, metrics::Rejection::Timeout);
+                if !activity.mid_request() {
+                    return;
+                }
+                break Offence::SlowClient;
+            }
+            if h.is_parse() || h.is_parse_too_large() {
+                break Offence::BadRequest;
+            }
         }
         cur = e.source();
+    };
+    offend_as_peer(gw, conn.peer.ip(), offence);
+}
+
+/// Counts offence `o` against the connection's peer, unless it is a trusted proxy.
+fn offend_as_peer(gw: &Gateway, peer: std::net::IpAddr, o: Offence) {
+    let snap = gw.live.load();
+    if !snap.trusted_proxies.contains(peer) {
+        snap.protection.offend(peer, o);
     }
 }
 

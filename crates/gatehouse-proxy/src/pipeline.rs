@@ -3,7 +3,7 @@
 
 use crate::api_versions::Pick;
 use crate::attempts;
-use crate::body::{BodyMeter, ProxyBody, RequestBody};
+use crate::body::{BodyMeter, ClientFault, ProxyBody, RequestBody};
 use crate::chain;
 use crate::error::ProxyError;
 use crate::finish::Finish;
@@ -16,7 +16,7 @@ use crate::upgrade;
 use arc_swap::ArcSwap;
 use gatehouse_core::problem::render;
 use gatehouse_core::{
-    Connection, LocalResponse, Problem, ProblemStyle, RequestBodyNeed, RequestCtx,
+    Connection, LocalResponse, Offence, Problem, ProblemStyle, RequestBodyNeed, RequestCtx,
     ResponseBodyNeed, problem_response,
 };
 use gatehouse_router::RequestView;
@@ -143,18 +143,28 @@ pub async fn handle(
     // Limits and head checks that apply before routing.
     let (authority, port) = match check_head(&mut parts, conn, &mut finish) {
         Ok(settled) => settled,
-        Err(answer) => return local(*answer, finish),
+        Err(answer) => {
+            if answer.status() != StatusCode::METHOD_NOT_ALLOWED {
+                finish.ctx.offence = Some(Offence::BadRequest);
+            }
+            return local(*answer, finish);
+        }
     };
     let protection = &snap.protection;
     let client_ip = finish.ctx.client_ip;
-    if protection.deny.contains(client_ip) {
+    if protection.denies(client_ip) {
         return local(denied(&mut finish, client_ip == peer), finish);
+    }
+    if let Some(left_ms) = protection.banned(client_ip) {
+        return local(banned(&mut finish, left_ms, client_ip == peer), finish);
     }
     if let Some(rate) = &conn.request_rate
         && !protection.exempt.contains(client_ip)
     {
-        let d = rate.check(client_ip, gatehouse_policies::limiter::at(started));
+        let key = protection.key(client_ip);
+        let d = rate.check(key, gatehouse_policies::limiter::at(started));
         if !d.allowed {
+            finish.ctx.offence = Some(Offence::RateLimit);
             return local(too_many_requests(&mut finish, d.retry_ns), finish);
         }
     }
@@ -273,6 +283,7 @@ pub async fn handle(
             match chain::buffer_request(body, limit, &finish.bytes_in, conn.body_pace).await {
                 Ok(b) => finish.ctx.bodies().request = Some(b),
                 Err(fault) => {
+                    finish.ctx.offence = fault.offence();
                     let r = crate::error::answer(&fault, &finish.ctx.request_id, 0);
                     return local(r, finish);
                 }
@@ -381,6 +392,7 @@ async fn run_action(
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(request_id = %finish.ctx.request_id, error = %e, "upstream request failed");
+                finish.ctx.offence = ClientFault::find(&e).and_then(ClientFault::offence);
                 crate::error::answer(&e, &finish.ctx.request_id, finish.ctx.attempts)
                     .map(ProxyBody::full)
             }
@@ -677,6 +689,16 @@ fn denied(finish: &mut Finish, close: bool) -> LocalResponse {
         r.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    r
+}
+
+/// 403 for a banned client, with `Retry-After` (the ban's end); its own connection (not
+/// a trusted proxy's) is closed after it.
+fn banned(finish: &mut Finish, left_ms: u64, close: bool) -> LocalResponse {
+    let mut r = denied(finish, close);
+    let secs = left_ms.div_ceil(1000).max(1);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     r
 }
 

@@ -8,15 +8,6 @@ use gatehouse_policies::cidr::CidrSet;
 use gatehouse_router::Router;
 use gatehouse_upstream::Registry;
 
-/// The compiled `protection` lists.
-#[derive(Debug, Default)]
-pub struct Protection {
-    /// Never held to the per-address limits.
-    pub exempt: CidrSet,
-    /// Refused: closed at accept, 403 as a client IP.
-    pub deny: CidrSet,
-}
-
 /// A compiled config.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -34,8 +25,8 @@ pub struct Snapshot {
     pub upstreams: Registry,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: CidrSet,
-    /// `protection`: exempt and denied addresses.
-    pub protection: Protection,
+    /// `protection`: exempt and denied addresses, bans and the client table.
+    pub protection: crate::protection::Protection,
     /// Access-log sink.
     pub access_log: AccessLog,
     /// Which requests the access log writes.

@@ -137,21 +137,6 @@ routes:
     assert!(resp.starts_with("HTTP/1.1 413"), "got {resp:?}");
 }
 
-/// Reads from `s` until `end` has been seen (or 5 s pass).
-async fn read_until(s: &mut TcpStream, end: &[u8]) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !out.windows(end.len()).any(|w| w == end) && Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            Err(_) => {}
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_listener_serves_and_reports_the_v6_peer() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
@@ -452,19 +437,6 @@ routes:
     );
     let g = GatewayProcess::start(BIN, &yaml, &[port, admin]);
     (g, format!("127.0.0.1:{port}"))
-}
-
-/// Sends `request` on `s` and reads the answer, up to the end of its JSON body.
-async fn ask(s: &mut TcpStream, request: &[u8]) -> String {
-    s.write_all(request).await.unwrap();
-    read_until(s, b"}").await
-}
-
-/// A connection from a chosen loopback address (127.0.0.2, 127.0.0.3, ...).
-async fn connect_from(from: &str, to: &str) -> TcpStream {
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
-    sock.connect(to.parse().unwrap()).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,3 +118,38 @@ pub async fn send(c: &Client, method: &str, url: &str, headers: &[(&str, &str)])
     .await
     .unwrap()
 }
+
+/// Reads from `s` until `end` has been seen (or 5 s pass).
+pub async fn read_until(s: &mut tokio::net::TcpStream, end: &[u8]) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !out.windows(end.len()).any(|w| w == end) && std::time::Instant::now() < deadline {
+        match tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            tokio::io::AsyncReadExt::read(s, &mut buf),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Sends `request` on `s` and reads the answer, up to the end of its JSON body.
+pub async fn ask(s: &mut tokio::net::TcpStream, request: &[u8]) -> String {
+    tokio::io::AsyncWriteExt::write_all(s, request)
+        .await
+        .unwrap();
+    read_until(s, b"}").await
+}
+
+/// A connection from a chosen loopback address (127.0.0.2, 127.0.0.3, ...).
+pub async fn connect_from(from: &str, to: &str) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    sock.connect(to.parse().unwrap()).await.unwrap()
+}
