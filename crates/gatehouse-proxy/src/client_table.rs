@@ -547,4 +547,29 @@ mod tests {
         );
         assert_eq!(new.stats(1).refusals[0], ("waf", 2));
     }
+
+    proptest::proptest! {
+        /// Whatever addresses offend, in whatever order: the table never holds more than
+        /// its size (rounded up per shard), the bans never more than `max_bans`, and a
+        /// ban just made is in force.
+        #[test]
+        fn the_table_and_the_bans_keep_their_bounds(
+            steps in proptest::collection::vec((0u32..5_000, 0usize..7, 0u64..2_000), 1..2_000)
+        ) {
+            let t = ClientTable::new(64, 8, None);
+            let p = BanPolicy { after: 2, within_ms: 10 * SEC, duration_ms: SEC, max_ms: 8 * SEC, triggers: u8::MAX };
+            let mut now = 0;
+            for (addr, o, dt) in steps {
+                now += dt;
+                let key = IpAddr::from((0x0a00_0000 + addr).to_be_bytes());
+                if let Some(ban) = t.offend(key, Offence::ALL[o], Some(&p), now) {
+                    proptest::prop_assert!(t.banned(key, now).is_some());
+                    proptest::prop_assert!(ban.until - ban.since <= 8 * SEC);
+                }
+                let s = t.stats(now);
+                proptest::prop_assert!(s.clients_tracked <= 64 + SHARDS);
+                proptest::prop_assert!(s.bans_active <= 8);
+            }
+        }
+    }
 }
