@@ -18,7 +18,8 @@
 # top-level YAML to gatehouse-b's config (`metrics: { enabled: false }` measures the
 # cost of metrics with one binary; `consumers`, `policies` and `default_policies` measure
 # a policy's cost against the plain proxy; GATEHOUSE_A_EXTRA does the same for
-# `gatehouse`, so both sides of an A/B can differ from the default). WRK_HEADER ("name: value") is sent with every
+# `gatehouse`, so both sides of an A/B can differ from the default). GATEHOUSE_B_LISTENER
+# (and _A_) add fields to the listener (`request_rate_per_ip: {...}, max_connections_per_ip: 1000`). WRK_HEADER ("name: value") is sent with every
 # request to every proxy (an API key for such a run; the others ignore it).
 # NGINX_HTTP_EXTRA and NGINX_LOCATION_EXTRA add directives to nginx's http block and its
 # proxying location (a `limit_req_zone` and `limit_req` to compare a rate limit's cost).
@@ -38,7 +39,7 @@ while [ $# -gt 0 ]; do
     --runs) RUNS="$2"; shift 2 ;;
     --warmup) WARMUP="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
@@ -170,7 +171,7 @@ EOF
       ;;
     gatehouse|gatehouse-b) cat > "$OUT/conf/$1.yaml" <<EOF
 listeners:
-  - { name: bench, address: "127.0.0.1:$3" }
+  - { name: bench, address: "127.0.0.1:$3"$(listener_extra "$1") }
 upstreams:
   backends:
     targets: [{ address: "127.0.0.1:$UP1" }, { address: "127.0.0.1:$UP2" }]
@@ -189,6 +190,13 @@ EOF
       fi
       ;;
   esac
+}
+listener_extra() {  # name: GATEHOUSE_A_LISTENER / GATEHOUSE_B_LISTENER, as ", fields"
+  local extra=""
+  [ "$1" = gatehouse ] && extra="${GATEHOUSE_A_LISTENER:-}"
+  [ "$1" = gatehouse-b ] && extra="${GATEHOUSE_B_LISTENER:-}"
+  [ -n "$extra" ] && printf ', %s' "$extra"
+  return 0
 }
 start_proxy() {  # name workers pin: sets STARTED
   local port=${PORT[$1]}

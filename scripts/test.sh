@@ -12,6 +12,8 @@ command -v redis-server >/dev/null || need+=(redis-server)
 # Headless Chromium and its WebDriver, for the dashboard test.
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+# The OWASP Core Rule Set as Debian packages it (CRS 3.3): the bot filter's scanner list.
+[ -f /usr/share/modsecurity-crs/rules/scanners-user-agents.data ] || need+=(modsecurity-crs)
 if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"

@@ -133,6 +133,10 @@ pub struct Listener {
     /// enforced (REFUSED_STREAM beyond); default 100.
     #[serde(default = "default_http2_max_concurrent_streams")]
     pub http2_max_concurrent_streams: u32,
+    /// Stream resets (RST_STREAM) an HTTP/2 client may send per connection per window;
+    /// beyond, GOAWAY ENHANCE_YOUR_CALM. Default 200 per 10s.
+    #[serde(default = "default_http2_max_resets")]
+    pub http2_max_resets: FrameRate,
     /// How request paths are normalized before routing (docs/routing.md).
     #[serde(default)]
     pub path_normalization: PathNormalization,
@@ -220,6 +224,23 @@ fn default_ban_triggers() -> Vec<String> {
         .iter()
         .map(|o| o.name().to_string())
         .collect()
+}
+
+/// A number of frames per window (`http2_max_resets`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FrameRate {
+    /// Frames allowed per window.
+    pub limit: u32,
+    /// The window, e.g. `10s`.
+    pub per: Duration,
+}
+
+fn default_http2_max_resets() -> FrameRate {
+    FrameRate {
+        limit: 200,
+        per: Duration(std::time::Duration::from_secs(10)),
+    }
 }
 
 /// `request_rate_per_ip`: a token bucket per client address.

@@ -240,6 +240,7 @@ fn listeners(c: &Config, out: &mut Issues) {
                 "http2_max_concurrent_streams",
                 l.http2_max_concurrent_streams == 0,
             ),
+            ("http2_max_resets.limit", l.http2_max_resets.limit == 0),
         ] {
             if zero {
                 out.push(format!("listeners[{i}].{field}"), "must be at least 1");
@@ -255,6 +256,12 @@ fn listeners(c: &Config, out: &mut Issues) {
             out.push(
                 format!("listeners[{i}].min_body_rate"),
                 "must be at least 1 byte",
+            );
+        }
+        if l.http2_max_resets.per.get().is_zero() {
+            out.push(
+                format!("listeners[{i}].http2_max_resets.per"),
+                "must be longer than 0s",
             );
         }
         if l.request_rate_per_ip

@@ -188,13 +188,15 @@ fn observability_blocks_are_checked_and_located() {
 #[test]
 fn listener_limits_and_protection_lists_are_checked_and_located() {
     let e = errors(
-        "listeners:\n  - name: l\n    address: 127.0.0.1:8080\n    max_connections_per_ip: 0\n    max_header_count: 0\n    http2_max_concurrent_streams: 0\n    body_read_timeout: 0s\n    min_body_rate: 0B\n    request_rate_per_ip: { limit: 0, per: 0s, burst: 0 }\nprotection:\n  exempt: [office]\n  deny: [not-an-ip]\n",
+        "listeners:\n  - name: l\n    address: 127.0.0.1:8080\n    max_connections_per_ip: 0\n    max_header_count: 0\n    http2_max_concurrent_streams: 0\n    http2_max_resets: { limit: 0, per: 0s }\n    body_read_timeout: 0s\n    min_body_rate: 0B\n    request_rate_per_ip: { limit: 0, per: 0s, burst: 0 }\nprotection:\n  exempt: [office]\n  deny: [not-an-ip]\n",
     );
     let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
     for want in [
         "listeners[0].max_connections_per_ip",
         "listeners[0].max_header_count",
         "listeners[0].http2_max_concurrent_streams",
+        "listeners[0].http2_max_resets.limit",
+        "listeners[0].http2_max_resets.per",
         "listeners[0].body_read_timeout",
         "listeners[0].min_body_rate",
         "listeners[0].request_rate_per_ip.limit",

@@ -166,6 +166,8 @@ pub enum Rejection {
     TlsHandshake,
     /// The client went over its listener's `request_rate_per_ip` (429).
     RateLimited,
+    /// An HTTP/2 connection ended for abuse (resets, floods): GOAWAY ENHANCE_YOUR_CALM.
+    Http2Abuse,
 }
 
 impl Rejection {
@@ -177,6 +179,7 @@ impl Rejection {
             Self::Timeout => "timeout",
             Self::TlsHandshake => "tls_handshake",
             Self::RateLimited => "rate_limited",
+            Self::Http2Abuse => "http2_abuse",
         }
     }
 

@@ -8,6 +8,7 @@ pub mod api_key;
 pub mod basic_auth;
 pub mod bearer;
 pub mod body_type;
+pub mod bot_filter;
 pub mod cache;
 pub mod cache_store;
 pub mod cidr;
@@ -16,6 +17,7 @@ pub mod compress;
 pub mod concurrency_limit;
 pub mod content_coding;
 pub mod cors;
+pub mod crs;
 pub mod freshness;
 pub mod headers;
 pub mod http_signature;
@@ -64,6 +66,7 @@ pub const BUILTIN: &[Kind] = &[
     json_schema::KIND,
     transform::KIND,
     cache::KIND,
+    bot_filter::KIND,
 ];
 
 /// The consumer a credential of `c` authenticates, as the authenticating kinds record it.

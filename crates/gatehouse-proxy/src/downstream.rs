@@ -5,6 +5,7 @@
 //! above 1 as HTTP/1.1 (RFC 9112 section 2.3), which hyper's parser would refuse.
 
 use crate::forwarded::new_request_id;
+use crate::http2_guard::Http2Guard;
 use bytes::{Buf, Bytes};
 use gatehouse_core::{Problem, problem::render};
 use http::StatusCode;
@@ -24,6 +25,8 @@ pub struct Activity {
     /// Bytes of a request came in and no answer went out since: a timeout now cuts a
     /// slow request, not an idle keep-alive connection.
     mid_request: std::sync::atomic::AtomicBool,
+    /// The HTTP/2 guard ended the connection for abuse.
+    http2_abuse: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -40,6 +43,11 @@ impl Activity {
     pub fn mid_request(&self) -> bool {
         self.mid_request.load(Ordering::Relaxed)
     }
+
+    /// Whether the HTTP/2 guard ended the connection for abuse.
+    pub fn http2_abuse(&self) -> bool {
+        self.http2_abuse.load(Ordering::Relaxed)
+    }
 }
 
 /// A client's TCP stream as hyper sees it.
@@ -53,6 +61,10 @@ pub struct DownstreamStream {
     head_next: bool,
     /// The listener's name, for the rejection metric of hyper's own answers.
     listener: Arc<str>,
+    /// HTTP/2 abuse limits, on an HTTP/2 connection (boxed: HTTP/1 ones carry a pointer).
+    h2: Option<Box<Http2Guard>>,
+    /// Set once the guard ended the connection: its GOAWAY and how much of it went out.
+    ending: Option<([u8; 17], usize)>,
 }
 
 impl DownstreamStream {
@@ -68,7 +80,41 @@ impl DownstreamStream {
             replacement: None,
             head_next: true,
             listener,
+            h2: None,
+            ending: None,
         }
+    }
+
+    /// Watches the HTTP/2 frames the client sends: at most `resets` RST_STREAM per `per`,
+    /// and the flood limits of [`Http2Guard`].
+    pub fn guard_http2(mut self, resets: u32, per: std::time::Duration) -> Self {
+        self.h2 = Some(Box::new(Http2Guard::new(resets, per)));
+        self
+    }
+
+    /// Sends what is left of the guard's GOAWAY (none when it could not be placed
+    /// between frames), then fails the connection's reads and writes for good.
+    fn poll_ending(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        if let Some((frame, sent)) = self.ending.as_mut() {
+            while *sent < frame.len() {
+                match Pin::new(&mut self.inner).poll_write(cx, &frame[*sent..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => *sent += n,
+                    Poll::Ready(_) => break,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if *sent == frame.len() {
+                // Flushed once: a TLS stream holds the frame until then.
+                if Pin::new(&mut self.inner).poll_flush(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                *sent = usize::MAX;
+            }
+        }
+        Poll::Ready(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "HTTP/2 abuse: connection ended with GOAWAY ENHANCE_YOUR_CALM",
+        ))
     }
 }
 
@@ -147,13 +193,27 @@ impl AsyncRead for DownstreamStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.ending.is_some() {
+            return this.poll_ending(cx).map(Err);
+        }
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.touch();
-            if self.head_next {
-                self.head_next = false;
-                self.activity.mid_request.store(true, Ordering::Relaxed);
+            this.activity.touch();
+            if let Some(g) = this.h2.as_mut()
+                && let Some(abuse) = g.inbound(&buf.filled()[before..])
+            {
+                // The bytes that crossed the limit never reach hyper.
+                buf.set_filled(before);
+                tracing::debug!(listener = %this.listener, abuse = abuse.name(), "HTTP/2 abuse; sending GOAWAY ENHANCE_YOUR_CALM");
+                this.activity.http2_abuse.store(true, Ordering::Relaxed);
+                this.ending = Some(g.goaway().map_or(([0; 17], usize::MAX), |f| (f, 0)));
+                return this.poll_ending(cx).map(Err);
+            }
+            if this.head_next {
+                this.head_next = false;
+                this.activity.mid_request.store(true, Ordering::Relaxed);
                 lenient_version(&mut buf.filled_mut()[before..]);
             }
         }
@@ -199,7 +259,14 @@ impl AsyncWrite for DownstreamStream {
             ready!(this.poll_replacement(cx))?;
             return Poll::Ready(Ok(buf.len()));
         }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        if this.ending.is_some() {
+            return this.poll_ending(cx).map(Err);
+        }
+        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        if let Some(g) = this.h2.as_mut() {
+            g.outbound(&buf[..n]);
+        }
+        Poll::Ready(Ok(n))
     }
 
     fn poll_write_vectored(
@@ -218,7 +285,22 @@ impl AsyncWrite for DownstreamStream {
         this.activity.touch();
         this.head_next = true;
         this.activity.mid_request.store(false, Ordering::Relaxed);
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        if this.ending.is_some() {
+            return this.poll_ending(cx).map(Err);
+        }
+        let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
+        if let Some(g) = this.h2.as_mut() {
+            let mut left = n;
+            for b in bufs {
+                let take = left.min(b.len());
+                g.outbound(&b[..take]);
+                left -= take;
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        Poll::Ready(Ok(n))
     }
 
     fn is_write_vectored(&self) -> bool {

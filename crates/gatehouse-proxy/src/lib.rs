@@ -21,6 +21,7 @@ pub mod gateway;
 pub mod head;
 pub mod health_check;
 pub mod housekeeping;
+pub mod http2_guard;
 pub mod listener;
 pub mod listener_set;
 pub mod outbound;

@@ -186,7 +186,10 @@ async fn accept_loop(
             tls,
             info,
             guard,
-            current.idle_timeout.get(),
+            Lasting {
+                idle: current.idle_timeout.get(),
+                resets: current.http2_max_resets,
+            },
         ));
     }
 }
@@ -281,6 +284,14 @@ async fn starts_with_preface(stream: &tokio::net::TcpStream, within: Duration) -
     tokio::time::timeout(within, peek).await.unwrap_or(false)
 }
 
+/// The listener settings a connection keeps for its whole life.
+struct Lasting {
+    /// `idle_timeout`.
+    idle: Duration,
+    /// `http2_max_resets`.
+    resets: gatehouse_config::FrameRate,
+}
+
 /// Serves one accepted connection to its end: the TLS handshake first on a TLS listener
 /// (`tls`: its config and how long a client may take), then HTTP/1 or HTTP/2.
 async fn serve_connection(
@@ -290,8 +301,9 @@ async fn serve_connection(
     tls: Option<(Arc<rustls::ServerConfig>, Duration)>,
     mut info: ConnInfo,
     _guard: ConnGuard,
-    idle: Duration,
+    lasting: Lasting,
 ) {
+    let Lasting { idle, resets } = lasting;
     let listener = Arc::clone(&info.conn.listener);
     let (transport, alpn_h2) = match tls {
         None => (Transport::Plain(stream), None),
@@ -346,11 +358,11 @@ async fn serve_connection(
         _ => None,
     };
     let activity = Arc::new(Activity::default());
-    let io = TokioIo::new(DownstreamStream::new(
-        transport,
-        activity.clone(),
-        listener.clone(),
-    ));
+    let mut stream = DownstreamStream::new(transport, activity.clone(), listener.clone());
+    if h2.is_some() {
+        stream = stream.guard_http2(resets.limit, resets.per.get());
+    }
+    let io = TokioIo::new(stream);
     let stop = gw.shutdown_signal();
     if let Some(b) = h2 {
         let conn = b.serve_connection(io, svc);
@@ -385,6 +397,11 @@ fn ended(
 ) {
     let listener = &conn.listener;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = error.map(|e| e as _);
+    if activity.http2_abuse() {
+        metrics::rejection(listener, metrics::Rejection::Http2Abuse);
+        offend_as_peer(gw, conn.peer.ip(), Offence::Http2Abuse);
+        return;
+    }
     let offence = loop {
         let Some(e) = cur else { return };
         if let Some(h) = e.downcast_ref::<hyper::Error>() {

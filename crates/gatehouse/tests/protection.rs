@@ -302,3 +302,165 @@ protection:
     assert!(p["ban"].is_null());
     assert_eq!(p["refusals"]["banned"], 2);
 }
+
+/// An h2c connection from `from`, past the preface and SETTINGS exchange.
+async fn h2c(from: &str, addr: &str) -> tokio::net::TcpStream {
+    let mut s = connect_from(from, addr).await;
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    write_frame(&mut s, 0x4, 0, 0, &[]).await;
+    write_frame(&mut s, 0x4, 0x1, 0, &[]).await;
+    s
+}
+
+/// HPACK block of `GET /` for host t (indexed :method GET, :scheme http, :path /,
+/// literal :authority).
+const GET_BLOCK: &[u8] = &[0x82, 0x86, 0x84, 0x01, 1, b't'];
+
+/// Reads frames until a GOAWAY; its (last stream, error code), then whether the
+/// connection closed after it.
+async fn goaway(s: &mut tokio::net::TcpStream) -> Option<(u32, u32, bool)> {
+    while let Some(f) = read_frame(s).await {
+        if f.kind == 0x7 {
+            let word = |i: usize| u32::from_be_bytes(f.payload[i..i + 4].try_into().unwrap());
+            let closed = read_frame(s).await.is_none();
+            return Some((word(0) & 0x7fff_ffff, word(4), closed));
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_rapid_resets_and_floods_end_with_goaway_and_ban_the_client() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (_g, addr, admin) = protected(
+        &a,
+        "http2_max_resets: { limit: 10, per: 10s }",
+        r#"
+protection:
+  ban: { after: 5, within: 1m, duration: 1m, triggers: [http2_abuse] }
+"#,
+    );
+    let c = Client::new();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let from = "127.0.0.2";
+    // Rapid reset: each stream opened and cancelled at once.
+    let mut s = h2c(from, &addr).await;
+    for stream in (1..=23).step_by(2) {
+        write_frame(&mut s, 0x1, 0x5, stream, GET_BLOCK).await;
+        write_frame(&mut s, 0x3, 0, stream, &8u32.to_be_bytes()).await;
+    }
+    let (last, code, closed) = goaway(&mut s).await.expect("GOAWAY after the resets");
+    assert_eq!((code, closed), (0xb, true));
+    assert!((19..=21).contains(&last), "last stream {last}");
+    // PING, SETTINGS and empty DATA floods, and a header block of endless CONTINUATIONs.
+    let floods: [(u8, u8, u32, &[u8]); 4] = [
+        (0x6, 0, 0, &[0; 8]),
+        (0x4, 0, 0, &[]),
+        (0x0, 0, 1, &[]),
+        (0x9, 0, 3, &[0x82]),
+    ];
+    for (i, (kind, flags, stream, payload)) in floods.into_iter().enumerate() {
+        let mut s = h2c(from, &addr).await;
+        match i {
+            // A stream with a body to come (empty DATA frames follow) ...
+            2 => write_frame(&mut s, 0x1, 0x4, 1, GET_BLOCK).await,
+            // ... or a header block left open (CONTINUATION frames follow).
+            3 => write_frame(&mut s, 0x1, 0x0, 3, GET_BLOCK).await,
+            _ => {}
+        }
+        for _ in 0..150 {
+            write_frame(&mut s, kind, flags, stream, payload).await;
+        }
+        let got = goaway(&mut s).await;
+        assert_eq!(got.map(|g| (g.1, g.2)), Some((0xb, true)), "flood {i}");
+    }
+    // Five abuses: banned. Another address is served over HTTP/2 meanwhile.
+    let ban = ban_of(&c, &admin, from).await.expect("banned");
+    assert_eq!(ban["reason"], "http2_abuse");
+    assert_eq!(status(&once(from, &addr).await), 403);
+    let mut ok = h2c("127.0.0.3", &addr).await;
+    write_frame(&mut ok, 0x1, 0x5, 1, GET_BLOCK).await;
+    let mut answered = false;
+    while let Some(f) = read_frame(&mut ok).await {
+        if f.kind == 0x1 && f.stream == 1 {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered);
+    let p = admin_json(&c, &format!("{admin}/admin/protection")).await;
+    assert_eq!(p["refusals"]["http2_abuse"], 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_filter_refuses_scanners_from_the_installed_crs_and_bans_them() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let (_g, addr, admin) = protected(
+        &a,
+        "max_header_count: 100",
+        r#"    policies: [bots]
+policies:
+  bots:
+    type: bot_filter
+    deny_user_agents: ["(?i)badbot"]
+    allow_user_agents: ["^HealthChecker/"]
+protection:
+  ban: { after: 2, within: 1m, duration: 1m, triggers: [bot] }
+"#,
+    );
+    let c = Client::new();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let with_agent = |ua: &str| format!("GET / HTTP/1.1\r\nhost: t\r\nuser-agent: {ua}\r\n\r\n");
+    // Scanners of the Debian package's list (CRS 3.3, rule 913100's data file).
+    let mut s = connect_from("127.0.0.2", &addr).await;
+    let got = ask(
+        &mut s,
+        with_agent("Mozilla/5.00 (Nikto/2.1.6) (Evasions:None)").as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&got), 403, "{got}");
+    assert!(got.contains("application/problem+json") && !got.contains("Nikto"));
+    let mut s = connect_from("127.0.0.3", &addr).await;
+    assert_eq!(
+        status(
+            &ask(
+                &mut s,
+                with_agent("sqlmap/1.7.2#stable (https://sqlmap.org)").as_bytes()
+            )
+            .await
+        ),
+        403
+    );
+    assert_eq!(
+        status(&ask(&mut s, with_agent("Mozilla/5.0 SuperBadBot").as_bytes()).await),
+        403
+    );
+    // Twice refused: banned, whatever it sends next. Allowed and ordinary agents pass.
+    assert_eq!(
+        status(&ask(&mut s, with_agent("curl/8.5.0").as_bytes()).await),
+        403
+    );
+    assert_eq!(
+        ban_of(&c, &admin, "127.0.0.3").await.unwrap()["reason"],
+        "bot"
+    );
+    let mut ok = connect_from("127.0.0.4", &addr).await;
+    for ua in [
+        "curl/8.5.0",
+        "HealthChecker/1 nikto",
+        "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0",
+    ] {
+        assert_eq!(
+            status(&ask(&mut ok, with_agent(ua).as_bytes()).await),
+            200,
+            "{ua}"
+        );
+    }
+    assert_eq!(
+        status(&ask(&mut ok, GET).await),
+        200,
+        "no user agent is allowed by default"
+    );
+}

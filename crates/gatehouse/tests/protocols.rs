@@ -490,38 +490,6 @@ async fn per_address_connection_caps_and_header_counts() {
     assert!(ask(&mut c, get).await.starts_with("HTTP/1.1 200"));
 }
 
-/// One HTTP/2 frame: its type, flags, stream and payload.
-struct Frame {
-    kind: u8,
-    stream: u32,
-    payload: Vec<u8>,
-}
-
-async fn write_frame(s: &mut TcpStream, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
-    let len = payload.len() as u32;
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    s.write_all(&f).await.unwrap();
-}
-
-async fn read_frame(s: &mut TcpStream) -> Option<Frame> {
-    let mut head = [0u8; 9];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head))
-        .await
-        .ok()?
-        .ok()?;
-    let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
-    let mut payload = vec![0u8; len];
-    s.read_exact(&mut payload).await.ok()?;
-    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-    Some(Frame {
-        kind: head[3],
-        stream,
-        payload,
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_stream_cap_is_advertised_and_enforced() {
     let a = Backend::start("a", Kind::Echo).await;

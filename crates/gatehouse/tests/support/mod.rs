@@ -153,3 +153,48 @@ pub async fn connect_from(from: &str, to: &str) -> tokio::net::TcpStream {
     sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
     sock.connect(to.parse().unwrap()).await.unwrap()
 }
+
+/// One HTTP/2 frame: its type, flags, stream and payload.
+pub struct Frame {
+    pub kind: u8,
+    pub stream: u32,
+    pub payload: Vec<u8>,
+}
+
+/// Writes one HTTP/2 frame.
+pub async fn write_frame(
+    s: &mut tokio::net::TcpStream,
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: &[u8],
+) {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    tokio::io::AsyncWriteExt::write_all(s, &f).await.unwrap();
+}
+
+/// Reads one HTTP/2 frame (`None` at the end or after 5 s).
+pub async fn read_frame(s: &mut tokio::net::TcpStream) -> Option<Frame> {
+    let mut head = [0u8; 9];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_exact(s, &mut head),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+    let mut payload = vec![0u8; len];
+    tokio::io::AsyncReadExt::read_exact(s, &mut payload)
+        .await
+        .ok()?;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    Some(Frame {
+        kind: head[3],
+        stream,
+        payload,
+    })
+}
