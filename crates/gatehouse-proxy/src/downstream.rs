@@ -9,6 +9,7 @@ use crate::http2_guard::Http2Guard;
 use bytes::{Buf, Bytes};
 use gatehouse_core::{Problem, problem::render};
 use http::StatusCode;
+use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,8 +26,6 @@ pub struct Activity {
     /// Bytes of a request came in and no answer went out since: a timeout now cuts a
     /// slow request, not an idle keep-alive connection.
     mid_request: std::sync::atomic::AtomicBool,
-    /// The HTTP/2 guard ended the connection for abuse.
-    http2_abuse: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -43,11 +42,27 @@ impl Activity {
     pub fn mid_request(&self) -> bool {
         self.mid_request.load(Ordering::Relaxed)
     }
+}
 
-    /// Whether the HTTP/2 guard ended the connection for abuse.
-    pub fn http2_abuse(&self) -> bool {
-        self.http2_abuse.load(Ordering::Relaxed)
-    }
+/// What a connection does once when its client crosses an HTTP/2 abuse limit (count
+/// the offence).
+pub type OnAbuse = Box<dyn FnOnce() + Send>;
+
+/// How much a connection ended for HTTP/2 abuse may still send before it is closed ...
+const DRAIN_LIMIT: usize = 1 << 20;
+/// ... and for how long (nginx's `lingering_timeout`).
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The steps of ending a connection for HTTP/2 abuse.
+enum Ending {
+    /// Writing the GOAWAY: the frame and how much of it went out.
+    Sending([u8; 17], usize),
+    /// Closing the sending side.
+    Closing,
+    /// Dropping what the client still sends: bytes so far, and when to stop waiting.
+    Draining(usize, Pin<Box<tokio::time::Sleep>>),
+    /// Over: reads fail.
+    Done,
 }
 
 /// A client's TCP stream as hyper sees it.
@@ -61,10 +76,11 @@ pub struct DownstreamStream {
     head_next: bool,
     /// The listener's name, for the rejection metric of hyper's own answers.
     listener: Arc<str>,
-    /// HTTP/2 abuse limits, on an HTTP/2 connection (boxed: HTTP/1 ones carry a pointer).
-    h2: Option<Box<Http2Guard>>,
-    /// Set once the guard ended the connection: its GOAWAY and how much of it went out.
-    ending: Option<([u8; 17], usize)>,
+    /// HTTP/2 abuse limits, on an HTTP/2 connection (boxed: HTTP/1 ones carry a pointer),
+    /// and what to do once when they are crossed.
+    h2: Option<Box<(Http2Guard, Option<OnAbuse>)>>,
+    /// Set once the guard ends the connection.
+    ending: Option<Ending>,
 }
 
 impl DownstreamStream {
@@ -85,36 +101,59 @@ impl DownstreamStream {
         }
     }
 
-    /// Watches the HTTP/2 frames the client sends: at most `resets` RST_STREAM per `per`,
-    /// and the flood limits of [`Http2Guard`].
-    pub fn guard_http2(mut self, resets: u32, per: std::time::Duration) -> Self {
-        self.h2 = Some(Box::new(Http2Guard::new(resets, per)));
+    /// Watches the HTTP/2 frames the client sends with `guard`; `on_abuse` runs when a
+    /// limit is crossed.
+    pub fn guard_http2(mut self, guard: Http2Guard, on_abuse: OnAbuse) -> Self {
+        self.h2 = Some(Box::new((guard, Some(on_abuse))));
         self
     }
 
-    /// Sends what is left of the guard's GOAWAY (none when it could not be placed
-    /// between frames), then fails the connection's reads and writes for good.
+    /// Ends the connection the guard stopped: sends its GOAWAY (when it could be placed
+    /// between frames), closes the sending side, then reads and drops what the client
+    /// still sends (up to [`DRAIN_LIMIT`] or [`DRAIN_TIME`], or until it closes) so
+    /// closing does not reset it and lose the GOAWAY (nginx's lingering close). Then
+    /// every read fails.
     fn poll_ending(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
-        if let Some((frame, sent)) = self.ending.as_mut() {
-            while *sent < frame.len() {
-                match Pin::new(&mut self.inner).poll_write(cx, &frame[*sent..]) {
-                    Poll::Ready(Ok(n)) if n > 0 => *sent += n,
-                    Poll::Ready(_) => break,
-                    Poll::Pending => return Poll::Pending,
+        loop {
+            match self.ending.as_mut() {
+                Some(Ending::Sending(frame, sent)) => {
+                    while *sent < frame.len() {
+                        match Pin::new(&mut self.inner).poll_write(cx, &frame[*sent..]) {
+                            Poll::Ready(Ok(n)) if n > 0 => *sent += n,
+                            Poll::Ready(_) => break,
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
+                    ready!(Pin::new(&mut self.inner).poll_flush(cx)).ok();
+                    self.ending = Some(Ending::Closing);
                 }
-            }
-            if *sent == frame.len() {
-                // Flushed once: a TLS stream holds the frame until then.
-                if Pin::new(&mut self.inner).poll_flush(cx).is_pending() {
-                    return Poll::Pending;
+                Some(Ending::Closing) => {
+                    ready!(Pin::new(&mut self.inner).poll_shutdown(cx)).ok();
+                    let deadline = Box::pin(tokio::time::sleep(DRAIN_TIME));
+                    self.ending = Some(Ending::Draining(0, deadline));
                 }
-                *sent = usize::MAX;
+                Some(Ending::Draining(drained, deadline)) => {
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        self.ending = Some(Ending::Done);
+                        continue;
+                    }
+                    let mut scratch = [0u8; 4096];
+                    let mut buf = ReadBuf::new(&mut scratch);
+                    match ready!(Pin::new(&mut self.inner).poll_read(cx, &mut buf)) {
+                        Ok(()) if !buf.filled().is_empty() && *drained < DRAIN_LIMIT => {
+                            *drained += buf.filled().len();
+                        }
+                        _ => self.ending = Some(Ending::Done),
+                    }
+                }
+                Some(Ending::Done) | None => {
+                    return Poll::Ready(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "HTTP/2 abuse: connection ended with GOAWAY ENHANCE_YOUR_CALM",
+                    ));
+                }
             }
         }
-        Poll::Ready(std::io::Error::new(
-            std::io::ErrorKind::ConnectionAborted,
-            "HTTP/2 abuse: connection ended with GOAWAY ENHANCE_YOUR_CALM",
-        ))
     }
 }
 
@@ -201,14 +240,19 @@ impl AsyncRead for DownstreamStream {
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             this.activity.touch();
-            if let Some(g) = this.h2.as_mut()
+            if let Some((g, on_abuse)) = this.h2.as_deref_mut()
                 && let Some(abuse) = g.inbound(&buf.filled()[before..])
             {
                 // The bytes that crossed the limit never reach hyper.
                 buf.set_filled(before);
                 tracing::debug!(listener = %this.listener, abuse = abuse.name(), "HTTP/2 abuse; sending GOAWAY ENHANCE_YOUR_CALM");
-                this.activity.http2_abuse.store(true, Ordering::Relaxed);
-                this.ending = Some(g.goaway().map_or(([0; 17], usize::MAX), |f| (f, 0)));
+                if let Some(f) = on_abuse.take() {
+                    f();
+                }
+                this.ending = Some(
+                    g.goaway()
+                        .map_or(Ending::Closing, |f| Ending::Sending(f, 0)),
+                );
                 return this.poll_ending(cx).map(Err);
             }
             if this.head_next {
@@ -260,10 +304,11 @@ impl AsyncWrite for DownstreamStream {
             return Poll::Ready(Ok(buf.len()));
         }
         if this.ending.is_some() {
-            return this.poll_ending(cx).map(Err);
+            // What hyper still writes is dropped: the GOAWAY was the last word.
+            return Poll::Ready(Ok(buf.len()));
         }
         let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-        if let Some(g) = this.h2.as_mut() {
+        if let Some((g, _)) = this.h2.as_deref_mut() {
             g.outbound(&buf[..n]);
         }
         Poll::Ready(Ok(n))
@@ -286,10 +331,10 @@ impl AsyncWrite for DownstreamStream {
         this.head_next = true;
         this.activity.mid_request.store(false, Ordering::Relaxed);
         if this.ending.is_some() {
-            return this.poll_ending(cx).map(Err);
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
         }
         let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
-        if let Some(g) = this.h2.as_mut() {
+        if let Some((g, _)) = this.h2.as_deref_mut() {
             let mut left = n;
             for b in bufs {
                 let take = left.min(b.len());
@@ -308,10 +353,16 @@ impl AsyncWrite for DownstreamStream {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.ending.is_some() {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.ending.is_some() {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -32,9 +32,17 @@ const FLOOD_WINDOW: Duration = Duration::from_secs(10);
 const MAX_PINGS: u32 = 100;
 const MAX_SETTINGS: u32 = 100;
 const MAX_EMPTY_FRAMES: u32 = 100;
-/// CONTINUATION frames one header block may take: a header list within the limits fits
-/// in a handful of 16 KiB frames.
-const MAX_CONTINUATIONS: u32 = 32;
+/// The frame size the server advertises (h2's default, which hyper keeps).
+const FRAME_SIZE: u32 = 16_384;
+
+/// CONTINUATION frames one header block may take on a connection whose header lists are
+/// at most `header_list` bytes: one fewer than h2's own limit (the frames a full list
+/// needs plus a quarter, at least 5), so the guard, which also counts the offence, acts
+/// first.
+pub fn max_continuations(header_list: u32) -> u32 {
+    let needed = (header_list / FRAME_SIZE).max(1);
+    (needed + needed / 4).max(5) - 1
+}
 
 /// Which limit a client crossed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,12 +183,14 @@ pub struct Http2Guard {
     settings: Tally,
     empty: Tally,
     continuations: u32,
+    max_continuations: u32,
     last_stream: u32,
 }
 
 impl Http2Guard {
-    /// A guard allowing `resets` RST_STREAM frames per `per`.
-    pub fn new(resets: u32, per: Duration) -> Self {
+    /// A guard allowing `resets` RST_STREAM frames per `per`, and header blocks of at
+    /// most `header_list` bytes (see [`max_continuations`]).
+    pub fn new(resets: u32, per: Duration, header_list: u32) -> Self {
         Self {
             inbound: FrameCursor::new(PREFACE_LEN),
             outbound: FrameCursor::new(0),
@@ -190,6 +200,7 @@ impl Http2Guard {
             settings: Tally::new(),
             empty: Tally::new(),
             continuations: 0,
+            max_continuations: max_continuations(header_list),
             last_stream: 0,
         }
     }
@@ -204,6 +215,7 @@ impl Http2Guard {
             settings,
             empty,
             continuations,
+            max_continuations,
             last_stream,
             ..
         } = self;
@@ -220,7 +232,7 @@ impl Http2Guard {
                 }
                 CONTINUATION => {
                     *continuations += 1;
-                    if *continuations > MAX_CONTINUATIONS {
+                    if *continuations > *max_continuations {
                         return Some(Abuse::ContinuationFlood);
                     }
                     let empty_frame = h.len == 0 && h.flags & END_HEADERS == 0;
@@ -271,7 +283,7 @@ mod tests {
     }
 
     fn guard() -> Http2Guard {
-        let mut g = Http2Guard::new(3, Duration::from_secs(10));
+        let mut g = Http2Guard::new(3, Duration::from_secs(10), 32_768);
         assert_eq!(g.inbound(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), None);
         g
     }
@@ -316,16 +328,18 @@ mod tests {
 
     #[test]
     fn a_header_block_of_too_many_continuations_is_abuse() {
+        assert_eq!(max_continuations(32_768), 4);
+        assert_eq!(max_continuations(1 << 20), 79);
+        let max = max_continuations(32_768);
         let mut g = guard();
         assert_eq!(g.inbound(&frame(HEADERS, 0, 1, b"h")), None);
-        let found =
-            (0..=MAX_CONTINUATIONS).find_map(|_| g.inbound(&frame(CONTINUATION, 0, 1, b"x")));
+        let found = (0..=max).find_map(|_| g.inbound(&frame(CONTINUATION, 0, 1, b"x")));
         assert_eq!(found, Some(Abuse::ContinuationFlood));
         // A new block starts the count afresh.
         let mut g = guard();
         for s in 0..10u32 {
             assert_eq!(g.inbound(&frame(HEADERS, 0, 2 * s + 1, b"h")), None);
-            for _ in 0..MAX_CONTINUATIONS {
+            for _ in 0..max {
                 assert_eq!(g.inbound(&frame(CONTINUATION, 0, 2 * s + 1, b"x")), None);
             }
         }

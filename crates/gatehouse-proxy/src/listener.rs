@@ -5,6 +5,7 @@
 
 use crate::downstream::{Activity, DownstreamStream};
 use crate::gateway::Gateway;
+use crate::http2_guard::Http2Guard;
 use crate::listener_set::Started;
 use crate::pipeline::{self, ConnInfo};
 use crate::transport::Transport;
@@ -189,6 +190,7 @@ async fn accept_loop(
             Lasting {
                 idle: current.idle_timeout.get(),
                 resets: current.http2_max_resets,
+                header_list: header_buffer(&current).1,
             },
         ));
     }
@@ -210,14 +212,20 @@ enum Server {
     H2(http2::Builder<TokioExecutor>),
 }
 
+/// The HTTP/1 read buffer and the HTTP/2 header list limit of a listener: twice
+/// `max_header_size` (see [`server_builder`]).
+fn header_buffer(spec: &Listener) -> (usize, u32) {
+    let buf = usize::try_from(spec.max_header_size.0.saturating_mul(2))
+        .unwrap_or(usize::MAX)
+        .max(8192);
+    (buf, u32::try_from(buf).unwrap_or(u32::MAX))
+}
+
 fn server_builder(spec: &Listener) -> Server {
     // Below the buffer the pipeline answers an oversized head with a precise 431; beyond
     // it hyper's parser answers itself (downstream.rs gives that the problem+json body),
     // so the buffer gets twice the configured limit.
-    let buf = usize::try_from(spec.max_header_size.0.saturating_mul(2))
-        .unwrap_or(usize::MAX)
-        .max(8192);
-    let h2_headers = u32::try_from(buf).unwrap_or(u32::MAX);
+    let (buf, h2_headers) = header_buffer(spec);
     // As with the buffer: up to twice the limit reaches the pipeline, which answers a
     // precise 431; beyond, hyper's parser refuses the head itself.
     let h1_headers = spec.max_header_count.saturating_mul(2).max(100);
@@ -290,6 +298,8 @@ struct Lasting {
     idle: Duration,
     /// `http2_max_resets`.
     resets: gatehouse_config::FrameRate,
+    /// The HTTP/2 header list limit (from `max_header_size`).
+    header_list: u32,
 }
 
 /// Serves one accepted connection to its end: the TLS handshake first on a TLS listener
@@ -303,7 +313,11 @@ async fn serve_connection(
     _guard: ConnGuard,
     lasting: Lasting,
 ) {
-    let Lasting { idle, resets } = lasting;
+    let Lasting {
+        idle,
+        resets,
+        header_list,
+    } = lasting;
     let listener = Arc::clone(&info.conn.listener);
     let (transport, alpn_h2) = match tls {
         None => (Transport::Plain(stream), None),
@@ -360,7 +374,13 @@ async fn serve_connection(
     let activity = Arc::new(Activity::default());
     let mut stream = DownstreamStream::new(transport, activity.clone(), listener.clone());
     if h2.is_some() {
-        stream = stream.guard_http2(resets.limit, resets.per.get());
+        let (gw, peer, listener) = (gw.clone(), client.peer.ip(), listener.clone());
+        let on_abuse = Box::new(move || {
+            metrics::rejection(&listener, metrics::Rejection::Http2Abuse);
+            offend_as_peer(&gw, peer, Offence::Http2Abuse);
+        });
+        let guard = Http2Guard::new(resets.limit, resets.per.get(), header_list);
+        stream = stream.guard_http2(guard, on_abuse);
     }
     let io = TokioIo::new(stream);
     let stop = gw.shutdown_signal();
@@ -397,11 +417,6 @@ fn ended(
 ) {
     let listener = &conn.listener;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = error.map(|e| e as _);
-    if activity.http2_abuse() {
-        metrics::rejection(listener, metrics::Rejection::Http2Abuse);
-        offend_as_peer(gw, conn.peer.ip(), Offence::Http2Abuse);
-        return;
-    }
     let offence = loop {
         let Some(e) = cur else { return };
         if let Some(h) = e.downcast_ref::<hyper::Error>() {

@@ -303,13 +303,16 @@ protection:
     assert_eq!(p["refusals"]["banned"], 2);
 }
 
-/// An h2c connection from `from`, past the preface and SETTINGS exchange.
+/// An h2c connection from `from`, past the preface and the SETTINGS exchange.
 async fn h2c(from: &str, addr: &str) -> tokio::net::TcpStream {
     let mut s = connect_from(from, addr).await;
     s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         .await
         .unwrap();
     write_frame(&mut s, 0x4, 0, 0, &[]).await;
+    // Acknowledged once the server's own SETTINGS arrived (an early ACK is an error).
+    let first = read_frame(&mut s).await.expect("the server's SETTINGS");
+    assert_eq!(first.kind, 0x4);
     write_frame(&mut s, 0x4, 0x1, 0, &[]).await;
     s
 }
@@ -370,8 +373,16 @@ protection:
             3 => write_frame(&mut s, 0x1, 0x0, 3, GET_BLOCK).await,
             _ => {}
         }
+        // Frame by frame, as a flooding client writes; the gateway may close before the
+        // last ones are written.
         for _ in 0..150 {
-            write_frame(&mut s, kind, flags, stream, payload).await;
+            let len = payload.len();
+            let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+            f.extend(stream.to_be_bytes());
+            f.extend(payload);
+            if s.write_all(&f).await.is_err() {
+                break;
+            }
         }
         let got = goaway(&mut s).await;
         assert_eq!(got.map(|g| (g.1, g.2)), Some((0xb, true)), "flood {i}");
