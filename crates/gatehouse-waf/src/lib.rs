@@ -1,0 +1,6 @@
+//! The WAF engine of `type: waf` (docs/protection.md). It reads an installed OWASP Core
+//! Rule Set (ModSecurity's SecLang rule language) rather than shipping rules of its own.
+//! Built so far: the reader of rules files ([`seclang`]), which turns them into
+//! directives with their file and line; the compiler and the inspection come next.
+
+pub mod seclang;
