@@ -1,8 +1,10 @@
 //! The WAF engine of `type: waf` (docs/protection.md). It reads an installed OWASP Core
 //! Rule Set (ModSecurity's SecLang rule language) rather than shipping rules of its own.
 //! Built so far: the reader of rules files ([`seclang`]), which turns them into
-//! directives with their file and line, and the transformations CRS request rules use
-//! ([`transformation`]); the compiler and the inspection come next.
+//! directives with their file and line, the transformations CRS request rules use
+//! ([`transformation`]) and their operators ([`operator`]); the compiler and the
+//! inspection come next.
 
+pub mod operator;
 pub mod seclang;
 pub mod transformation;
