@@ -1,0 +1,429 @@
+//! A request as CRS rules see it: the collections their variables name (`ARGS`,
+//! `REQUEST_HEADERS`, `REQUEST_COOKIES`, `XML`, ...), built once per inspected request
+//! the way libmodsecurity builds them: query and form arguments URL-decoded, JSON
+//! arguments named by their path (`json.user.name`, `json.ids.array_0`), cookies and
+//! headers as sent, the XML body's text.
+
+use std::collections::HashMap;
+
+/// One member of a collection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// Its name (a header, argument or cookie name; empty for single values).
+    pub name: String,
+    /// Its value, as bytes.
+    pub value: Vec<u8>,
+}
+
+/// How the body was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `application/x-www-form-urlencoded`.
+    Form,
+    /// JSON (`application/json`, `+json`).
+    Json,
+    /// XML (`text/xml`, `application/xml`, `+xml`).
+    Xml,
+    /// Anything else: only `REQUEST_BODY` sees it.
+    Other,
+}
+
+impl BodyKind {
+    /// The body processor for a `Content-Type` value.
+    pub fn of(content_type: Option<&[u8]>) -> Self {
+        let Some(ct) = content_type else {
+            return Self::Other;
+        };
+        let ct = String::from_utf8_lossy(ct).to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if essence == "application/x-www-form-urlencoded" {
+            Self::Form
+        } else if essence == "application/json" || essence.ends_with("+json") {
+            Self::Json
+        } else if essence == "text/xml" || essence == "application/xml" || essence.ends_with("+xml")
+        {
+            Self::Xml
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// A request's collections.
+#[derive(Debug, Default)]
+pub struct Collections {
+    by_name: HashMap<&'static str, Vec<Item>>,
+    /// The body could not be parsed as its Content-Type says (`REQBODY_ERROR`).
+    pub body_error: Option<String>,
+}
+
+/// The parts of a request the collections are made from.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestParts<'a> {
+    /// `GET`, `POST`, ...
+    pub method: &'a str,
+    /// The request target as sent (`/path?query`, or absolute form).
+    pub target: &'a str,
+    /// `HTTP/1.1`, `HTTP/2.0`.
+    pub protocol: &'a str,
+    /// Header fields in order, names as sent.
+    pub headers: &'a [(&'a str, &'a [u8])],
+    /// The body as far as it is inspected, if any.
+    pub body: Option<&'a [u8]>,
+}
+
+impl Collections {
+    /// The collections of `r`.
+    pub fn of(r: &RequestParts<'_>) -> Self {
+        let mut c = Self::default();
+        let single = |v: &[u8]| {
+            vec![Item {
+                name: String::new(),
+                value: v.to_vec(),
+            }]
+        };
+        // The path and query of an absolute-form target.
+        let uri = match r.target.find("://") {
+            Some(i) => {
+                let rest = &r.target[i + 3..];
+                rest.find('/').map_or("/", |p| &rest[p..])
+            }
+            None => r.target,
+        };
+        let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+        c.put("REQUEST_METHOD", single(r.method.as_bytes()));
+        c.put("REQUEST_PROTOCOL", single(r.protocol.as_bytes()));
+        c.put("REQUEST_URI", single(uri.as_bytes()));
+        c.put("REQUEST_URI_RAW", single(r.target.as_bytes()));
+        c.put("REQUEST_FILENAME", single(path.as_bytes()));
+        let base = path.rsplit('/').next().unwrap_or("");
+        c.put("REQUEST_BASENAME", single(base.as_bytes()));
+        c.put("QUERY_STRING", single(query.as_bytes()));
+        let line = format!("{} {} {}", r.method, r.target, r.protocol);
+        c.put("REQUEST_LINE", single(line.as_bytes()));
+
+        let headers: Vec<Item> = r
+            .headers
+            .iter()
+            .map(|(n, v)| Item {
+                name: (*n).to_string(),
+                value: v.to_vec(),
+            })
+            .collect();
+        c.put("REQUEST_HEADERS_NAMES", names(&headers));
+        let cookies: Vec<Item> = headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+            .flat_map(|h| cookie_pairs(&h.value))
+            .collect();
+        c.put("REQUEST_COOKIES_NAMES", names(&cookies));
+        c.put("REQUEST_COOKIES", cookies);
+
+        let get = url_arguments(query.as_bytes());
+        let content_type = headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-type"))
+            .map(|h| h.value.as_slice());
+        c.put("REQUEST_HEADERS", headers.clone());
+        let mut post = Vec::new();
+        if let Some(body) = r.body {
+            c.put("REQUEST_BODY", single(body));
+            c.put(
+                "REQUEST_BODY_LENGTH",
+                single(body.len().to_string().as_bytes()),
+            );
+            match BodyKind::of(content_type) {
+                BodyKind::Form => post = url_arguments(body),
+                BodyKind::Json => match serde_json::from_slice::<serde_json::Value>(body) {
+                    Ok(v) => json_arguments(&v, "json", &mut post),
+                    Err(e) => c.body_error = Some(format!("JSON: {e}")),
+                },
+                BodyKind::Xml => match xml_text(body) {
+                    Ok(text) => c.put("XML", single(&text)),
+                    Err(e) => c.body_error = Some(format!("XML: {e}")),
+                },
+                BodyKind::Other => {}
+            }
+        }
+        c.put("ARGS_GET_NAMES", names(&get));
+        c.put("ARGS_POST_NAMES", names(&post));
+        let args: Vec<Item> = get.iter().chain(&post).cloned().collect();
+        c.put("ARGS_NAMES", names(&args));
+        let combined: usize = args.iter().map(|a| a.name.len() + a.value.len()).sum();
+        c.put(
+            "ARGS_COMBINED_SIZE",
+            single(combined.to_string().as_bytes()),
+        );
+        c.put("ARGS", args);
+        c.put("ARGS_GET", get);
+        c.put("ARGS_POST", post);
+        c
+    }
+
+    fn put(&mut self, name: &'static str, items: Vec<Item>) {
+        self.by_name.insert(name, items);
+    }
+
+    /// The members of collection `name` (upper case, as rules write it); empty when the
+    /// request has none.
+    pub fn get(&self, name: &str) -> &[Item] {
+        self.by_name.get(name).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The names of `items`, as a collection of their own (`ARGS_NAMES`, ...).
+fn names(items: &[Item]) -> Vec<Item> {
+    items
+        .iter()
+        .map(|i| Item {
+            name: i.name.clone(),
+            value: i.name.as_bytes().to_vec(),
+        })
+        .collect()
+}
+
+/// `a=1&b=2&c` URL-decoded as ModSecurity does (`+` is a space, broken escapes stay).
+fn url_arguments(text: &[u8]) -> Vec<Item> {
+    let decode = |b: &[u8]| {
+        crate::transformation::Transformation::UrlDecode
+            .apply(b)
+            .into_owned()
+    };
+    text.split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (n, v) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &pair[pair.len()..]),
+            };
+            Item {
+                name: String::from_utf8_lossy(&decode(n)).into_owned(),
+                value: decode(v),
+            }
+        })
+        .collect()
+}
+
+/// `a=1; b=2` as sent (ModSecurity does not decode cookies).
+fn cookie_pairs(header: &[u8]) -> Vec<Item> {
+    header
+        .split(|&b| b == b';')
+        .map(<[u8]>::trim_ascii)
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (n, v) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &pair[pair.len()..]),
+            };
+            Item {
+                name: String::from_utf8_lossy(n).into_owned(),
+                value: v.to_vec(),
+            }
+        })
+        .collect()
+}
+
+/// A JSON document's scalars, each named by its path (`json.a.b`, `json.list.array_0`).
+fn json_arguments(v: &serde_json::Value, path: &str, out: &mut Vec<Item>) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            for (k, x) in map {
+                json_arguments(x, &format!("{path}.{k}"), out);
+            }
+        }
+        Value::Array(list) => {
+            for (i, x) in list.iter().enumerate() {
+                json_arguments(x, &format!("{path}.array_{i}"), out);
+            }
+        }
+        scalar => {
+            let value = match scalar {
+                Value::String(s) => s.clone().into_bytes(),
+                Value::Null => Vec::new(),
+                other => other.to_string().into_bytes(),
+            };
+            out.push(Item {
+                name: path.to_string(),
+                value,
+            });
+        }
+    }
+}
+
+/// The text of an XML document (every text and CDATA node, in order): what `XML:/*`
+/// reads.
+fn xml_text(body: &[u8]) -> Result<Vec<u8>, String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(body);
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    let mut depth = 0usize;
+    let mut seen_root = false;
+    loop {
+        match reader
+            .read_event_into(&mut buf)
+            .map_err(|e| e.to_string())?
+        {
+            Event::Start(_) => {
+                depth += 1;
+                seen_root = true;
+            }
+            Event::Empty(_) => seen_root = true,
+            Event::End(_) => depth = depth.saturating_sub(1),
+            Event::Text(t) if depth > 0 => {
+                let text = t.xml_content().map_err(|e| e.to_string())?;
+                out.extend_from_slice(text.as_bytes());
+            }
+            Event::CData(t) if depth > 0 => out.extend_from_slice(&t),
+            Event::GeneralRef(r) if depth > 0 => match r.resolve_char_ref() {
+                Ok(Some(c)) => out.extend_from_slice(c.to_string().as_bytes()),
+                _ => {
+                    // A predefined entity as its character; any other (no DTD is read)
+                    // as written, so its text is still inspected.
+                    let name = r.decode().map_err(|e| e.to_string())?;
+                    match quick_xml::escape::resolve_predefined_entity(&name) {
+                        Some(v) => out.extend_from_slice(v.as_bytes()),
+                        None => out.extend_from_slice(format!("&{name};").as_bytes()),
+                    }
+                }
+            },
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    if !seen_root || depth != 0 {
+        return Err("not a complete document".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(c: &Collections, name: &str) -> Vec<(String, String)> {
+        c.get(name)
+            .iter()
+            .map(|i| {
+                (
+                    i.name.clone(),
+                    String::from_utf8_lossy(&i.value).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn pair(n: &str, v: &str) -> (String, String) {
+        (n.into(), v.into())
+    }
+
+    #[test]
+    fn line_query_headers_and_cookies() {
+        let headers: &[(&str, &[u8])] = &[
+            ("Host", b"shop.example"),
+            ("Cookie", b"sid=a%20b; theme=dark"),
+            ("cookie", b"lang"),
+        ];
+        let c = Collections::of(&RequestParts {
+            method: "GET",
+            target: "/shop/item.php?id=1%27+or+1=1&q&%3Cx%3E=y",
+            protocol: "HTTP/1.1",
+            headers,
+            body: None,
+        });
+        assert_eq!(
+            values(&c, "ARGS"),
+            [pair("id", "1' or 1=1"), pair("q", ""), pair("<x>", "y")]
+        );
+        assert_eq!(values(&c, "ARGS_NAMES")[2], pair("<x>", "<x>"));
+        assert_eq!(
+            values(&c, "QUERY_STRING")[0].1,
+            "id=1%27+or+1=1&q&%3Cx%3E=y"
+        );
+        assert_eq!(values(&c, "REQUEST_FILENAME")[0].1, "/shop/item.php");
+        assert_eq!(values(&c, "REQUEST_BASENAME")[0].1, "item.php");
+        assert_eq!(
+            values(&c, "REQUEST_LINE")[0].1,
+            "GET /shop/item.php?id=1%27+or+1=1&q&%3Cx%3E=y HTTP/1.1"
+        );
+        assert_eq!(
+            values(&c, "REQUEST_COOKIES"),
+            [
+                pair("sid", "a%20b"),
+                pair("theme", "dark"),
+                pair("lang", "")
+            ]
+        );
+        assert_eq!(
+            values(&c, "REQUEST_HEADERS")[0],
+            pair("Host", "shop.example")
+        );
+        assert!(c.get("REQUEST_BODY").is_empty() && c.get("XML").is_empty());
+    }
+
+    #[test]
+    fn form_json_and_xml_bodies() {
+        let form: &[(&str, &[u8])] = &[(
+            "Content-Type",
+            b"application/x-www-form-urlencoded; charset=utf-8",
+        )];
+        let c = Collections::of(&RequestParts {
+            method: "POST",
+            target: "http://api.example/login?next=%2F",
+            protocol: "HTTP/1.1",
+            headers: form,
+            body: Some(b"user=ann&pass=x+y"),
+        });
+        assert_eq!(values(&c, "REQUEST_URI")[0].1, "/login?next=%2F");
+        assert_eq!(
+            values(&c, "ARGS"),
+            [pair("next", "/"), pair("user", "ann"), pair("pass", "x y")]
+        );
+        assert_eq!(values(&c, "ARGS_POST_NAMES").len(), 2);
+
+        let json: &[(&str, &[u8])] = &[("content-type", b"application/json")];
+        let c = Collections::of(&RequestParts {
+            method: "PUT",
+            target: "/users/7",
+            protocol: "HTTP/2.0",
+            headers: json,
+            body: Some(br#"{"name":"O'Brien","tags":["a","<b>"],"age":7,"x":null,"ok":true}"#),
+        });
+        assert_eq!(
+            values(&c, "ARGS"),
+            [
+                pair("json.name", "O'Brien"),
+                pair("json.tags.array_0", "a"),
+                pair("json.tags.array_1", "<b>"),
+                pair("json.age", "7"),
+                pair("json.x", ""),
+                pair("json.ok", "true"),
+            ]
+        );
+        let bad = Collections::of(&RequestParts {
+            method: "POST",
+            target: "/",
+            protocol: "HTTP/1.1",
+            headers: json,
+            body: Some(b"{\"a\":"),
+        });
+        assert!(
+            bad.body_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("JSON"))
+        );
+
+        let xml: &[(&str, &[u8])] = &[("Content-Type", b"application/soap+xml")];
+        let c = Collections::of(&RequestParts {
+            method: "POST",
+            target: "/soap",
+            protocol: "HTTP/1.1",
+            headers: xml,
+            body: Some(b"<?xml version=\"1.0\"?><a><b>1 &lt; 2</b><c><![CDATA[<script>]]></c></a>"),
+        });
+        assert_eq!(values(&c, "XML")[0].1, "1 < 2<script>");
+        assert_eq!(values(&c, "REQUEST_BODY_LENGTH")[0].1, "70");
+    }
+}
