@@ -83,7 +83,7 @@ impl Collections {
             }]
         };
         // The path and query of an absolute-form target.
-        let uri = match r.target.find("://") {
+        let uri = match r.target.find("://").filter(|_| !r.target.starts_with('/')) {
             Some(i) => {
                 let rest = &r.target[i + 3..];
                 rest.find('/').map_or("/", |p| &rest[p..])

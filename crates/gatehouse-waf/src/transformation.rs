@@ -39,6 +39,11 @@ pub enum Transformation {
     Length,
     /// `utf8toUnicode`: multi-byte UTF-8 characters to `%uXXXX`.
     Utf8ToUnicode,
+    /// `base64Decode`: standard Base64; nothing when the value is not Base64 (as
+    /// libmodsecurity's decoder yields).
+    Base64Decode,
+    /// `sha1`: the value's SHA-1 digest (20 bytes).
+    Sha1,
 }
 
 impl Transformation {
@@ -63,6 +68,8 @@ impl Transformation {
             "hexencode" => Self::HexEncode,
             "length" => Self::Length,
             "utf8tounicode" => Self::Utf8ToUnicode,
+            "base64decode" => Self::Base64Decode,
+            "sha1" => Self::Sha1,
             _ => return Err(format!("unsupported transformation t:{name}")),
         }))
     }
@@ -128,6 +135,16 @@ impl Transformation {
             }
             Self::HexEncode => input.iter().flat_map(|b| hex_pair(*b)).collect(),
             Self::Length => input.len().to_string().into_bytes(),
+            Self::Base64Decode => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(input)
+                    .unwrap_or_default()
+            }
+            Self::Sha1 => {
+                use sha1::Digest as _;
+                sha1::Sha1::digest(input).to_vec()
+            }
             Self::Utf8ToUnicode => {
                 if input.is_ascii() {
                     return Cow::Borrowed(input);
@@ -635,5 +652,9 @@ mod tests {
             b"a<%uff1c%u00e9%u1f600"
         );
         assert_eq!(t("utf8toUnicode", b"\xc3("), b"\xc3(");
+        assert_eq!(t("base64Decode", b"PHNjcmlwdD4="), b"<script>");
+        assert_eq!(t("base64Decode", b"not base64!"), b"");
+        assert_eq!(t("sha1", b"abc").len(), 20);
+        assert_eq!(t("hexEncode", &t("sha1", b"abc"))[..8], *b"a9993e36");
     }
 }

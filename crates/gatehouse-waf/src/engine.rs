@@ -1,0 +1,771 @@
+//! The rule interpreter: CRS request rules (phases 1 and 2) compiled from SecLang and run
+//! over a request's collections as ModSecurity runs them: in file order per phase, each
+//! target's value transformed then tested, chains, `setvar` on the transaction's `TX`
+//! collection, `skipAfter` markers, captures and macros, and the blocking evaluation's
+//! `deny`. Persistent collections (`IP`, `GLOBAL`) and response phases are not run.
+//! Operators and transformations the engine lacks disable their rule, listed in
+//! [`Engine::unsupported`].
+
+use crate::operator::Operator;
+use crate::request::{Collections, Item};
+use crate::seclang::{self, Action, DirectiveKind, Rule, Selector};
+use crate::transformation::Transformation;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// A rules file that cannot be used: which, where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    /// The file.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.message)
+    }
+}
+
+/// Which members of a collection a target reads.
+#[derive(Debug, Clone)]
+enum Pick {
+    All,
+    /// By name, without case.
+    Key(String),
+    Regex(regex::Regex),
+}
+
+impl Pick {
+    fn of(s: &Option<Selector>) -> Result<Self, String> {
+        Ok(match s {
+            None => Self::All,
+            Some(Selector::Key(k)) => Self::Key(k.to_ascii_lowercase()),
+            Some(Selector::Regex(r)) => Self::Regex(
+                regex::RegexBuilder::new(r)
+                    .case_insensitive(true)
+                    .build()
+                    .map_err(|e| format!("selector /{r}/: {e}"))?,
+            ),
+        })
+    }
+
+    fn takes(&self, name: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Key(k) => name.eq_ignore_ascii_case(k),
+            Self::Regex(r) => r.is_match(name),
+        }
+    }
+}
+
+/// One variable of a rule, with the exclusions (`!COLL:x`) that follow it.
+#[derive(Debug, Clone)]
+struct Target {
+    collection: String,
+    pick: Pick,
+    count: bool,
+    excluded: Vec<Pick>,
+}
+
+/// An operator, compiled now or (when its argument has macros) per request.
+#[derive(Debug, Clone)]
+enum Op {
+    Ready(Operator),
+    Macro { name: String, template: String },
+}
+
+/// A `setvar` on `TX`.
+#[derive(Debug, Clone)]
+enum SetVar {
+    Set(String, String),
+    Add(String, String),
+    Sub(String, String),
+    Delete(String),
+}
+
+/// One rule of a chain.
+#[derive(Debug, Clone)]
+struct Link {
+    targets: Vec<Target>,
+    transforms: Vec<Transformation>,
+    op: Op,
+    negated: bool,
+    capture: bool,
+    setvars: Vec<SetVar>,
+}
+
+/// What a rule does when it stops a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disruptive {
+    Pass,
+    Block,
+    Deny,
+    Allow,
+}
+
+/// A compiled rule: a chain of links (one for an unchained rule) and its head's actions.
+#[derive(Debug, Clone)]
+struct Compiled {
+    id: u32,
+    phase: u8,
+    links: Vec<Link>,
+    disruptive: Disruptive,
+    skip_after: Option<String>,
+    msg: Option<String>,
+    tags: Vec<String>,
+    /// Disabled: an operator or transformation the engine lacks.
+    disabled: bool,
+    /// Where it was in the files, for markers.
+    order: usize,
+}
+
+/// A rule that matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// Its id.
+    pub id: u32,
+    /// Its `msg`, macros expanded.
+    pub msg: String,
+    /// Its `tag`s.
+    pub tags: Vec<String>,
+    /// The variable that matched (`ARGS:q`).
+    pub target: String,
+    /// What matched in it (at most 64 bytes).
+    pub data: Vec<u8>,
+}
+
+/// What the engine made of a request.
+#[derive(Debug, Clone, Default)]
+pub struct Verdict {
+    /// The rules that matched, in order (setup rules that log nothing included).
+    pub hits: Vec<Hit>,
+    /// A `deny` rule matched (the blocking evaluation, for CRS): the request is refused.
+    pub denied: bool,
+    /// `tx.anomaly_score` once the rules ran (the inbound score CRS blocks on).
+    pub anomaly_score: i64,
+}
+
+/// A compiled rule set.
+#[derive(Debug)]
+pub struct Engine {
+    rules: Vec<Compiled>,
+    /// Marker name to its place among the rules (`order` of the first rule after it).
+    markers: HashMap<String, usize>,
+    /// Values set before the rules run (as crs-setup.conf's `SecAction`s would).
+    presets: Vec<(String, String)>,
+    /// Rules disabled for lack of support: id and why.
+    pub unsupported: Vec<(u32, String)>,
+    rules_dir: std::path::PathBuf,
+}
+
+impl Engine {
+    /// Loads the request rules of the CRS in `dir` (`REQUEST-*.conf`, in name order),
+    /// with `extra` set on `TX` first (e.g. `paranoia_level`), as crs-setup.conf would.
+    pub fn load_crs(dir: &Path, extra: &[(&str, &str)]) -> Result<Self, LoadError> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| LoadError {
+                file: dir.display().to_string(),
+                line: 0,
+                message: e.to_string(),
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("REQUEST-") && n.ends_with(".conf"))
+            })
+            .collect();
+        files.sort();
+        // Gatehouse is the CRS's setup (crs-setup.conf's role): the rules check for it.
+        let mut presets: Vec<(&str, &str)> = vec![("crs_setup_version", "330")];
+        presets.extend_from_slice(extra);
+        let mut texts = Vec::new();
+        for f in &files {
+            let text = std::fs::read_to_string(f).map_err(|e| LoadError {
+                file: f.display().to_string(),
+                line: 0,
+                message: e.to_string(),
+            })?;
+            texts.push((f.display().to_string(), text));
+        }
+        Self::load(&texts, dir, &presets)
+    }
+
+    /// Compiles rules files (`(name, text)`, in order); `dir` is where `@pmFromFile`
+    /// looks.
+    pub fn load(
+        files: &[(String, String)],
+        dir: &Path,
+        presets: &[(&str, &str)],
+    ) -> Result<Self, LoadError> {
+        let mut e = Engine {
+            rules: Vec::new(),
+            markers: HashMap::new(),
+            presets: presets
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_string()))
+                .collect(),
+            unsupported: Vec::new(),
+            rules_dir: dir.to_path_buf(),
+        };
+        let mut order = 0;
+        for (file, text) in files {
+            let err = |line, message| LoadError {
+                file: file.clone(),
+                line,
+                message,
+            };
+            let directives = seclang::parse(text).map_err(|s| err(s.line, s.message))?;
+            let mut pending: Option<(Compiled, bool)> = None;
+            for d in directives {
+                match d.kind {
+                    DirectiveKind::Rule(r) => {
+                        let chained = r.actions.iter().any(|a| a.name == "chain");
+                        let link = e.link(&r, dir);
+                        match pending.take() {
+                            Some((mut head, _)) => {
+                                match link {
+                                    Ok(l) => head.links.push(l),
+                                    Err(why) => {
+                                        e.unsupported.push((head.id, why));
+                                        head.disabled = true;
+                                    }
+                                }
+                                if chained {
+                                    pending = Some((head, true));
+                                } else {
+                                    e.rules.push(head);
+                                }
+                            }
+                            None => {
+                                let mut head =
+                                    head_of(&r.actions, order).map_err(|m| err(d.line, m))?;
+                                order += 1;
+                                match link {
+                                    Ok(l) => head.links.push(l),
+                                    Err(why) => {
+                                        e.unsupported.push((head.id, why));
+                                        head.disabled = true;
+                                    }
+                                }
+                                if chained {
+                                    pending = Some((head, true));
+                                } else {
+                                    e.rules.push(head);
+                                }
+                            }
+                        }
+                    }
+                    DirectiveKind::Action(actions) => {
+                        if let Some((head, _)) = pending.take() {
+                            e.rules.push(head);
+                        }
+                        let mut head = head_of(&actions, order).map_err(|m| err(d.line, m))?;
+                        order += 1;
+                        head.links.push(Link {
+                            targets: Vec::new(),
+                            transforms: Vec::new(),
+                            op: Op::Ready(Operator::Always),
+                            negated: false,
+                            capture: false,
+                            setvars: setvars(&actions),
+                        });
+                        e.rules.push(head);
+                    }
+                    DirectiveKind::Marker(m) => {
+                        if let Some((head, _)) = pending.take() {
+                            e.rules.push(head);
+                        }
+                        e.markers.insert(m, order);
+                    }
+                    DirectiveKind::Other(..) => {}
+                }
+            }
+            if let Some((head, _)) = pending.take() {
+                e.rules.push(head);
+            }
+        }
+        Ok(e)
+    }
+
+    /// Compiles one rule of a chain.
+    fn link(&self, r: &Rule, dir: &Path) -> Result<Link, String> {
+        let mut targets: Vec<Target> = Vec::new();
+        for v in &r.variables {
+            let pick = Pick::of(&v.selector)?;
+            if v.exclude {
+                if let Some(t) = targets
+                    .iter_mut()
+                    .rev()
+                    .find(|t| t.collection == v.collection)
+                {
+                    t.excluded.push(pick);
+                }
+                continue;
+            }
+            targets.push(Target {
+                collection: v.collection.clone(),
+                pick,
+                count: v.count,
+                excluded: Vec::new(),
+            });
+        }
+        let mut transforms = Vec::new();
+        for a in r.actions.iter().filter(|a| a.name == "t") {
+            match Transformation::parse(a.value.as_deref().unwrap_or(""))? {
+                Some(t) => transforms.push(t),
+                None => transforms.clear(),
+            }
+        }
+        let o = &r.operator;
+        let op = if o.argument.contains("%{") {
+            Op::Macro {
+                name: o.name.clone(),
+                template: o.argument.clone(),
+            }
+        } else {
+            Op::Ready(Operator::compile(&o.name, &o.argument, dir)?)
+        };
+        Ok(Link {
+            targets,
+            transforms,
+            op,
+            negated: o.negated,
+            capture: r.actions.iter().any(|a| a.name == "capture"),
+            setvars: setvars(&r.actions),
+        })
+    }
+
+    /// Runs the rules over `c`.
+    pub fn inspect(&self, c: &Collections) -> Verdict {
+        let mut tx = Tx::default();
+        for (k, v) in &self.presets {
+            tx.vars.insert(k.clone(), v.clone().into_bytes());
+        }
+        let mut verdict = Verdict::default();
+        'phases: for phase in [1u8, 2] {
+            let mut skip_to: Option<usize> = None;
+            for rule in self.rules.iter().filter(|r| r.phase == phase) {
+                if let Some(to) = skip_to {
+                    if rule.order < to {
+                        continue;
+                    }
+                    skip_to = None;
+                }
+                if rule.disabled {
+                    continue;
+                }
+                if !self.run(rule, c, &mut tx, &mut verdict) {
+                    continue;
+                }
+                match rule.disruptive {
+                    Disruptive::Deny => {
+                        verdict.denied = true;
+                        break 'phases;
+                    }
+                    Disruptive::Allow => break 'phases,
+                    Disruptive::Pass | Disruptive::Block => {}
+                }
+                if let Some(m) = &rule.skip_after {
+                    skip_to = self.markers.get(m).copied();
+                }
+            }
+        }
+        verdict.anomaly_score = tx.int("anomaly_score");
+        verdict
+    }
+
+    /// Runs one rule; whether it matched (its actions then done).
+    fn run(&self, rule: &Compiled, c: &Collections, tx: &mut Tx, verdict: &mut Verdict) -> bool {
+        let mut first: Option<(String, Vec<u8>)> = None;
+        for (i, link) in rule.links.iter().enumerate() {
+            let matches = self.matches(link, c, tx);
+            if matches.is_empty() {
+                return false;
+            }
+            if i == 0 {
+                first = matches.first().cloned();
+            }
+            if rule.links.len() == 1 {
+                // An unchained rule acts once per matching value (each adds to a score).
+                for (name, value) in &matches {
+                    tx.matched(name, value);
+                    for s in &link.setvars {
+                        tx.apply(s);
+                    }
+                }
+            } else {
+                let (name, value) = &matches[0];
+                tx.matched(name, value);
+            }
+        }
+        if rule.links.len() > 1 {
+            for link in &rule.links {
+                for s in &link.setvars {
+                    tx.apply(s);
+                }
+            }
+        }
+        let (target, mut data) = first.unwrap_or_default();
+        data.truncate(64);
+        verdict.hits.push(Hit {
+            id: rule.id,
+            msg: rule
+                .msg
+                .as_deref()
+                .map(|m| tx.expand(m))
+                .unwrap_or_default(),
+            tags: rule.tags.clone(),
+            target,
+            data,
+        });
+        true
+    }
+
+    /// The (name, matched data) of each value of `link`'s targets its operator accepts.
+    fn matches(&self, link: &Link, c: &Collections, tx: &mut Tx) -> Vec<(String, Vec<u8>)> {
+        let dynamic;
+        let op = match &link.op {
+            Op::Ready(o) => o,
+            Op::Macro { name, template } => {
+                match Operator::compile(name, &tx.expand(template), &self.rules_dir) {
+                    Ok(o) => {
+                        dynamic = o;
+                        &dynamic
+                    }
+                    Err(_) => return Vec::new(),
+                }
+            }
+        };
+        let mut out = Vec::new();
+        if link.targets.is_empty() {
+            // SecAction: one match, unconditionally.
+            out.push((String::new(), Vec::new()));
+        }
+        for t in &link.targets {
+            for (name, value) in values(t, c, tx) {
+                let mut v: Cow<'_, [u8]> = Cow::Borrowed(value.as_slice());
+                for tr in &link.transforms {
+                    v = match v {
+                        Cow::Borrowed(b) => tr.apply(b),
+                        Cow::Owned(o) => Cow::Owned(tr.apply(&o).into_owned()),
+                    };
+                }
+                let found = op.test(&v);
+                let hit = match (found, link.negated) {
+                    (Some(f), false) => Some(f.0),
+                    (None, true) => Some(v.into_owned()),
+                    _ => None,
+                };
+                if let Some(data) = hit {
+                    if link.capture {
+                        tx.vars.insert("0".into(), data.clone());
+                    }
+                    out.push((name, data));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The values a target reads: (`COLLECTION:name`, value).
+fn values(t: &Target, c: &Collections, tx: &Tx) -> Vec<(String, Vec<u8>)> {
+    let keep = |name: &str| t.pick.takes(name) && !t.excluded.iter().any(|x| x.takes(name));
+    let members: Vec<(String, Vec<u8>)> = match t.collection.as_str() {
+        "TX" => tx
+            .vars
+            .iter()
+            .filter(|(k, _)| keep(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        "MATCHED_VAR" => vec![(String::new(), tx.matched_var.clone())],
+        "MATCHED_VAR_NAME" => vec![(String::new(), tx.matched_name.clone().into_bytes())],
+        "REQBODY_ERROR" => vec![(String::new(), b"0".to_vec())],
+        "REQBODY_PROCESSOR" | "DURATION" | "REMOTE_ADDR" | "UNIQUE_ID" => {
+            vec![(String::new(), Vec::new())]
+        }
+        coll => c
+            .get(coll)
+            .iter()
+            .filter(|i: &&Item| i.name.is_empty() || keep(&i.name))
+            .map(|i| (i.name.clone(), i.value.clone()))
+            .collect(),
+    };
+    if t.count {
+        return vec![(String::new(), members.len().to_string().into_bytes())];
+    }
+    members
+        .into_iter()
+        .map(|(n, v)| {
+            let name = if n.is_empty() {
+                t.collection.clone()
+            } else {
+                format!("{}:{n}", t.collection)
+            };
+            (name, v)
+        })
+        .collect()
+}
+
+/// The head of a rule: id, phase, disruptive action, markers, message and tags.
+fn head_of(actions: &[Action], order: usize) -> Result<Compiled, String> {
+    let id = seclang::action_value(actions, "id")
+        .ok_or("a rule without an id")?
+        .parse::<u32>()
+        .map_err(|_| "the id is not a number".to_string())?;
+    let phase = match seclang::action_value(actions, "phase") {
+        None | Some("2") | Some("request") => 2,
+        Some("1") => 1,
+        Some(_) => 5,
+    };
+    let disruptive = actions
+        .iter()
+        .rev()
+        .find_map(|a| match a.name.as_str() {
+            "deny" | "drop" => Some(Disruptive::Deny),
+            "block" => Some(Disruptive::Block),
+            "allow" => Some(Disruptive::Allow),
+            "pass" => Some(Disruptive::Pass),
+            _ => None,
+        })
+        .unwrap_or(Disruptive::Pass);
+    Ok(Compiled {
+        id,
+        phase,
+        links: Vec::new(),
+        disruptive,
+        skip_after: seclang::action_value(actions, "skipAfter").map(str::to_string),
+        msg: seclang::action_value(actions, "msg").map(str::to_string),
+        tags: actions
+            .iter()
+            .filter(|a| a.name == "tag")
+            .filter_map(|a| a.value.clone())
+            .collect(),
+        disabled: false,
+        order,
+    })
+}
+
+/// A rule's `setvar`s on `TX` (others name persistent collections, not run).
+fn setvars(actions: &[Action]) -> Vec<SetVar> {
+    actions
+        .iter()
+        .filter(|a| a.name == "setvar")
+        .filter_map(|a| {
+            let v = a.value.as_deref()?;
+            if let Some(name) = v.strip_prefix('!') {
+                let name = name.to_ascii_lowercase().strip_prefix("tx.")?.to_string();
+                return Some(SetVar::Delete(name));
+            }
+            let (name, value) = v.split_once('=').unwrap_or((v, "1"));
+            let name = name
+                .trim()
+                .to_ascii_lowercase()
+                .strip_prefix("tx.")?
+                .to_string();
+            Some(match (value.strip_prefix('+'), value.strip_prefix('-')) {
+                (Some(n), _) => SetVar::Add(name, n.to_string()),
+                (_, Some(n)) => SetVar::Sub(name, n.to_string()),
+                _ => SetVar::Set(name, value.to_string()),
+            })
+        })
+        .collect()
+}
+
+/// The transaction's state: `TX`, and the last match.
+#[derive(Debug, Default)]
+struct Tx {
+    vars: HashMap<String, Vec<u8>>,
+    matched_var: Vec<u8>,
+    matched_name: String,
+}
+
+impl Tx {
+    fn int(&self, name: &str) -> i64 {
+        self.vars
+            .get(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn matched(&mut self, name: &str, value: &[u8]) {
+        self.matched_var = value.to_vec();
+        self.matched_name = name.to_string();
+    }
+
+    fn apply(&mut self, s: &SetVar) {
+        match s {
+            SetVar::Set(k, v) => {
+                let v = self.expand(v).into_bytes();
+                self.vars.insert(k.clone(), v);
+            }
+            SetVar::Add(k, n) | SetVar::Sub(k, n) => {
+                let by: i64 = self.expand(n).trim().parse().unwrap_or(0);
+                let cur = self.int(k);
+                let next = if matches!(s, SetVar::Add(..)) {
+                    cur.saturating_add(by)
+                } else {
+                    cur.saturating_sub(by)
+                };
+                self.vars.insert(k.clone(), next.to_string().into_bytes());
+            }
+            SetVar::Delete(k) => {
+                self.vars.remove(k);
+            }
+        }
+    }
+
+    /// `%{tx.x}`, `%{MATCHED_VAR}`, `%{MATCHED_VAR_NAME}`, `%{TX.0}` expanded (unknown
+    /// macros to nothing).
+    fn expand(&self, s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(i) = rest.find("%{") {
+            out.push_str(&rest[..i]);
+            let Some(end) = rest[i..].find('}') else {
+                out.push_str(&rest[i..]);
+                return out;
+            };
+            let name = rest[i + 2..i + end].to_ascii_lowercase();
+            let value: Cow<'_, [u8]> = match name.as_str() {
+                "matched_var" => Cow::Borrowed(&self.matched_var),
+                "matched_var_name" => Cow::Borrowed(self.matched_name.as_bytes()),
+                n => match n.strip_prefix("tx.") {
+                    Some(k) => self
+                        .vars
+                        .get(k)
+                        .map_or(Cow::Borrowed(&[][..]), |v| Cow::Borrowed(v)),
+                    None => Cow::Borrowed(&[][..]),
+                },
+            };
+            out.push_str(&String::from_utf8_lossy(&value));
+            rest = &rest[i + end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::RequestParts;
+
+    fn get(target: &str) -> Collections {
+        Collections::of(&RequestParts {
+            method: "GET",
+            target,
+            protocol: "HTTP/1.1",
+            headers: &[
+                ("Host", b"shop.example"),
+                (
+                    "User-Agent",
+                    b"Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0",
+                ),
+                ("Accept", b"text/html"),
+            ],
+            body: None,
+        })
+    }
+
+    const RULES: &str = r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.threshold=5,setvar:tx.critical=5"
+SecRule &TX:paranoia "@eq 0" "id:2,phase:1,pass,nolog,setvar:tx.paranoia=1"
+SecRule TX:paranoia "@lt 2" "id:3,phase:2,pass,nolog,skipAfter:END-PL2"
+SecRule ARGS "@rx evil" "id:10,phase:2,block,msg:'PL2 only',setvar:'tx.anomaly_score=+%{tx.critical}'"
+SecMarker END-PL2
+SecRule ARGS|!ARGS:safe "@rx (?i)\bunion\b.*\bselect\b" "id:20,phase:2,block,capture,t:none,t:urlDecodeUni,msg:'SQLi in %{MATCHED_VAR_NAME}',tag:'attack-sqli',setvar:'tx.anomaly_score=+%{tx.critical}'"
+SecRule REQUEST_METHOD "@streq GET" "id:30,phase:2,pass,chain"
+    SecRule ARGS:debug "@streq 1" "setvar:tx.anomaly_score=+1"
+SecRule TX:ANOMALY_SCORE "@ge %{tx.threshold}" "id:99,phase:2,deny,msg:'score %{tx.anomaly_score}'"
+"#;
+
+    fn engine(presets: &[(&str, &str)]) -> Engine {
+        Engine::load(&[("t.conf".into(), RULES.into())], Path::new("/"), presets).unwrap()
+    }
+
+    #[test]
+    fn scores_chains_markers_and_exclusions() {
+        let e = engine(&[]);
+        let v = e.inspect(&get("/?q=1%20UNION%20SELECT%20pass&x=evil"));
+        assert!(v.denied);
+        assert_eq!(v.anomaly_score, 5, "id 10 is skipped at paranoia 1");
+        let ids: Vec<u32> = v.hits.iter().map(|h| h.id).collect();
+        assert_eq!(ids, [1, 2, 3, 20, 99]);
+        let sqli = &v.hits[3];
+        assert_eq!(sqli.msg, "SQLi in ARGS:q");
+        assert_eq!(sqli.data, b"UNION SELECT");
+        assert_eq!(sqli.tags, ["attack-sqli"]);
+        assert_eq!(v.hits[4].msg, "score 5");
+        // Paranoia 2 from the presets runs rule 10 too; an excluded argument is not read.
+        let v = engine(&[("paranoia", "2")]).inspect(&get("/?safe=union+select&x=evil"));
+        assert_eq!(v.anomaly_score, 5);
+        assert!(v.hits.iter().any(|h| h.id == 10) && !v.hits.iter().any(|h| h.id == 20));
+        // Each matching value adds; a chain adds once when all its links match.
+        let v = engine(&[]).inspect(&get("/?a=union+select&b=union+select&debug=1"));
+        assert_eq!(v.anomaly_score, 11);
+        let v = e.inspect(&get("/?q=reunion+selection"));
+        assert!(!v.denied && v.anomaly_score == 0);
+    }
+
+    #[test]
+    fn broken_rules_are_located_and_unsupported_ones_listed() {
+        let bad = "SecRule ARGS \"@rx a\" \"phase:2,pass\"\n";
+        let e = Engine::load(&[("x.conf".into(), bad.into())], Path::new("/"), &[]).unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("x.conf", 1));
+        let odd = "SecRule REMOTE_ADDR \"@geoLookup\" \"id:7,phase:1,pass\"\nSecRule ARGS \"@rx a\" \"id:8,t:rot13,pass\"\n";
+        let e = Engine::load(&[("x.conf".into(), odd.into())], Path::new("/"), &[]).unwrap();
+        let ids: Vec<u32> = e.unsupported.iter().map(|u| u.0).collect();
+        assert_eq!(ids, [7, 8]);
+    }
+
+    /// The installed CRS (Debian's modsecurity-crs 3.3, which scripts/test.sh installs)
+    /// at paranoia level 1: attacks of each kind are refused, ordinary requests are not.
+    #[test]
+    fn the_installed_core_rule_set_blocks_attacks_and_passes_ordinary_requests() {
+        let e = Engine::load_crs(Path::new("/usr/share/modsecurity-crs/rules"), &[]).unwrap();
+        let unsupported: Vec<u32> = e.unsupported.iter().map(|u| u.0).collect();
+        // Only the rules that need a network (DNS block lists, GeoIP) are left out.
+        assert_eq!(unsupported, [910100, 910140]);
+        for attack in [
+            "/?id=1%27%20OR%20%271%27=%271",
+            "/?q=%3Cscript%3Ealert(1)%3C/script%3E",
+            "/?file=../../../../etc/passwd",
+            "/?cmd=;cat%20/etc/passwd",
+            "/?u=http://evil.example/shell.txt?",
+            "/?x=%3C?php%20system($_GET[c]);%20?%3E",
+        ] {
+            let v = e.inspect(&get(attack));
+            assert!(
+                v.denied,
+                "{attack}: score {}, hits {:?}",
+                v.anomaly_score,
+                v.hits.iter().map(|h| h.id).collect::<Vec<_>>()
+            );
+        }
+        for ordinary in [
+            "/",
+            "/search?q=red+shoes&page=2",
+            "/users/42/orders?sort=-date&limit=20",
+            "/api/v1/items?name=O%27Brien",
+        ] {
+            let v = e.inspect(&get(ordinary));
+            assert!(
+                !v.denied,
+                "{ordinary}: score {}, hits {:?}",
+                v.anomaly_score,
+                v.hits
+                    .iter()
+                    .map(|h| (h.id, h.msg.clone()))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+}
