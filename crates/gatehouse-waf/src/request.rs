@@ -426,4 +426,19 @@ mod tests {
         assert_eq!(values(&c, "XML")[0].1, "1 < 2<script>");
         assert_eq!(values(&c, "REQUEST_BODY_LENGTH")[0].1, "70");
     }
+
+    proptest::proptest! {
+        /// Any target and body, under any of the body types, make collections.
+        #[test]
+        fn any_request_makes_collections(
+            target in "[ -~]{0,40}",
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            kind in 0usize..4,
+        ) {
+            let ct: &[u8] = [&b"application/json"[..], b"text/xml", b"application/x-www-form-urlencoded", b"text/plain"][kind];
+            let headers: &[(&str, &[u8])] = &[("Content-Type", ct), ("Cookie", &body)];
+            let c = Collections::of(&RequestParts { method: "POST", target: &target, protocol: "HTTP/1.1", headers, body: Some(&body) });
+            proptest::prop_assert_eq!(c.get("REQUEST_BODY").len(), 1);
+        }
+    }
 }

@@ -657,4 +657,23 @@ mod tests {
         assert_eq!(t("sha1", b"abc").len(), 20);
         assert_eq!(t("hexEncode", &t("sha1", b"abc"))[..8], *b"a9993e36");
     }
+
+    proptest::proptest! {
+        /// Every transformation takes any bytes a client can send without failing, and
+        /// the decoders never grow a value.
+        #[test]
+        fn any_bytes_are_transformed(input in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            for name in [
+                "lowercase", "urlDecode", "urlDecodeUni", "htmlEntityDecode", "jsDecode",
+                "cssDecode", "removeNulls", "cmdLine", "compressWhitespace", "removeWhitespace",
+                "replaceComments", "normalizePath", "normalizePathWin", "hexEncode", "length",
+                "utf8toUnicode", "base64Decode", "sha1",
+            ] {
+                let out = t(name, &input);
+                if ["urlDecode", "urlDecodeUni", "htmlEntityDecode", "jsDecode", "cssDecode"].contains(&name) {
+                    proptest::prop_assert!(out.len() <= input.len(), "{name}");
+                }
+            }
+        }
+    }
 }
