@@ -750,6 +750,31 @@ SecRule TX:ANOMALY_SCORE "@ge %{tx.threshold}" "id:99,phase:2,deny,msg:'score %{
                 v.hits.iter().map(|h| h.id).collect::<Vec<_>>()
             );
         }
+        // A PHP script uploaded as a file (933110), and a form field with SQL in it.
+        let upload = Collections::of(&RequestParts {
+            method: "POST",
+            target: "/upload",
+            protocol: "HTTP/1.1",
+            headers: &[
+                ("Host", b"shop.example"),
+                ("User-Agent", b"Mozilla/5.0"),
+                ("Content-Type", b"multipart/form-data; boundary=b1"),
+            ],
+            body: Some(b"--b1\r\nContent-Disposition: form-data; name=\"f\"; filename=\"shell.php\"\r\nContent-Type: image/png\r\n\r\nx\r\n--b1--\r\n"),
+        });
+        assert!(e.inspect(&upload).denied);
+        let form = Collections::of(&RequestParts {
+            method: "POST",
+            target: "/login",
+            protocol: "HTTP/1.1",
+            headers: &[
+                ("Host", b"shop.example"),
+                ("User-Agent", b"Mozilla/5.0"),
+                ("Content-Type", b"application/x-www-form-urlencoded"),
+            ],
+            body: Some(b"user=admin%27--&pass=x"),
+        });
+        assert!(e.inspect(&form).denied);
         for ordinary in [
             "/",
             "/search?q=red+shoes&page=2",

@@ -24,6 +24,8 @@ pub enum BodyKind {
     Json,
     /// XML (`text/xml`, `application/xml`, `+xml`).
     Xml,
+    /// `multipart/form-data`.
+    Multipart,
     /// Anything else: only `REQUEST_BODY` sees it.
     Other,
 }
@@ -43,6 +45,8 @@ impl BodyKind {
         } else if essence == "text/xml" || essence == "application/xml" || essence.ends_with("+xml")
         {
             Self::Xml
+        } else if essence == "multipart/form-data" {
+            Self::Multipart
         } else {
             Self::Other
         }
@@ -142,6 +146,13 @@ impl Collections {
                     Ok(text) => c.put("XML", single(&text)),
                     Err(e) => c.body_error = Some(format!("XML: {e}")),
                 },
+                BodyKind::Multipart => {
+                    let ct = content_type.unwrap_or_default();
+                    match boundary(ct).and_then(|b| parts(body, &b)) {
+                        Ok(list) => multipart_collections(&mut c, list, &mut post),
+                        Err(e) => c.body_error = Some(format!("multipart: {e}")),
+                    }
+                }
                 BodyKind::Other => {}
             }
         }
@@ -248,6 +259,119 @@ fn json_arguments(v: &serde_json::Value, path: &str, out: &mut Vec<Item>) {
                 value,
             });
         }
+    }
+}
+
+/// One part of a multipart body.
+struct Part {
+    name: String,
+    filename: Option<String>,
+    headers: Vec<(String, Vec<u8>)>,
+    data: Vec<u8>,
+}
+
+/// A multipart body's parts as ModSecurity files them: fields in `ARGS_POST`, files in
+/// `FILES` (field name, file name) and `FILES_NAMES`, every part's header lines in
+/// `MULTIPART_PART_HEADERS`.
+fn multipart_collections(c: &mut Collections, list: Vec<Part>, post: &mut Vec<Item>) {
+    let mut files = Vec::new();
+    let mut headers = Vec::new();
+    for p in list {
+        for (n, v) in &p.headers {
+            let mut line = format!("{n}: ").into_bytes();
+            line.extend_from_slice(v);
+            headers.push(Item {
+                name: p.name.clone(),
+                value: line,
+            });
+        }
+        match p.filename {
+            Some(f) => files.push(Item {
+                name: p.name,
+                value: f.into_bytes(),
+            }),
+            None => post.push(Item {
+                name: p.name,
+                value: p.data,
+            }),
+        }
+    }
+    c.put("FILES_NAMES", names(&files));
+    c.put("FILES", files);
+    c.put("MULTIPART_PART_HEADERS", headers);
+}
+
+/// The `boundary` parameter of a multipart Content-Type.
+fn boundary(content_type: &[u8]) -> Result<String, String> {
+    let ct = String::from_utf8_lossy(content_type);
+    ct.split(';')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("boundary"))
+        .map(|(_, v)| v.trim().trim_matches('"').to_string())
+        .filter(|b| !b.is_empty() && b.len() <= 70)
+        .ok_or_else(|| "no boundary in the Content-Type".to_string())
+}
+
+/// The parts of a multipart body (RFC 7578): each part's headers, its name and file
+/// name from Content-Disposition, and its content.
+fn parts(body: &[u8], boundary: &str) -> Result<Vec<Part>, String> {
+    let delimiter = format!("--{boundary}").into_bytes();
+    let find = |from: usize| {
+        body.get(from..)?
+            .windows(delimiter.len())
+            .position(|w| w == delimiter.as_slice())
+            .map(|p| p + from)
+    };
+    let mut at = find(0).ok_or("no boundary in the body")? + delimiter.len();
+    let mut out = Vec::new();
+    loop {
+        let rest = &body[at..];
+        if rest.starts_with(b"--") {
+            return Ok(out);
+        }
+        if !rest.starts_with(b"\r\n") {
+            return Err("a boundary not followed by a line end".into());
+        }
+        let start = at + 2;
+        let next = find(start).ok_or("the last part has no closing boundary")?;
+        // The line end before a delimiter belongs to the delimiter.
+        let end = if next >= start + 2 && body[next - 2..next] == *b"\r\n" {
+            next - 2
+        } else {
+            next
+        };
+        let part = &body[start..end];
+        let mut slots = [httparse::EMPTY_HEADER; 32];
+        let (offset, headers) = match httparse::parse_headers(part, &mut slots) {
+            Ok(httparse::Status::Complete((n, h))) => (n, h),
+            _ => return Err("a part's headers are malformed".into()),
+        };
+        let mut p = Part {
+            name: String::new(),
+            filename: None,
+            headers: headers
+                .iter()
+                .map(|h| (h.name.to_string(), h.value.to_vec()))
+                .collect(),
+            data: part[offset..].to_vec(),
+        };
+        let disposition = headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-disposition"));
+        if let Some(cd) = disposition {
+            for param in String::from_utf8_lossy(cd.value).split(';').skip(1) {
+                if let Some((k, v)) = param.split_once('=') {
+                    let v = v.trim().trim_matches('"').to_string();
+                    match k.trim().to_ascii_lowercase().as_str() {
+                        "name" => p.name = v,
+                        "filename" => p.filename = Some(v),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        out.push(p);
+        at = next + delimiter.len();
     }
 }
 
@@ -425,6 +549,32 @@ mod tests {
         });
         assert_eq!(values(&c, "XML")[0].1, "1 < 2<script>");
         assert_eq!(values(&c, "REQUEST_BODY_LENGTH")[0].1, "70");
+
+        let mp: &[(&str, &[u8])] = &[("Content-Type", b"multipart/form-data; boundary=\"XyZ\"")];
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nMy <b>cat</b>\r\n--XyZ\r\nContent-Disposition: form-data; name=\"upload\"; filename=\"shell.php\"\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n--XyZ--\r\n";
+        let c = Collections::of(&RequestParts {
+            method: "POST",
+            target: "/upload",
+            protocol: "HTTP/1.1",
+            headers: mp,
+            body: Some(body),
+        });
+        assert!(c.body_error.is_none(), "{:?}", c.body_error);
+        assert_eq!(values(&c, "ARGS"), [pair("title", "My <b>cat</b>")]);
+        assert_eq!(values(&c, "FILES"), [pair("upload", "shell.php")]);
+        assert_eq!(values(&c, "FILES_NAMES"), [pair("upload", "upload")]);
+        assert_eq!(
+            values(&c, "MULTIPART_PART_HEADERS")[2],
+            pair("upload", "Content-Type: image/png")
+        );
+        let broken = Collections::of(&RequestParts {
+            method: "POST",
+            target: "/upload",
+            protocol: "HTTP/1.1",
+            headers: mp,
+            body: Some(b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nno end"),
+        });
+        assert!(broken.body_error.is_some());
     }
 
     proptest::proptest! {
@@ -435,7 +585,7 @@ mod tests {
             body in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
             kind in 0usize..4,
         ) {
-            let ct: &[u8] = [&b"application/json"[..], b"text/xml", b"application/x-www-form-urlencoded", b"text/plain"][kind];
+            let ct: &[u8] = [&b"application/json"[..], b"text/xml", b"application/x-www-form-urlencoded", b"multipart/form-data; boundary=b"][kind];
             let headers: &[(&str, &[u8])] = &[("Content-Type", ct), ("Cookie", &body)];
             let c = Collections::of(&RequestParts { method: "POST", target: &target, protocol: "HTTP/1.1", headers, body: Some(&body) });
             proptest::prop_assert_eq!(c.get("REQUEST_BODY").len(), 1);
