@@ -7,7 +7,7 @@
 //! [`Engine::unsupported`].
 
 use crate::operator::Operator;
-use crate::request::{Collections, Item};
+use crate::request::Collections;
 use crate::seclang::{self, Action, DirectiveKind, Rule, Selector};
 use crate::transformation::Transformation;
 use std::borrow::Cow;
@@ -448,69 +448,70 @@ impl Engine {
             out.push((String::new(), Vec::new()));
         }
         for t in &link.targets {
-            for (name, value) in values(t, c, tx) {
-                let mut v: Cow<'_, [u8]> = Cow::Borrowed(value.as_slice());
+            let tested = |name: &str, value: &[u8], out: &mut Vec<(String, Vec<u8>)>| {
+                let mut v: Cow<'_, [u8]> = Cow::Borrowed(value);
                 for tr in &link.transforms {
                     v = match v {
                         Cow::Borrowed(b) => tr.apply(b),
                         Cow::Owned(o) => Cow::Owned(tr.apply(&o).into_owned()),
                     };
                 }
-                let found = op.test(&v);
-                let hit = match (found, link.negated) {
+                let hit = match (op.test(&v), link.negated) {
                     (Some(f), false) => Some(f.0),
                     (None, true) => Some(v.into_owned()),
                     _ => None,
                 };
                 if let Some(data) = hit {
-                    if link.capture {
-                        tx.vars.insert("0".into(), data.clone());
+                    // The full variable name is only written for a match.
+                    let full = if name.is_empty() {
+                        t.collection.clone()
+                    } else {
+                        format!("{}:{name}", t.collection)
+                    };
+                    out.push((full, data));
+                }
+            };
+            let keep = |name: &str| t.pick.takes(name) && !t.excluded.iter().any(|x| x.takes(name));
+            if t.count {
+                let count = match t.collection.as_str() {
+                    "TX" => tx.vars.keys().filter(|k| keep(k)).count(),
+                    coll => c
+                        .get(coll)
+                        .iter()
+                        .filter(|i| i.name.is_empty() || keep(&i.name))
+                        .count(),
+                };
+                tested("", count.to_string().as_bytes(), &mut out);
+                continue;
+            }
+            match t.collection.as_str() {
+                "TX" => {
+                    for (k, v) in tx.vars.iter().filter(|(k, _)| keep(k)) {
+                        tested(k, v, &mut out);
                     }
-                    out.push((name, data));
+                }
+                "MATCHED_VAR" => tested("", &tx.matched_var, &mut out),
+                "MATCHED_VAR_NAME" => tested("", tx.matched_name.as_bytes(), &mut out),
+                "REQBODY_ERROR" => tested("", b"0", &mut out),
+                "REQBODY_PROCESSOR" | "DURATION" | "REMOTE_ADDR" | "UNIQUE_ID" => {
+                    tested("", b"", &mut out);
+                }
+                coll => {
+                    for i in c.get(coll) {
+                        if i.name.is_empty() || keep(&i.name) {
+                            tested(&i.name, &i.value, &mut out);
+                        }
+                    }
                 }
             }
         }
+        if link.capture
+            && let Some((_, data)) = out.last()
+        {
+            tx.vars.insert("0".into(), data.clone());
+        }
         out
     }
-}
-
-/// The values a target reads: (`COLLECTION:name`, value).
-fn values(t: &Target, c: &Collections, tx: &Tx) -> Vec<(String, Vec<u8>)> {
-    let keep = |name: &str| t.pick.takes(name) && !t.excluded.iter().any(|x| x.takes(name));
-    let members: Vec<(String, Vec<u8>)> = match t.collection.as_str() {
-        "TX" => tx
-            .vars
-            .iter()
-            .filter(|(k, _)| keep(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        "MATCHED_VAR" => vec![(String::new(), tx.matched_var.clone())],
-        "MATCHED_VAR_NAME" => vec![(String::new(), tx.matched_name.clone().into_bytes())],
-        "REQBODY_ERROR" => vec![(String::new(), b"0".to_vec())],
-        "REQBODY_PROCESSOR" | "DURATION" | "REMOTE_ADDR" | "UNIQUE_ID" => {
-            vec![(String::new(), Vec::new())]
-        }
-        coll => c
-            .get(coll)
-            .iter()
-            .filter(|i: &&Item| i.name.is_empty() || keep(&i.name))
-            .map(|i| (i.name.clone(), i.value.clone()))
-            .collect(),
-    };
-    if t.count {
-        return vec![(String::new(), members.len().to_string().into_bytes())];
-    }
-    members
-        .into_iter()
-        .map(|(n, v)| {
-            let name = if n.is_empty() {
-                t.collection.clone()
-            } else {
-                format!("{}:{n}", t.collection)
-            };
-            (name, v)
-        })
-        .collect()
 }
 
 /// The head of a rule: id, phase, disruptive action, markers, message and tags.

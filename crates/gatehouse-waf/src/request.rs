@@ -4,8 +4,6 @@
 //! arguments named by their path (`json.user.name`, `json.ids.array_0`), cookies and
 //! headers as sent, the XML body's text.
 
-use std::collections::HashMap;
-
 /// One member of a collection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
@@ -56,7 +54,8 @@ impl BodyKind {
 /// A request's collections.
 #[derive(Debug, Default)]
 pub struct Collections {
-    by_name: HashMap<&'static str, Vec<Item>>,
+    /// Collections by name; a handful, so a list beats hashing the name.
+    by_name: Vec<(&'static str, Vec<Item>)>,
     /// The body could not be parsed as its Content-Type says (`REQBODY_ERROR`).
     pub body_error: Option<String>,
 }
@@ -172,13 +171,19 @@ impl Collections {
     }
 
     fn put(&mut self, name: &'static str, items: Vec<Item>) {
-        self.by_name.insert(name, items);
+        match self.by_name.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = items,
+            None => self.by_name.push((name, items)),
+        }
     }
 
     /// The members of collection `name` (upper case, as rules write it); empty when the
     /// request has none.
     pub fn get(&self, name: &str) -> &[Item] {
-        self.by_name.get(name).map_or(&[], Vec::as_slice)
+        self.by_name
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(&[], |(_, items)| items.as_slice())
     }
 }
 
