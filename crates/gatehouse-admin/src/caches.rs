@@ -9,7 +9,7 @@ use bytes::Bytes;
 use gatehouse_policies::cache_store::{CacheStore, Purge};
 use gatehouse_proxy::Gateway;
 use http::{Method, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -83,15 +83,9 @@ pub async fn endpoint(
             shared(&store, &Purge::All, false, n).await
         }
         (Method::POST, Some("purge")) => {
-            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => {
-                    return problem(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("the body must be JSON of at most {MAX_BODY} bytes"),
-                        None,
-                    );
-                }
+            let body = match crate::json_body(req, MAX_BODY).await {
+                Ok(b) => b,
+                Err(r) => return *r,
             };
             let asked = serde_json::from_slice::<PurgeRequest>(&body)
                 .map_err(|_| "the body is not a purge request")

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use gatehouse_proxy::Gateway;
 use gatehouse_store::{ConsumerInfo, Store};
 use http::{Method, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -98,15 +98,9 @@ pub async fn collection(gw: &Arc<Gateway>, req: http::Request<Incoming>) -> Resp
             let Some(store) = store else {
                 return no_store();
             };
-            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => {
-                    return problem(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("the body must be JSON of at most {MAX_BODY} bytes"),
-                        None,
-                    );
-                }
+            let body = match crate::json_body(req, MAX_BODY).await {
+                Ok(b) => b,
+                Err(r) => return *r,
             };
             let new: NewConsumer = match serde_json::from_slice(&body) {
                 Ok(n) => n,

@@ -178,6 +178,25 @@ pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener) {
     }
 }
 
+/// A write request's JSON body, at most `max` bytes; 413 problem beyond.
+pub(crate) async fn json_body(
+    req: Request<Incoming>,
+    max: usize,
+) -> Result<Bytes, Box<Response<Full<Bytes>>>> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(req.into_body(), max)
+        .collect()
+        .await
+    {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(_) => Err(Box::new(problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body must be JSON of at most {max} bytes"),
+            None,
+        ))),
+    }
+}
+
 pub(crate) fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = status;

@@ -7,7 +7,7 @@ use gatehouse_proxy::Gateway;
 use gatehouse_proxy::client_table::Ban;
 use gatehouse_proxy::protection::{Protection, key_text};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 use std::net::IpAddr;
@@ -102,15 +102,9 @@ pub async fn bans(gw: &Gateway, req: Request<Incoming>) -> Response<Full<Bytes>>
 
 /// `POST {ip, duration, reason}`: 201 with the ban.
 async fn create(p: &Protection, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body must be JSON of at most {MAX_BODY} bytes"),
-                None,
-            );
-        }
+    let body = match crate::json_body(req, MAX_BODY).await {
+        Ok(b) => b,
+        Err(r) => return *r,
     };
     let bad = |detail: String| problem(StatusCode::BAD_REQUEST, detail, None);
     let v: Value = match serde_json::from_slice(&body) {

@@ -219,9 +219,15 @@ impl ClientTable {
         t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
     }
 
+    /// Whether any ban is held (expired ones included): false lets a request skip the
+    /// ban check without reading the clock.
+    pub fn holds_bans(&self) -> bool {
+        self.ban_entries.load(Ordering::Relaxed) > 0
+    }
+
     /// Milliseconds left of `key`'s ban at `now`, if it is banned.
     pub fn banned(&self, key: IpAddr, now: u64) -> Option<u64> {
-        if self.ban_entries.load(Ordering::Relaxed) == 0 {
+        if !self.holds_bans() {
             return None;
         }
         let bans = self.bans.read().unwrap_or_else(|p| p.into_inner());

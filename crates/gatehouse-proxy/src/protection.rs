@@ -90,6 +90,9 @@ impl Protection {
     /// Milliseconds left of `ip`'s ban, if it is banned (exempt addresses never are).
     pub fn banned(&self, ip: IpAddr) -> Option<u64> {
         let t = &self.clients;
+        if !t.holds_bans() {
+            return None;
+        }
         let left = t.banned(self.key(ip), t.now())?;
         if self.exempt.contains(ip) {
             return None;

@@ -221,48 +221,37 @@ impl Engine {
                 message,
             };
             let directives = seclang::parse(text).map_err(|s| err(s.line, s.message))?;
-            let mut pending: Option<(Compiled, bool)> = None;
+            let mut pending: Option<Compiled> = None;
             for d in directives {
                 match d.kind {
                     DirectiveKind::Rule(r) => {
                         let chained = r.actions.iter().any(|a| a.name == "chain");
                         let link = e.link(&r, dir);
-                        match pending.take() {
-                            Some((mut head, _)) => {
-                                match link {
-                                    Ok(l) => head.links.push(l),
-                                    Err(why) => {
-                                        e.unsupported.push((head.id, why));
-                                        head.disabled = true;
-                                    }
-                                }
-                                if chained {
-                                    pending = Some((head, true));
-                                } else {
-                                    e.rules.push(head);
-                                }
-                            }
+                        // A chained rule extends the rule before it; any other starts one.
+                        let mut head = match pending.take() {
+                            Some(head) => head,
                             None => {
-                                let mut head =
+                                let head =
                                     head_of(&r.actions, order).map_err(|m| err(d.line, m))?;
                                 order += 1;
-                                match link {
-                                    Ok(l) => head.links.push(l),
-                                    Err(why) => {
-                                        e.unsupported.push((head.id, why));
-                                        head.disabled = true;
-                                    }
-                                }
-                                if chained {
-                                    pending = Some((head, true));
-                                } else {
-                                    e.rules.push(head);
-                                }
+                                head
                             }
+                        };
+                        match link {
+                            Ok(l) => head.links.push(l),
+                            Err(why) => {
+                                e.unsupported.push((head.id, why));
+                                head.disabled = true;
+                            }
+                        }
+                        if chained {
+                            pending = Some(head);
+                        } else {
+                            e.rules.push(head);
                         }
                     }
                     DirectiveKind::Action(actions) => {
-                        if let Some((head, _)) = pending.take() {
+                        if let Some(head) = pending.take() {
                             e.rules.push(head);
                         }
                         let mut head = head_of(&actions, order).map_err(|m| err(d.line, m))?;
@@ -278,7 +267,7 @@ impl Engine {
                         e.rules.push(head);
                     }
                     DirectiveKind::Marker(m) => {
-                        if let Some((head, _)) = pending.take() {
+                        if let Some(head) = pending.take() {
                             e.rules.push(head);
                         }
                         e.markers.insert(m, order);
@@ -286,7 +275,7 @@ impl Engine {
                     DirectiveKind::Other(..) => {}
                 }
             }
-            if let Some((head, _)) = pending.take() {
+            if let Some(head) = pending.take() {
                 e.rules.push(head);
             }
         }

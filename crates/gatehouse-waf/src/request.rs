@@ -208,16 +208,21 @@ fn url_arguments(text: &[u8]) -> Vec<Item> {
     text.split(|&b| b == b'&')
         .filter(|p| !p.is_empty())
         .map(|pair| {
-            let (n, v) = match pair.iter().position(|&b| b == b'=') {
-                Some(i) => (&pair[..i], &pair[i + 1..]),
-                None => (pair, &pair[pair.len()..]),
-            };
+            let (n, v) = name_value(pair);
             Item {
                 name: String::from_utf8_lossy(&decode(n)).into_owned(),
                 value: decode(v),
             }
         })
         .collect()
+}
+
+/// `name=value` split at the first `=`; without one, all name and an empty value.
+fn name_value(pair: &[u8]) -> (&[u8], &[u8]) {
+    match pair.iter().position(|&b| b == b'=') {
+        Some(i) => (&pair[..i], &pair[i + 1..]),
+        None => (pair, &[]),
+    }
 }
 
 /// `a=1; b=2` as sent (ModSecurity does not decode cookies).
@@ -227,10 +232,7 @@ fn cookie_pairs(header: &[u8]) -> Vec<Item> {
         .map(<[u8]>::trim_ascii)
         .filter(|p| !p.is_empty())
         .map(|pair| {
-            let (n, v) = match pair.iter().position(|&b| b == b'=') {
-                Some(i) => (&pair[..i], &pair[i + 1..]),
-                None => (pair, &pair[pair.len()..]),
-            };
+            let (n, v) = name_value(pair);
             Item {
                 name: String::from_utf8_lossy(n).into_owned(),
                 value: v.to_vec(),
