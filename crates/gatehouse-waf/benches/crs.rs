@@ -27,6 +27,17 @@ fn bench(c: &mut Criterion) {
         headers,
         body: None,
     };
+    c.bench_function("collections of the small GET", |b| {
+        b.iter(|| black_box(Collections::of(black_box(&get))))
+    });
+    let empty = Collections::default();
+    c.bench_function("CRS 3.3 PL1, empty request", |b| {
+        b.iter(|| black_box(e.inspect(black_box(&empty))))
+    });
+    let parsed = Collections::of(&get);
+    c.bench_function("CRS 3.3 PL1, small GET, rules only", |b| {
+        b.iter(|| black_box(e.inspect(black_box(&parsed))))
+    });
     c.bench_function(
         "CRS 3.3 PL1, small GET (3 args, 4 headers, 2 cookies)",
         |b| b.iter(|| black_box(e.inspect(&Collections::of(black_box(&get))))),

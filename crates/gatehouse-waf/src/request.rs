@@ -51,11 +51,48 @@ impl BodyKind {
     }
 }
 
+/// The collections a request has, in slot order: the engine resolves a rule's variable
+/// to its slot once, at load, so nothing is looked up by name per request.
+pub const COLLECTIONS: [&str; 27] = [
+    "REQUEST_METHOD",
+    "REQUEST_PROTOCOL",
+    "REQUEST_URI",
+    "REQUEST_URI_RAW",
+    "REQUEST_FILENAME",
+    "REQUEST_BASENAME",
+    "QUERY_STRING",
+    "REQUEST_LINE",
+    "REQUEST_HEADERS",
+    "REQUEST_HEADERS_NAMES",
+    "REQUEST_COOKIES",
+    "REQUEST_COOKIES_NAMES",
+    "REQUEST_BODY",
+    "REQUEST_BODY_LENGTH",
+    "XML",
+    "ARGS",
+    "ARGS_NAMES",
+    "ARGS_GET",
+    "ARGS_GET_NAMES",
+    "ARGS_POST",
+    "ARGS_POST_NAMES",
+    "ARGS_COMBINED_SIZE",
+    "FILES",
+    "FILES_NAMES",
+    "MULTIPART_PART_HEADERS",
+    "FILES_COMBINED_SIZE",
+    "REQBODY_PROCESSOR",
+];
+
+/// The slot of collection `name` (upper case, as rules write it).
+pub fn slot(name: &str) -> Option<usize> {
+    COLLECTIONS.iter().position(|n| *n == name)
+}
+
 /// A request's collections.
 #[derive(Debug, Default)]
 pub struct Collections {
-    /// Collections by name; a handful, so a list beats hashing the name.
-    by_name: Vec<(&'static str, Vec<Item>)>,
+    /// Members by slot ([`COLLECTIONS`]).
+    slots: [Vec<Item>; COLLECTIONS.len()],
     /// The body could not be parsed as its Content-Type says (`REQBODY_ERROR`).
     pub body_error: Option<String>,
 }
@@ -135,7 +172,18 @@ impl Collections {
                 "REQUEST_BODY_LENGTH",
                 single(body.len().to_string().as_bytes()),
             );
-            match BodyKind::of(content_type) {
+            let kind = BodyKind::of(content_type);
+            let processor: &[u8] = match kind {
+                BodyKind::Form => b"URLENCODED",
+                BodyKind::Json => b"JSON",
+                BodyKind::Xml => b"XML",
+                BodyKind::Multipart => b"MULTIPART",
+                BodyKind::Other => b"",
+            };
+            if !processor.is_empty() {
+                c.put("REQBODY_PROCESSOR", single(processor));
+            }
+            match kind {
                 BodyKind::Form => post = url_arguments(body),
                 BodyKind::Json => match serde_json::from_slice::<serde_json::Value>(body) {
                     Ok(v) => json_arguments(&v, "json", &mut post),
@@ -171,19 +219,20 @@ impl Collections {
     }
 
     fn put(&mut self, name: &'static str, items: Vec<Item>) {
-        match self.by_name.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => slot.1 = items,
-            None => self.by_name.push((name, items)),
+        if let Some(i) = slot(name) {
+            self.slots[i] = items;
         }
     }
 
     /// The members of collection `name` (upper case, as rules write it); empty when the
     /// request has none.
     pub fn get(&self, name: &str) -> &[Item] {
-        self.by_name
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map_or(&[], |(_, items)| items.as_slice())
+        slot(name).map_or(&[], |i| self.at(i))
+    }
+
+    /// The members of the collection in slot `i` ([`slot`]).
+    pub fn at(&self, i: usize) -> &[Item] {
+        self.slots.get(i).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -283,6 +332,7 @@ struct Part {
 fn multipart_collections(c: &mut Collections, list: Vec<Part>, post: &mut Vec<Item>) {
     let mut files = Vec::new();
     let mut headers = Vec::new();
+    let mut files_size = 0usize;
     for p in list {
         for (n, v) in &p.headers {
             let mut line = format!("{n}: ").into_bytes();
@@ -293,16 +343,26 @@ fn multipart_collections(c: &mut Collections, list: Vec<Part>, post: &mut Vec<It
             });
         }
         match p.filename {
-            Some(f) => files.push(Item {
-                name: p.name,
-                value: f.into_bytes(),
-            }),
+            Some(f) => {
+                files_size += p.data.len();
+                files.push(Item {
+                    name: p.name,
+                    value: f.into_bytes(),
+                });
+            }
             None => post.push(Item {
                 name: p.name,
                 value: p.data,
             }),
         }
     }
+    c.put(
+        "FILES_COMBINED_SIZE",
+        vec![Item {
+            name: String::new(),
+            value: files_size.to_string().into_bytes(),
+        }],
+    );
     c.put("FILES_NAMES", names(&files));
     c.put("FILES", files);
     c.put("MULTIPART_PART_HEADERS", headers);
