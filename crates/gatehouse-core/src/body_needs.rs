@@ -19,6 +19,14 @@ pub enum RequestBodyNeed {
         /// Largest body accepted.
         max: u64,
     },
+    /// The first `max` bytes (all of a shorter body) are read before the request phase
+    /// and shown in `ctx.bodies().request`, with `request_partial` set when more
+    /// follows; the client's body then goes upstream as sent, the rest streaming (an
+    /// inspector of any size of body, as a WAF, which must not refuse large uploads).
+    Prefix {
+        /// Bytes read ahead.
+        max: u64,
+    },
 }
 
 /// What a policy needs of the response body.
@@ -54,15 +62,18 @@ impl BodyNeeds {
         response: ResponseBodyNeed::Untouched,
     };
 
-    /// The needs of a chain holding both `self` and `other`: buffering wins over
-    /// filtering over nothing, and the smaller limit holds (every policy must be able to
-    /// take what it is given).
+    /// The needs of a chain holding both `self` and `other`: buffering wins over a
+    /// prefix, over filtering, over nothing; the smaller buffering limit holds (every
+    /// policy must be able to take what it is given), the larger prefix (every
+    /// inspector sees at least what it asked for).
     pub fn fold(self, other: Self) -> Self {
         use RequestBodyNeed as Rq;
         use ResponseBodyNeed as Rs;
         let request = match (self.request, other.request) {
             (Rq::Buffered { max: a }, Rq::Buffered { max: b }) => Rq::Buffered { max: a.min(b) },
             (b @ Rq::Buffered { .. }, _) | (_, b @ Rq::Buffered { .. }) => b,
+            (Rq::Prefix { max: a }, Rq::Prefix { max: b }) => Rq::Prefix { max: a.max(b) },
+            (p @ Rq::Prefix { .. }, _) | (_, p @ Rq::Prefix { .. }) => p,
             _ => Rq::Untouched,
         };
         let response = match (self.response, other.response) {
@@ -95,6 +106,10 @@ pub struct Bodies {
     /// The buffered request body, when the chain declared it; a policy may replace it,
     /// and what is here when the request phase ends goes upstream.
     pub request: Option<Bytes>,
+    /// `request` holds only the first bytes of the body (a [`RequestBodyNeed::Prefix`]
+    /// chain, the body longer than the prefix): the client's whole body goes upstream,
+    /// whatever is put in `request`.
+    pub request_partial: bool,
     /// The buffered response body, when the chain declared it; a policy may replace it,
     /// and what is here when the response phase ends goes to the client.
     pub response: Option<Bytes>,
@@ -137,6 +152,18 @@ mod tests {
         assert_eq!(
             filt.fold(rb).response,
             ResponseBodyNeed::Buffered { max: 5 }
+        );
+        let pre = |max| BodyNeeds {
+            request: RequestBodyNeed::Prefix { max },
+            response: ResponseBodyNeed::Untouched,
+        };
+        assert_eq!(
+            pre(8).fold(pre(64)).fold(filt).request,
+            RequestBodyNeed::Prefix { max: 64 }
+        );
+        assert_eq!(
+            pre(64).fold(buf(10)).request,
+            RequestBodyNeed::Buffered { max: 10 }
         );
     }
 }

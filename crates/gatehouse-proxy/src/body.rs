@@ -292,6 +292,45 @@ impl RequestBody {
         age > self.pace.read_timeout && (self.seen as f64) < rate as f64 * age.as_secs_f64()
     }
 
+    /// Reads frames until at least `n` bytes came or the body ended: the bytes, and
+    /// whether that was all of it.
+    pub async fn read_prefix(&mut self, n: u64) -> Result<(Bytes, bool), ClientFault> {
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut got = 0u64;
+        let mut ended = false;
+        while got < n {
+            match std::future::poll_fn(|cx| self.poll_client(cx)).await {
+                Some(frame) => {
+                    if let Ok(d) = frame?.into_data() {
+                        got += d.len() as u64;
+                        chunks.push(d);
+                    }
+                }
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if !ended {
+            use http_body::Body as _;
+            ended = self.is_end_stream();
+        }
+        let bytes = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.swap_remove(0),
+            _ => Bytes::from(chunks.concat()),
+        };
+        Ok((bytes, ended))
+    }
+
+    /// Puts bytes already read back in front of the rest: they go out first.
+    pub fn put_back(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.replay = Some(b);
+        }
+    }
+
     /// Reads the whole body (within its limit) into one buffer; trailers are dropped.
     pub async fn read_all(mut self) -> Result<Bytes, ClientFault> {
         let mut chunks: Vec<Bytes> = Vec::new();
@@ -326,7 +365,18 @@ impl Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         match (&self.replay, &self.inner) {
-            (Some(b), _) => SizeHint::with_exact(b.len() as u64),
+            (Some(b), None) => SizeHint::with_exact(b.len() as u64),
+            // Bytes read ahead, then the rest of the client's body.
+            (Some(b), Some(rest)) => {
+                let ahead = b.len() as u64;
+                let rest = rest.size_hint();
+                let mut h = SizeHint::new();
+                h.set_lower(rest.lower().saturating_add(ahead));
+                if let Some(upper) = rest.upper() {
+                    h.set_upper(upper.saturating_add(ahead));
+                }
+                h
+            }
             (None, Some(b)) => b.size_hint(),
             (None, None) => SizeHint::with_exact(0),
         }

@@ -177,16 +177,33 @@ async fn wait(
     flow
 }
 
-/// The request-body limit of the chain's policies that want this request's body whole
-/// (the smallest of their limits), or `None` when none does and it streams.
-pub fn request_buffer_limit(steps: &[Step], req: &http::request::Parts) -> Option<u64> {
-    steps
-        .iter()
-        .filter_map(|s| match s.policy.body_needs().request {
-            RequestBodyNeed::Buffered { max } => s.policy.buffers_request(req).then_some(max),
-            RequestBodyNeed::Untouched => None,
-        })
-        .min()
+/// How much of this request's body the chain reads before its request phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRead {
+    /// All of it, within the smallest limit of the policies that want it whole.
+    Whole(u64),
+    /// The largest prefix the inspecting policies asked for; the rest streams.
+    Prefix(u64),
+}
+
+/// What the chain's policies want read of this request's body: whole (the smallest of
+/// their limits) if any wants it whole, else the largest prefix asked, or `None` when
+/// none wants it and it streams.
+pub fn request_body_read(steps: &[Step], req: &http::request::Parts) -> Option<BodyRead> {
+    let mut whole: Option<u64> = None;
+    let mut prefix: Option<u64> = None;
+    for s in steps {
+        match s.policy.body_needs().request {
+            RequestBodyNeed::Buffered { max } if s.policy.buffers_request(req) => {
+                whole = Some(whole.map_or(max, |w| w.min(max)));
+            }
+            RequestBodyNeed::Prefix { max } if s.policy.buffers_request(req) => {
+                prefix = Some(prefix.map_or(max, |p| p.max(max)));
+            }
+            _ => {}
+        }
+    }
+    whole.map(BodyRead::Whole).or(prefix.map(BodyRead::Prefix))
 }
 
 /// The response-body limit of the policies that ran and want this response's body
@@ -222,6 +239,25 @@ pub async fn buffer_request(
     RequestBody::new(body, Some(limit), meter.clone(), pace)
         .read_all()
         .await
+}
+
+/// Reads at least the first `prefix` bytes of the client's body (all of a shorter one;
+/// `limit` bounds the whole body as it streams on). The bytes read, and the body that
+/// still has the rest when they are not all of it.
+pub async fn read_request_prefix(
+    body: Incoming,
+    prefix: u64,
+    limit: Option<u64>,
+    meter: &std::sync::Arc<BodyMeter>,
+    pace: crate::body::BodyPace,
+) -> Result<(Bytes, Option<RequestBody>), ClientFault> {
+    let mut b = RequestBody::new(body, limit, meter.clone(), pace);
+    let (head, ended) = b.read_prefix(prefix).await?;
+    if ended {
+        return Ok((head, None));
+    }
+    b.put_back(head.clone());
+    Ok((head, Some(b)))
 }
 
 /// Makes the request head describe the buffered body the chain leaves (a policy may have

@@ -269,7 +269,9 @@ pub async fn handle(
     // Only the policies that want this request's body (by its head) bound it.
     let wanted = match route.needs.request {
         RequestBodyNeed::Untouched => None,
-        RequestBodyNeed::Buffered { .. } => chain::request_buffer_limit(&route.policies, &parts),
+        RequestBodyNeed::Buffered { .. } | RequestBodyNeed::Prefix { .. } => {
+            chain::request_body_read(&route.policies, &parts)
+        }
     };
     let body = match (body, wanted) {
         // Nothing to read: an empty body, as buffered.
@@ -278,7 +280,33 @@ pub async fn handle(
             ClientBody::Buffered
         }
         (Inbound::Client(body), None) => ClientBody::Stream(body, conn.body_pace),
-        (Inbound::Client(body), Some(max)) => {
+        (Inbound::Client(body), Some(chain::BodyRead::Prefix(n))) => {
+            let read = chain::read_request_prefix(
+                body,
+                n,
+                route.max_body_size,
+                &finish.bytes_in,
+                conn.body_pace,
+            )
+            .await;
+            match read {
+                Ok((head, rest)) => {
+                    let bodies = finish.ctx.bodies();
+                    bodies.request = Some(head);
+                    bodies.request_partial = rest.is_some();
+                    match rest {
+                        Some(rest) => ClientBody::Prefixed(rest),
+                        None => ClientBody::Buffered,
+                    }
+                }
+                Err(fault) => {
+                    finish.ctx.offence = fault.offence();
+                    let r = crate::error::answer(&fault, &finish.ctx.request_id, 0);
+                    return local(r, finish);
+                }
+            }
+        }
+        (Inbound::Client(body), Some(chain::BodyRead::Whole(max))) => {
             let limit = route.max_body_size.map_or(max, |m| m.min(max));
             match chain::buffer_request(body, limit, &finish.bytes_in, conn.body_pace).await {
                 Ok(b) => finish.ctx.bodies().request = Some(b),
@@ -352,6 +380,8 @@ pub async fn handle(
 enum ClientBody {
     Stream(Incoming, crate::body::BodyPace),
     Buffered,
+    /// Its first bytes read for the policies (and kept in front), the rest unread.
+    Prefixed(RequestBody),
 }
 
 async fn run_action(
@@ -481,6 +511,10 @@ async fn proxy(
                 let b = finish.ctx.bodies().request.take().unwrap_or_default();
                 chain::settle_request_body(&mut parts, &b);
                 attempts::Payload::Replay(b)
+            }
+            ClientBody::Prefixed(rest) => {
+                finish.ctx.bodies().request = None;
+                attempts::Payload::Stream(rest)
             }
         };
         finish.body_wait_before_send = finish.bytes_in.wait();

@@ -123,6 +123,52 @@ const BODY_TAP: PolicyKind = PolicyKind {
     },
 };
 
+/// `type: body_peek`: reads a prefix of the request body and reports what it saw in
+/// `x-peek: <bytes>/<partial>` to the upstream.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct BodyPeekConfig {
+    prefix: gatehouse_config::Size,
+}
+
+#[derive(Debug)]
+struct BodyPeek {
+    name: String,
+    prefix: u64,
+}
+
+impl Policy for BodyPeek {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn body_needs(&self) -> BodyNeeds {
+        BodyNeeds {
+            request: RequestBodyNeed::Prefix { max: self.prefix },
+            response: ResponseBodyNeed::Untouched,
+        }
+    }
+    fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
+        let bodies = ctx.bodies();
+        let seen = bodies.request.as_ref().map_or(0, Bytes::len);
+        let partial = bodies.request_partial;
+        let v = HeaderValue::from_str(&format!("{seen}/{partial}")).unwrap();
+        req.headers.insert("x-peek", v);
+        Flow::Continue
+    }
+}
+
+const BODY_PEEK: PolicyKind = PolicyKind {
+    name: "body_peek",
+    schema: |g| g.subschema_for::<BodyPeekConfig>(),
+    build: |b: &Build<'_>| -> BuildResult {
+        let c: BodyPeekConfig = b.settings()?;
+        Ok(Arc::new(BodyPeek {
+            name: b.name.into(),
+            prefix: c.prefix.0,
+        }))
+    },
+};
+
 /// `type: frame_tally`: a response filter that replaces every byte with `y`, counts the
 /// bytes and frames it saw, and appends `|bytes=N|end` at the end of the stream.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -398,6 +444,7 @@ fn embedded(yaml: &str) -> Embedded {
     Embedded::builder()
         .policy_kind(SLOW_GATE)
         .policy_kind(BODY_TAP)
+        .policy_kind(BODY_PEEK)
         .policy_kind(FRAME_TALLY)
         .policy_kind(BODY_SIZE)
         .policy_kind(COUNTER)
@@ -561,6 +608,66 @@ routes:
         hits,
         "no upstream was contacted for the oversized body"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_prefix_is_shown_to_the_policy_and_the_whole_body_still_goes_upstream() {
+    let a = Backend::start("a", Kind::Echo).await;
+    let g = embedded(&format!(
+        r#"
+listeners:
+  - name: public
+    address: "127.0.0.1:0"
+upstreams:
+  u:
+    targets: [{{ address: "{a}" }}]
+policies:
+  peek:
+    type: body_peek
+    prefix: 1KiB
+routes:
+  - name: peeked
+    policies: [peek]
+    upstream: u
+    max_body_size: 1MiB
+"#,
+        a = a.addr
+    ));
+    let c = Client::new();
+    let base = url(&g);
+    // A short body is read whole: not partial, and sent as it came.
+    let r = c.send(post(&format!("{base}/up"), b"hello")).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let v = r.json();
+    assert_eq!(v["headers"]["x-peek"], "5/false");
+    assert_eq!(v["body"], "hello");
+    // A long one: the policy saw at least its prefix, the upstream got every byte.
+    let long: String = (0..200_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let req = http::Request::post(format!("{base}/up"))
+        .body(Full::new(Bytes::from(long.clone())))
+        .unwrap();
+    let r = c.send(req).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let v = r.json();
+    let peek = v["headers"]["x-peek"].as_str().unwrap().to_string();
+    let (seen, partial) = peek.split_once('/').unwrap();
+    let seen: usize = seen.parse().unwrap();
+    assert!((1024..200_000).contains(&seen), "{peek}");
+    assert_eq!(partial, "true");
+    // The echo shows the body's first KiB and counts the rest.
+    assert_eq!(v["body_len"], 200_000, "the whole body went upstream");
+    assert!(long.starts_with(v["body"].as_str().unwrap()));
+    assert_eq!(v["headers"]["content-length"], "200000");
+    // The route's max_body_size still bounds the whole body, not only the prefix.
+    let huge = vec![b'x'; 2 << 20];
+    let req = http::Request::post(format!("{base}/up"))
+        .header("content-type", "application/octet-stream")
+        .body(Full::new(Bytes::from(huge)))
+        .unwrap();
+    let r = c.send(req).await.unwrap();
+    assert_problem(&r, 413);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
