@@ -56,6 +56,10 @@ pub struct RequestCtx {
     /// Set when the answer refuses abuse (a rate limit, the WAF, a bot filter...): the
     /// finish phase counts it against the client (`protection.ban`).
     pub offence: Option<crate::Offence>,
+    /// Objects policies add to the request's access-log line, each under its own key
+    /// (`waf`); a request with any is logged whatever the sampling. Keys never replace
+    /// the line's own fields.
+    pub log: Vec<(&'static str, serde_json::Value)>,
     /// Name of the upstream the request was sent to (the split side, for a split).
     pub upstream: Option<Arc<str>>,
     /// Upstream target address that served the request.
@@ -87,6 +91,7 @@ impl RequestCtx {
             params: Vec::new(),
             short_circuit: None,
             offence: None,
+            log: Vec::new(),
             upstream: None,
             upstream_target: None,
             attempts: 0,

@@ -7,6 +7,36 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::SystemTime;
 
+/// The line's own fields: a policy's annotation under one of these names is left out.
+pub const FIELDS: &[&str] = &[
+    "timestamp",
+    "request_id",
+    "trace_id",
+    "client_ip",
+    "listener",
+    "consumer",
+    "method",
+    "host",
+    "path",
+    "query",
+    "http_version",
+    "user_agent",
+    "device",
+    "status",
+    "bytes_in",
+    "bytes_out",
+    "route",
+    "upstream",
+    "upstream_target",
+    "attempts",
+    "upstream_latency_ms",
+    "total_latency_ms",
+    "phases",
+    "short_circuit",
+    "error",
+    "sample_rate",
+];
+
 /// One request as logged and as kept for `GET /admin/transactions`. Latencies are
 /// milliseconds with microsecond precision.
 #[derive(Debug, Clone, Serialize)]
@@ -68,6 +98,9 @@ pub struct AccessRecord {
     /// share (`access_log.sample`), so counts can be scaled back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample_rate: Option<f64>,
+    /// Objects policies added (`waf`: ...), each under its key.
+    #[serde(flatten)]
+    pub annotations: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Per-phase timings in milliseconds.

@@ -71,6 +71,8 @@ pub struct Transaction {
     pub short_circuit: Option<(String, &'static str)>,
     /// Error detail of a response the gateway made.
     pub error: Option<String>,
+    /// What policies added to the line (`RequestCtx::log`).
+    pub annotations: Vec<(&'static str, serde_json::Value)>,
 }
 
 /// The version as written in a request line.
@@ -140,6 +142,12 @@ impl Transaction {
                 }),
             error: self.error.clone(),
             sample_rate,
+            annotations: self
+                .annotations
+                .iter()
+                .filter(|(k, _)| !crate::access_log::FIELDS.contains(k))
+                .map(|(k, v)| ((*k).to_string(), v.clone()))
+                .collect(),
         }
     }
 }

@@ -44,6 +44,7 @@ fn transaction(ip: IpAddr, conn: &Arc<Connection>, i: u32) -> Transaction {
         breakdown: Breakdown::default(),
         short_circuit: None,
         error: None,
+        annotations: Vec::new(),
     }
 }
 
@@ -88,4 +89,33 @@ fn a_million_clients_leave_the_lists_and_the_ring_within_their_size() {
         "{}",
         top::memory_bytes()
     );
+}
+
+/// Policies' annotations (`RequestCtx::log`) land on the line under their keys, and
+/// never replace one of the line's own fields.
+#[test]
+fn annotations_join_the_line_without_replacing_its_fields() {
+    let peer = "127.0.0.1:9000".parse().unwrap();
+    let conn = Arc::new(Connection::plain(peer, peer, "public".into()));
+    let mut t = transaction(IpAddr::V4(Ipv4Addr::LOCALHOST), &conn, 1);
+    let plain = serde_json::to_value(t.record(None)).unwrap();
+    let keys: Vec<&str> = plain
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    for k in &keys {
+        assert!(
+            gatehouse_observe::access_log::FIELDS.contains(k),
+            "{k} is a field of the line: FIELDS must list it"
+        );
+    }
+    t.annotations = vec![
+        ("waf", serde_json::json!({"action": "detected"})),
+        ("status", serde_json::json!("replaced?")),
+    ];
+    let line = serde_json::to_value(t.record(None)).unwrap();
+    assert_eq!(line["waf"]["action"], "detected");
+    assert_eq!(line["status"], 200);
 }

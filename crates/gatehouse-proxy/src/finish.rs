@@ -98,8 +98,11 @@ impl Drop for Finish {
             self.tally(route, total, &breakdown);
         }
         let logged = if snap.access_log.is_on() {
-            snap.log_sampling
-                .decide(self.status, total, ctx.short_circuit.is_some())
+            snap.log_sampling.decide(
+                self.status,
+                total,
+                ctx.short_circuit.is_some() || !ctx.log.is_empty(),
+            )
         } else {
             None
         };
@@ -136,6 +139,7 @@ impl Drop for Finish {
             breakdown,
             short_circuit: ctx.short_circuit.take().map(|s| (s.policy, s.reason)),
             error: self.error.take(),
+            annotations: std::mem::take(&mut ctx.log),
         };
         if logged.is_some() {
             snap.access_log.write(&tx.record(logged));
