@@ -241,7 +241,7 @@ pub(crate) mod tests {
         assert_eq!(e[0].path, "policies.p.type");
         assert_eq!(
             e[0].message,
-            "unknown value \"nope\"; expected one of: headers, ip_filter, api_key, basic_auth, acl, rbac, mtls_auth, jwt, oauth2_introspection, http_signature, cors, rate_limit, concurrency_limit, quota, compress, json_schema, transform, cache, bot_filter"
+            "unknown value \"nope\"; expected one of: headers, ip_filter, api_key, basic_auth, acl, rbac, mtls_auth, jwt, oauth2_introspection, http_signature, cors, rate_limit, concurrency_limit, quota, compress, json_schema, transform, cache, bot_filter, waf"
         );
     }
 }

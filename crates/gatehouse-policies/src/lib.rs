@@ -42,6 +42,7 @@ pub mod refusal;
 pub mod shared_limit;
 pub mod token_key;
 pub mod transform;
+pub mod waf;
 pub mod xml_json;
 
 pub use kind::{Build, BuildResult, Kind, Kinds};
@@ -67,6 +68,7 @@ pub const BUILTIN: &[Kind] = &[
     transform::KIND,
     cache::KIND,
     bot_filter::KIND,
+    waf::KIND,
 ];
 
 /// The consumer a credential of `c` authenticates, as the authenticating kinds record it.

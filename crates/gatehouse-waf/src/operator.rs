@@ -162,6 +162,29 @@ impl Operator {
             .map_err(|e| format!("phrase list: {e}"))
     }
 
+    /// The groups of a regex operator's first match in `value` (the whole match first,
+    /// unmatched groups empty); nothing for other operators or no match.
+    pub fn captures(&self, value: &[u8]) -> Vec<Vec<u8>> {
+        match self {
+            Self::Rx(re) => re.captures(value).map_or_else(Vec::new, |c| {
+                c.iter()
+                    .map(|g| g.map_or_else(Vec::new, |m| m.as_bytes().to_vec()))
+                    .collect()
+            }),
+            Self::FancyRx(re) => {
+                let text = String::from_utf8_lossy(value);
+                match re.captures(text.as_ref()) {
+                    Ok(Some(c)) => c
+                        .iter()
+                        .map(|g| g.map_or_else(Vec::new, |m| m.as_str().as_bytes().to_vec()))
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Tests `value`; what matched, if it did.
     pub fn test(&self, value: &[u8]) -> Option<Found> {
         let whole = || Some(Found(value.to_vec()));

@@ -97,6 +97,45 @@ pub struct Collections {
     pub body_error: Option<String>,
 }
 
+/// A part of requests a policy's exclusions keep from the rules (`arg:q`, `header:x`,
+/// `cookie:c`, `path`, `body`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Excluded {
+    /// A query, form or JSON argument (`a.b` for JSON's `json.a.b`), without case.
+    Arg(String),
+    /// A header, without case.
+    Header(String),
+    /// A cookie, without case.
+    Cookie(String),
+    /// The path (the file name, its base name, the path in the URI and request line).
+    Path,
+    /// The body: raw, its arguments, XML and multipart files.
+    Body,
+}
+
+impl Excluded {
+    /// Reads `arg:NAME`, `header:NAME`, `cookie:NAME`, `path` or `body`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let named = |n: &str, kind: &str| {
+            if n.is_empty() {
+                Err(format!("{kind}: names nothing"))
+            } else {
+                Ok(n.to_string())
+            }
+        };
+        match s.split_once(':') {
+            Some(("arg", n)) => Ok(Self::Arg(named(n, "arg")?)),
+            Some(("header", n)) => Ok(Self::Header(named(n, "header")?)),
+            Some(("cookie", n)) => Ok(Self::Cookie(named(n, "cookie")?)),
+            None if s == "path" => Ok(Self::Path),
+            None if s == "body" => Ok(Self::Body),
+            _ => Err(format!(
+                "{s:?} is not a target: arg:NAME, header:NAME, cookie:NAME, path or body"
+            )),
+        }
+    }
+}
+
 /// The parts of a request the collections are made from.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestParts<'a> {
@@ -230,10 +269,81 @@ impl Collections {
         slot(name).map_or(&[], |i| self.at(i))
     }
 
+    /// Takes `x` out of the collections, so no rule reads it.
+    pub fn exclude(&mut self, x: &Excluded) {
+        let named = |n: &str| {
+            let n = n.to_string();
+            move |i: &Item| {
+                i.name.eq_ignore_ascii_case(&n)
+                    || i.name
+                        .strip_prefix("json.")
+                        .is_some_and(|j| j.eq_ignore_ascii_case(&n))
+            }
+        };
+        match x {
+            Excluded::Arg(n) => {
+                for c in ["ARGS", "ARGS_GET", "ARGS_POST"] {
+                    self.remove(c, named(n));
+                }
+            }
+            Excluded::Header(n) => self.remove("REQUEST_HEADERS", named(n)),
+            Excluded::Cookie(n) => self.remove("REQUEST_COOKIES", named(n)),
+            Excluded::Path => {
+                for c in ["REQUEST_FILENAME", "REQUEST_BASENAME"] {
+                    self.put(c, Vec::new());
+                }
+                for c in ["REQUEST_URI", "REQUEST_URI_RAW", "REQUEST_LINE"] {
+                    if let Some(i) = slot(c) {
+                        for item in &mut self.slots[i] {
+                            item.value = without_path(&item.value);
+                        }
+                    }
+                }
+            }
+            Excluded::Body => {
+                for c in [
+                    "REQUEST_BODY",
+                    "XML",
+                    "ARGS_POST",
+                    "ARGS_POST_NAMES",
+                    "FILES",
+                    "FILES_NAMES",
+                    "MULTIPART_PART_HEADERS",
+                ] {
+                    self.put(c, Vec::new());
+                }
+                let get = self.get("ARGS_GET").to_vec();
+                self.put("ARGS_NAMES", names(&get));
+                self.put("ARGS", get);
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &'static str, matches: impl Fn(&Item) -> bool) {
+        if let Some(i) = slot(name) {
+            self.slots[i].retain(|item| !matches(item));
+        }
+    }
+
     /// The members of the collection in slot `i` ([`slot`]).
     pub fn at(&self, i: usize) -> &[Item] {
         self.slots.get(i).map_or(&[], Vec::as_slice)
     }
+}
+
+/// A URI or request line with its path replaced by `/` (the query kept).
+fn without_path(v: &[u8]) -> Vec<u8> {
+    let Some(start) = v.iter().position(|&b| b == b'/') else {
+        return v.to_vec();
+    };
+    let end = v[start..]
+        .iter()
+        .position(|&b| b == b'?' || b == b' ')
+        .map_or(v.len(), |e| start + e);
+    let mut out = v[..start].to_vec();
+    out.push(b'/');
+    out.extend_from_slice(&v[end..]);
+    out
 }
 
 /// The names of `items`, as a collection of their own (`ARGS_NAMES`, ...).
@@ -552,6 +662,55 @@ mod tests {
             pair("Host", "shop.example")
         );
         assert!(c.get("REQUEST_BODY").is_empty() && c.get("XML").is_empty());
+    }
+
+    #[test]
+    fn exclusions_take_parts_out_of_every_collection_that_holds_them() {
+        let headers: &[(&str, &[u8])] = &[
+            ("Host", b"shop.example"),
+            ("X-Note", b"<script>"),
+            ("Cookie", b"sid=1; pref=x"),
+            ("Content-Type", b"application/json"),
+        ];
+        let parts = RequestParts {
+            method: "POST",
+            target: "/a/b.php?q=1&keep=2",
+            protocol: "HTTP/1.1",
+            headers,
+            body: Some(br#"{"user":{"name":"x"},"q":"y"}"#),
+        };
+        let mut c = Collections::of(&parts);
+        for x in [
+            "arg:q",
+            "arg:user.name",
+            "header:x-note",
+            "cookie:SID",
+            "path",
+        ] {
+            c.exclude(&Excluded::parse(x).unwrap());
+        }
+        assert_eq!(values(&c, "ARGS"), [pair("keep", "2")]);
+        assert_eq!(values(&c, "ARGS_GET"), [pair("keep", "2")]);
+        assert!(c.get("ARGS_POST").is_empty());
+        assert_eq!(values(&c, "REQUEST_COOKIES"), [pair("pref", "x")]);
+        assert!(
+            !values(&c, "REQUEST_HEADERS")
+                .iter()
+                .any(|h| h.0 == "X-Note")
+        );
+        assert!(c.get("REQUEST_FILENAME").is_empty());
+        assert_eq!(values(&c, "REQUEST_URI")[0].1, "/?q=1&keep=2");
+        assert_eq!(
+            values(&c, "REQUEST_LINE")[0].1,
+            "POST /?q=1&keep=2 HTTP/1.1"
+        );
+        let mut c = Collections::of(&parts);
+        c.exclude(&Excluded::Body);
+        assert!(c.get("REQUEST_BODY").is_empty());
+        assert_eq!(values(&c, "ARGS").len(), 2, "the query's arguments stay");
+        for bad in ["arg:", "query:x", "paths"] {
+            assert!(Excluded::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
