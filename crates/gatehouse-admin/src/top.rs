@@ -125,6 +125,18 @@ pub fn attackers(
         m.insert("client_errors".into(), json!(c.client_errors));
         m.insert("requests".into(), json!(c.requests));
         m.insert("reasons".into(), Value::Object(reasons));
+        let attacks: Map<String, Value> = c
+            .attacks
+            .iter()
+            .map(|(a, n)| ((*a).to_string(), json!(n)))
+            .collect();
+        m.insert("attacks".into(), Value::Object(attacks));
+        let rules: Map<String, Value> = c
+            .rules
+            .iter()
+            .map(|(r, n)| (r.to_string(), json!(n)))
+            .collect();
+        m.insert("rules".into(), Value::Object(rules));
         let banned_until = match &e.key {
             Client::Ip(ip) => {
                 let t = &protection.clients;

@@ -60,6 +60,9 @@ pub struct RequestCtx {
     /// (`waf`); a request with any is logged whatever the sampling. Keys never replace
     /// the line's own fields.
     pub log: Vec<(&'static str, serde_json::Value)>,
+    /// What an attack-detecting policy found (blocked or only detected): counted for
+    /// the client in the Top-N attackers.
+    pub attack: Option<Box<crate::Attack>>,
     /// Name of the upstream the request was sent to (the split side, for a split).
     pub upstream: Option<Arc<str>>,
     /// Upstream target address that served the request.
@@ -92,6 +95,7 @@ impl RequestCtx {
             short_circuit: None,
             offence: None,
             log: Vec::new(),
+            attack: None,
             upstream: None,
             upstream_target: None,
             attempts: 0,

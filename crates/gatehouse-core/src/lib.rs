@@ -3,6 +3,7 @@
 //! responses. It performs no I/O and depends on no other crate of ours, so every layer
 //! above can speak it.
 
+pub mod attack;
 pub mod body_needs;
 pub mod connection;
 pub mod consumer;
@@ -15,6 +16,7 @@ pub mod problem;
 pub mod state;
 pub mod trace;
 
+pub use attack::Attack;
 pub use body_needs::{
     Bodies, BodyFilter, BodyNeeds, FilterError, RequestBodyNeed, ResponseBodyNeed,
 };

@@ -24,7 +24,14 @@ pub struct Counts {
     pub bytes: u64,
     /// `policy/reason` of the refusals, at most [`MAX_REASONS`] of them (the first seen).
     pub reasons: Vec<(std::sync::Arc<str>, u64)>,
+    /// Attack types a policy found (`RequestCtx::attack`), at most [`MAX_REASONS`].
+    pub attacks: Vec<(&'static str, u64)>,
+    /// Ids of the rules that matched, at most [`MAX_RULES`] (the first seen).
+    pub rules: Vec<(u32, u64)>,
 }
+
+/// Rule ids kept per client.
+pub const MAX_RULES: usize = 16;
 
 /// Refusal reasons kept per client.
 pub const MAX_REASONS: usize = 8;
@@ -39,6 +46,30 @@ impl Counts {
         self.bytes += o.bytes;
         for (r, n) in &o.reasons {
             self.reason(r, *n);
+        }
+        for (a, n) in &o.attacks {
+            self.attack(a, *n);
+        }
+        for (r, n) in &o.rules {
+            self.rule(*r, *n);
+        }
+    }
+
+    /// Counts `n` requests with attack type `kind`.
+    pub fn attack(&mut self, kind: &'static str, n: u64) {
+        if let Some(e) = self.attacks.iter_mut().find(|(k, _)| *k == kind) {
+            e.1 += n;
+        } else if self.attacks.len() < MAX_REASONS {
+            self.attacks.push((kind, n));
+        }
+    }
+
+    /// Counts `n` matches of rule `id`.
+    pub fn rule(&mut self, id: u32, n: u64) {
+        if let Some(e) = self.rules.iter_mut().find(|(r, _)| *r == id) {
+            e.1 += n;
+        } else if self.rules.len() < MAX_RULES {
+            self.rules.push((id, n));
         }
     }
 
@@ -247,6 +278,24 @@ mod tests {
             requests: 1,
             ..Counts::default()
         }
+    }
+
+    #[test]
+    fn attacks_and_rules_are_counted_within_their_bounds() {
+        let mut c = Counts::default();
+        for id in 0..40u32 {
+            c.rule(id, 1);
+            c.attack(["sqli", "xss"][id as usize % 2], 1);
+        }
+        c.rule(3, 2);
+        assert_eq!(c.rules.len(), MAX_RULES);
+        assert_eq!(c.rules[3], (3, 3));
+        assert_eq!(c.attacks, [("sqli", 20), ("xss", 20)]);
+        let mut d = Counts::default();
+        d.add(&c);
+        d.add(&c);
+        assert_eq!(d.attacks[0], ("sqli", 40));
+        assert_eq!(d.rules.len(), MAX_RULES);
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub struct Hit<'a> {
     pub refused: Option<(&'a str, &'static str)>,
     /// Response body bytes.
     pub bytes: u64,
+    /// What an attack-detecting policy found in it.
+    pub attack: Option<&'a gatehouse_core::Attack>,
 }
 
 /// Distinct clients a worker buffers before it folds them into the shared lists.
@@ -110,6 +112,14 @@ impl Buffer {
 fn count(c: &mut Counts, hit: &Hit<'_>, reason: Option<&Arc<str>>) {
     c.requests += 1;
     c.bytes += hit.bytes;
+    if let Some(a) = hit.attack {
+        for k in &a.kinds {
+            c.attack(k, 1);
+        }
+        for r in &a.rules {
+            c.rule(*r, 1);
+        }
+    }
     match reason {
         Some(r) => {
             c.blocked += 1;

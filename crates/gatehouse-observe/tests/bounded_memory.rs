@@ -57,6 +57,10 @@ fn a_million_clients_leave_the_lists_and_the_ring_within_their_size() {
     let peer = "192.0.2.1:1000".parse().unwrap();
     let conn = Arc::new(Connection::plain(peer, peer, "public".into()));
 
+    let attack = gatehouse_core::Attack {
+        kinds: vec!["sqli", "xss"],
+        rules: vec![942100, 941100, 949110],
+    };
     // Fill the ring and the lists once, then measure what a million more clients add.
     let feed = |from: u32, n: u32| {
         for i in from..from + n {
@@ -67,6 +71,7 @@ fn a_million_clients_leave_the_lists_and_the_ring_within_their_size() {
                 status: if i % 7 == 0 { 404 } else { 200 },
                 refused: (i % 11 == 0).then_some(("waf", "attack")),
                 bytes: 512,
+                attack: (i % 11 == 0).then_some(&attack),
             });
             transactions::keep(transaction(ip, &conn, i));
         }

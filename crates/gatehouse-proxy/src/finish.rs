@@ -179,6 +179,7 @@ impl Finish {
                 .filter(|sc| sc.status >= 400)
                 .map(|sc| (sc.policy.as_str(), sc.reason)),
             bytes: self.bytes_out,
+            attack: ctx.attack.as_deref(),
         });
         stats::record(&stats::Outcome {
             route: ctx.route.as_ref(),
