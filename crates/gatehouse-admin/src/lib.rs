@@ -17,6 +17,7 @@ pub mod scrape;
 mod top;
 mod traffic;
 mod transactions;
+mod waf;
 
 use bytes::Bytes;
 use gatehouse_core::{Problem, problem_response};
@@ -459,6 +460,10 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
             })
         }
         (&Method::GET, "/admin/protection") => protection::overview(gw),
+        (&Method::GET, "/admin/protection/waf") => waf::overview(gw),
+        (&Method::GET, path) if path.starts_with("/admin/protection/incidents/") => {
+            waf::incident(gw, &path["/admin/protection/incidents/".len()..])
+        }
         (_, path)
             if path == "/admin/protection/bans" || path.starts_with("/admin/protection/bans/") =>
         {

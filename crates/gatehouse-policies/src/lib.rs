@@ -22,6 +22,7 @@ pub mod freshness;
 pub mod headers;
 pub mod http_signature;
 pub mod idp_client;
+pub mod incident;
 pub mod ip_filter;
 pub mod json_edit;
 pub mod json_instance;
@@ -43,6 +44,7 @@ pub mod shared_limit;
 pub mod token_key;
 pub mod transform;
 pub mod waf;
+pub mod waf_tally;
 pub mod xml_json;
 
 pub use kind::{Build, BuildResult, Kind, Kinds};

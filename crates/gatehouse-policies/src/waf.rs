@@ -5,14 +5,16 @@
 //! `anomaly_threshold` is refused (403, a `waf` offence toward `protection.ban`); in
 //! `detect` mode it goes on. Both put the verdict on the access-log line under `waf`.
 
+use crate::incident::{Incident, Incidents, Match};
+use crate::waf_tally::WafTally;
 use crate::{Build, BuildResult, Kind};
 use gatehouse_config::Size;
 use gatehouse_config::validate::Issue;
 use gatehouse_core::{
-    BodyNeeds, Flow, Offence, Policy, Problem, RequestBodyNeed, RequestCtx, ResponseBodyNeed,
-    problem_response,
+    BodyNeeds, Fingerprint, Flow, Offence, Policy, Problem, RequestBodyNeed, RequestCtx,
+    ResponseBodyNeed, problem_response,
 };
-use gatehouse_waf::engine::{Engine, RuleFilter, Verdict};
+use gatehouse_waf::engine::{Engine, LoadError, RuleFilter, Verdict};
 use gatehouse_waf::request::{Collections, Excluded, RequestParts};
 use http::StatusCode;
 use schemars::JsonSchema;
@@ -232,11 +234,42 @@ fn build(b: &Build<'_>) -> BuildResult {
         ("inbound_anomaly_score_threshold", threshold.as_str()),
         ("allowed_methods", methods.as_str()),
     ];
-    let engine = Engine::load_crs(&dir, &presets)
-        .map_err(|e| vec![b.issue(Some("crs_dir"), format!("a rules file cannot be used: {e}"))])?;
+    // Policies with the same rules and levels share one compiled rule set, kept across
+    // reloads while the rules files stay as they were.
+    let key = format!("{}|{presets:?}", dir.display());
+    let engine = b.state.get_or_build(
+        "waf_engine",
+        &key,
+        Fingerprint::of(&rules_files(&dir)),
+        |_: Option<&Result<Engine, LoadError>>| Engine::load_crs(&dir, &presets),
+    );
+    if let Err(e) = &*engine {
+        return Err(vec![b.issue(
+            Some("crs_dir"),
+            format!("a rules file cannot be used: {e}"),
+        )]);
+    }
+    let mode = match c.mode {
+        Mode::Block => "block",
+        Mode::Detect => "detect",
+    };
+    let tally = b.state.get_or_build(
+        crate::waf_tally::STATE,
+        b.name,
+        Fingerprint::of(&mode),
+        |old| WafTally::new(mode, old),
+    );
+    let (kind, name) = crate::incident::STATE;
+    let incidents = b
+        .state
+        .get_or_build(kind, name, Fingerprint(0), |_: Option<&Incidents>| {
+            Incidents::default()
+        });
     Ok(Arc::new(Waf {
         name: b.name.to_string(),
         mode: c.mode,
+        tally,
+        incidents,
         engine,
         threshold: i64::from(c.anomaly_threshold),
         limit: c.body_inspection_limit.0,
@@ -245,12 +278,33 @@ fn build(b: &Build<'_>) -> BuildResult {
     }))
 }
 
+/// The rules files of `dir` with their sizes and times: what a reload compares to know
+/// whether the rules changed.
+fn rules_files(
+    dir: &std::path::Path,
+) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((e.path(), m.len(), m.modified().ok()))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 /// The compiled WAF.
 #[derive(Debug)]
 pub struct Waf {
     name: String,
     mode: Mode,
-    engine: Engine,
+    tally: Arc<WafTally>,
+    incidents: Arc<Incidents>,
+    /// Always `Ok`: a build with a rules error fails.
+    engine: Arc<Result<Engine, LoadError>>,
     threshold: i64,
     limit: u64,
     oversize: OversizeBody,
@@ -307,7 +361,10 @@ impl Waf {
             }
             skip.merge(&x.rules);
         }
-        self.engine.inspect_except(&c, &skip)
+        match &*self.engine {
+            Ok(e) => e.inspect_except(&c, &skip),
+            Err(_) => Verdict::default(),
+        }
     }
 }
 
@@ -333,6 +390,7 @@ impl Policy for Waf {
 
     fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
         let v = self.judge(req, ctx);
+        self.tally.inspected();
         let blocked = v.denied || v.anomaly_score >= self.threshold;
         let hits: Vec<_> = v.hits.iter().filter(|h| !evaluation(h.id)).collect();
         if !blocked && hits.is_empty() {
@@ -344,6 +402,39 @@ impl Policy for Waf {
         attacks.dedup();
         let refuse = blocked && self.mode == Mode::Block;
         let action = if refuse { "blocked" } else { "detected" };
+        self.tally
+            .matched(refuse, hits.iter().map(|h| (h.id, h.attack())));
+        let mut rules: Vec<u32> = hits.iter().map(|h| h.id).collect();
+        rules.dedup();
+        ctx.attack = Some(Box::new(gatehouse_core::Attack {
+            kinds: attacks.clone(),
+            rules,
+        }));
+        self.incidents.record(Incident {
+            id: incident.clone(),
+            time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            request_id: ctx.request_id.clone(),
+            policy: self.name.clone(),
+            action,
+            score: v.anomaly_score,
+            client: ctx.client_ip,
+            route: ctx.route.as_deref().map(str::to_string),
+            method: req.method.to_string(),
+            path: req.uri.path().to_string(),
+            attacks: attacks.clone(),
+            rules: hits
+                .iter()
+                .map(|h| Match {
+                    id: h.id,
+                    msg: h.msg.clone(),
+                    attack: h.attack(),
+                    target: h.target.clone(),
+                    data: String::from_utf8_lossy(&h.data).into_owned(),
+                })
+                .collect(),
+        });
         ctx.log.push((
             "waf",
             serde_json::json!({

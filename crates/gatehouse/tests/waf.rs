@@ -68,8 +68,8 @@ const JSON: (&str, &str) = ("content-type", "application/json");
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 
 /// A refusal of the WAF: 403 problem+json with request and incident ids, echoing
-/// nothing of the request and naming no rule.
-fn assert_refused(r: &Reply, sent: &str) {
+/// nothing of the request and naming no rule. Yields the incident id.
+fn assert_refused(r: &Reply, sent: &str) -> String {
     assert_eq!(r.status, 403, "{sent}: {}", r.body_text());
     assert_eq!(
         r.headers.get("content-type").unwrap(),
@@ -83,13 +83,15 @@ fn assert_refused(r: &Reply, sent: &str) {
     assert_eq!(incident.len(), 16, "{p}");
     let text = r.body_text();
     assert!(!text.contains("942") && !text.contains("script") && !text.contains("passwd"));
+    incident.to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attacks_in_each_place_are_refused_and_api_traffic_is_served() {
     let a = Backend::start("a", Kind::Echo).await;
-    let (g, base, _admin) = gateway(&a);
+    let (g, base, admin) = gateway(&a);
     let c = Client::new();
+    let mut incidents = Vec::new();
     // Query, path, header, cookie.
     for (path, headers) in [
         ("/api/items?id=1%27%20OR%20%271%27=%271", vec![UA]),
@@ -110,7 +112,7 @@ async fn attacks_in_each_place_are_refused_and_api_traffic_is_served() {
         ),
     ] {
         let r = send(&c, "GET", &format!("{base}{path}"), &headers).await;
-        assert_refused(&r, path);
+        incidents.push(assert_refused(&r, path));
     }
     // JSON, form, multipart and XML bodies.
     for (ct, body) in [
@@ -189,7 +191,54 @@ async fn attacks_in_each_place_are_refused_and_api_traffic_is_served() {
     assert!(waf["score"].as_i64().unwrap() >= 5);
     assert!(waf["attacks"].as_array().unwrap().contains(&"sqli".into()));
     assert!(!waf["rule_ids"].as_array().unwrap().is_empty());
-    assert_eq!(waf["incident_id"].as_str().unwrap().len(), 16);
+    assert_eq!(waf["incident_id"], incidents[0].as_str());
+    // The incident behind the first refusal: rules, targets, matched data, client, route.
+    let r = send(
+        &c,
+        "GET",
+        &format!("{admin}/admin/protection/incidents/{}", incidents[0]),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let i = r.json();
+    assert_eq!(
+        (i["client"].as_str(), i["route"].as_str()),
+        (Some("127.0.0.1"), Some("api"))
+    );
+    assert_eq!(
+        (i["action"].as_str(), i["policy"].as_str()),
+        (Some("blocked"), Some("waf"))
+    );
+    let rules = i["rules"].as_array().unwrap();
+    let sqli = rules.iter().find(|m| m["attack"] == "sqli").unwrap();
+    assert_eq!(sqli["target"], "ARGS:id");
+    let data = sqli["data"].as_str().unwrap();
+    assert!(!data.is_empty() && data.len() <= 64, "{data}");
+    let r = send(
+        &c,
+        "GET",
+        &format!("{admin}/admin/protection/incidents/0000000000000000"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    // The policy's counts.
+    let r = send(&c, "GET", &format!("{admin}/admin/protection/waf"), &[]).await;
+    let w = &r.json()["policies"]["waf"];
+    assert_eq!(w["mode"], "block");
+    assert!(w["blocked"].as_u64().unwrap() >= 13, "{w}");
+    assert!(
+        w["inspected"].as_u64().unwrap() > w["blocked"].as_u64().unwrap(),
+        "{w}"
+    );
+    let counted = w["rules"].as_object().unwrap();
+    assert!(
+        counted
+            .values()
+            .any(|r| r["attack"] == "xss" && r["hits"].as_u64() >= Some(2)),
+        "{w}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,6 +324,30 @@ async fn waf_blocks_are_offences_that_ban_while_others_are_served() {
         .find(|b| b["ip"] == "127.0.0.2")
         .unwrap();
     assert_eq!(ban["reason"], "waf");
+    // The Top-N attackers show what it tried.
+    let r = send(
+        &c,
+        "GET",
+        &format!("{admin}/admin/top/attackers?limit=5&window=5m"),
+        &[],
+    )
+    .await;
+    let top = r.json();
+    let item = top["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["client_ip"] == "127.0.0.2")
+        .unwrap_or_else(|| panic!("{top}"));
+    assert_eq!(item["attacks"]["sqli"], 3, "{item}");
+    assert!(
+        item["rules"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|n| n.as_u64() >= Some(1))
+    );
+    assert!(item["banned_until"].is_u64());
     // Another address is served.
     let mut s = connect_from("127.0.0.3", &addr).await;
     let got = ask(&mut s, plain.as_bytes()).await;
