@@ -22,7 +22,10 @@
 # (and _A_) add fields to the listener (`request_rate_per_ip: {...}, max_connections_per_ip: 1000`). WRK_HEADER ("name: value") is sent with every
 # request to every proxy (an API key for such a run; the others ignore it).
 # NGINX_HTTP_EXTRA and NGINX_LOCATION_EXTRA add directives to nginx's http block and its
-# proxying location (a `limit_req_zone` and `limit_req` to compare a rate limit's cost).
+# proxying location (a `limit_req_zone` and `limit_req` to compare a rate limit's cost);
+# NGINX_MAIN_EXTRA to its main context (`load_module` of a dynamic module). For nginx
+# with libmodsecurity and the installed CRS, the WAF's peer (Debian:
+# libnginx-mod-http-modsecurity), see bench/modsecurity.conf.
 set -u -o pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -136,7 +139,7 @@ EOF
 }
 write_proxy() {  # name workers port
   case "$1" in
-    nginx) { nginx_common "$2" nginx; echo "http {"; nginx_http_common nginx; cat <<EOF
+    nginx) { echo "${NGINX_MAIN_EXTRA:-}"; nginx_common "$2" nginx; echo "http {"; nginx_http_common nginx; cat <<EOF
     ${NGINX_HTTP_EXTRA:-}
     # 512 idle upstream connections: with fewer, nginx reconnects under 256 clients.
     upstream be { server 127.0.0.1:$UP1; server 127.0.0.1:$UP2; keepalive 512;
