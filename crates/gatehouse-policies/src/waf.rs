@@ -404,11 +404,11 @@ impl Policy for Waf {
         let action = if refuse { "blocked" } else { "detected" };
         self.tally
             .matched(refuse, hits.iter().map(|h| (h.id, h.attack())));
-        let mut rules: Vec<u32> = hits.iter().map(|h| h.id).collect();
-        rules.dedup();
+        // A rule matches once per request: its ids are distinct.
+        let rule_ids: Vec<u32> = hits.iter().map(|h| h.id).collect();
         ctx.attack = Some(Box::new(gatehouse_core::Attack {
             kinds: attacks.clone(),
-            rules,
+            rules: rule_ids.clone(),
         }));
         self.incidents.record(Incident {
             id: incident.clone(),
@@ -441,7 +441,7 @@ impl Policy for Waf {
                 "policy": self.name,
                 "action": action,
                 "score": v.anomaly_score,
-                "rule_ids": hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+                "rule_ids": rule_ids,
                 "attacks": attacks,
                 "incident_id": incident,
             }),

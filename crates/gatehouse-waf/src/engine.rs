@@ -349,7 +349,6 @@ impl Engine {
             rules_dir: dir.to_path_buf(),
         };
         let mut order = 0;
-        let mut patterns: Vec<Vec<String>> = Vec::new();
         for (file, text) in files {
             let err = |line, message| LoadError {
                 file: file.clone(),
@@ -362,7 +361,7 @@ impl Engine {
                 match d.kind {
                     DirectiveKind::Rule(r) => {
                         let chained = r.actions.iter().any(|a| a.name == "chain");
-                        let link = e.link(&r, dir, &mut patterns);
+                        let link = e.link(&r, dir);
                         // A chained rule extends the rule before it; any other starts one.
                         let mut head = match pending.take() {
                             Some(head) => head,
@@ -392,7 +391,7 @@ impl Engine {
                         }
                         let mut head = head_of(&actions, order).map_err(|m| err(d.line, m))?;
                         order += 1;
-                        let pipeline = e.pipeline(Vec::new(), &mut patterns);
+                        let pipeline = e.pipeline(Vec::new());
                         head.links.push(Link {
                             targets: Vec::new(),
                             pipeline,
@@ -417,7 +416,7 @@ impl Engine {
                 e.rules.push(head);
             }
         }
-        e.gate(paranoia, &mut patterns);
+        let patterns = e.gate(paranoia);
         e.prefilters = patterns
             .iter()
             .map(|list| {
@@ -434,26 +433,18 @@ impl Engine {
                     .flatten()
             })
             .collect();
-        if e.prefilters
-            .iter()
-            .zip(&patterns)
-            .any(|(set, list)| set.is_none() && !list.is_empty())
-        {
-            for link in e.rules.iter_mut().flat_map(|r| r.links.iter_mut()) {
-                if e.prefilters[link.pipeline].is_none() {
-                    link.prefilter = None;
-                }
+        for link in e.rules.iter_mut().flat_map(|r| r.links.iter_mut()) {
+            if e.prefilters[link.pipeline].is_none() {
+                link.prefilter = None;
             }
         }
         Ok(e)
     }
 
-    /// Disables the rules tagged `paranoia-level/N` above `level`, and takes their
-    /// patterns out of the prefilters (the lists are rebuilt without them).
-    fn gate(&mut self, level: u8, patterns: &mut [Vec<String>]) {
-        for list in patterns.iter_mut() {
-            list.clear();
-        }
+    /// Disables the rules tagged `paranoia-level/N` above `level`; the `@rx` patterns
+    /// of the others, per pipeline (each link told its place), for the prefilters.
+    fn gate(&mut self, level: u8) -> Vec<Vec<String>> {
+        let mut patterns = vec![Vec::new(); self.pipelines.len()];
         for rule in &mut self.rules {
             let above = rule.tags.iter().any(|t| {
                 t.strip_prefix("paranoia-level/")
@@ -475,29 +466,20 @@ impl Engine {
                 }
             }
         }
+        patterns
     }
 
     /// The index of pipeline `transforms`, added if new.
-    fn pipeline(
-        &mut self,
-        transforms: Vec<Transformation>,
-        patterns: &mut Vec<Vec<String>>,
-    ) -> usize {
+    fn pipeline(&mut self, transforms: Vec<Transformation>) -> usize {
         if let Some(i) = self.pipelines.iter().position(|p| *p == transforms) {
             return i;
         }
         self.pipelines.push(transforms);
-        patterns.push(Vec::new());
         self.pipelines.len() - 1
     }
 
     /// Compiles one rule of a chain.
-    fn link(
-        &mut self,
-        r: &Rule,
-        dir: &Path,
-        patterns: &mut Vec<Vec<String>>,
-    ) -> Result<Link, String> {
+    fn link(&mut self, r: &Rule, dir: &Path) -> Result<Link, String> {
         let mut targets: Vec<Target> = Vec::new();
         for v in &r.variables {
             let pick = Pick::of(&v.selector)?;
@@ -537,7 +519,7 @@ impl Engine {
         };
         Ok(Link {
             targets,
-            pipeline: self.pipeline(transforms, patterns),
+            pipeline: self.pipeline(transforms),
             prefilter: None,
             op,
             negated: o.negated,
@@ -1165,11 +1147,6 @@ SecRule TX:ANOMALY_SCORE "@ge %{tx.threshold}" "id:99,phase:2,deny,msg:'score %{
             );
         }
     }
-}
-#[cfg(test)]
-mod captures {
-    use super::*;
-    use crate::request::RequestParts;
 
     /// CRS 922110 counts part content types into `tx.multipart_headers_content_types_N`
     /// (a macro in a `setvar` name) from a capture's group 1: an ordinary upload passes.
