@@ -131,6 +131,9 @@ struct Link {
     prefilter: Option<usize>,
     negated: bool,
     capture: bool,
+    /// `multiMatch`: the operator tests the value before and after each transformation
+    /// that changes it, each match counting.
+    multi_match: bool,
     setvars: Vec<SetVar>,
 }
 
@@ -399,6 +402,7 @@ impl Engine {
                             op: Op::Ready(Operator::Always),
                             negated: false,
                             capture: false,
+                            multi_match: false,
                             setvars: setvars(&actions),
                         });
                         e.rules.push(head);
@@ -524,6 +528,7 @@ impl Engine {
             op,
             negated: o.negated,
             capture: r.actions.iter().any(|a| a.name == "capture"),
+            multi_match: r.actions.iter().any(|a| a.name == "multiMatch"),
             setvars: setvars(&r.actions),
         })
     }
@@ -601,21 +606,11 @@ impl Engine {
             if i == 0 {
                 first = matches.first().cloned();
             }
-            if rule.links.len() == 1 {
-                // An unchained rule acts once per matching value (each adds to a score).
-                for (name, value) in &matches {
-                    tx.matched(name, value);
-                    for s in &link.setvars {
-                        tx.apply(s);
-                    }
-                }
-            } else {
-                let (name, value) = &matches[0];
+            // As ModSecurity: a link's `setvar`s run once per matching value as soon as
+            // it matches, whatever the rest of the chain does (CRS 920440 sets
+            // `tx.extension` in the chain's head for its second link to test).
+            for (name, value) in &matches {
                 tx.matched(name, value);
-            }
-        }
-        if rule.links.len() > 1 {
-            for link in &rule.links {
                 for s in &link.setvars {
                     tx.apply(s);
                 }
@@ -705,9 +700,15 @@ impl Engine {
             match t.source {
                 Source::Slot(slot) => {
                     for i in c.at(slot) {
-                        if (i.name.is_empty() || keep(&i.name))
-                            && let Some(data) = self.test_cached(link, op, &i.value, scratch)
-                        {
+                        if !(i.name.is_empty() || keep(&i.name)) {
+                            continue;
+                        }
+                        if link.multi_match {
+                            for data in self.test_stages(link, op, &i.value) {
+                                remember(&i.value);
+                                out.push((full(t, &i.name), data));
+                            }
+                        } else if let Some(data) = self.test_cached(link, op, &i.value, scratch) {
                             remember(&i.value);
                             out.push((full(t, &i.name), data));
                         }
@@ -759,6 +760,22 @@ impl Engine {
             }
             for (i, g) in groups.into_iter().enumerate().take(10) {
                 tx.vars.insert(i.to_string(), g);
+            }
+        }
+        out
+    }
+
+    /// `value` tested as `multiMatch` does: as it is, then after each transformation
+    /// that changes it; what matched at each stage.
+    fn test_stages(&self, link: &Link, op: &Operator, value: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut v: Cow<'_, [u8]> = Cow::Borrowed(value);
+        out.extend(decide(op.test(&v).map(|f| f.0), link.negated, &v));
+        for tr in &self.pipelines[link.pipeline] {
+            let next = tr.apply(&v).into_owned();
+            if next != *v {
+                out.extend(decide(op.test(&next).map(|f| f.0), link.negated, &next));
+                v = Cow::Owned(next);
             }
         }
         out
@@ -1067,6 +1084,24 @@ SecRule TX:ANOMALY_SCORE "@ge %{tx.threshold}" "id:99,phase:2,deny,msg:'score %{
         assert_eq!(v.anomaly_score, 11);
         let v = e.inspect(&get("/?q=reunion+selection"));
         assert!(!v.denied && v.anomaly_score == 0);
+    }
+
+    /// As ModSecurity: a chain head's `setvar` runs when the head matches, for the next
+    /// link to read (CRS 920440); `multiMatch` tests each stage of the pipeline.
+    #[test]
+    fn chain_heads_set_variables_and_multi_match_tests_each_stage() {
+        let rules = r#"
+SecRule REQUEST_BASENAME "@rx \.([^.]+)$" "id:1,phase:2,block,capture,t:none,setvar:'tx.ext=.%{tx.1}/',chain"
+    SecRule TX:EXT "@within .bak/ .log/" "t:lowercase,setvar:tx.anomaly_score=+5"
+SecRule ARGS "@rx this\.constructor" "id:2,phase:2,block,t:none,t:urlDecodeUni,t:base64Decode,multiMatch,setvar:tx.anomaly_score=+3"
+SecRule ARGS "@rx this\.constructor" "id:3,phase:2,block,t:none,t:urlDecodeUni,t:base64Decode,setvar:tx.anomaly_score=+100"
+"#;
+        let e = Engine::load(&[("t.conf".into(), rules.into())], Path::new("/"), &[]).unwrap();
+        assert_eq!(e.inspect(&get("/files/dump.BAK")).anomaly_score, 5);
+        assert_eq!(e.inspect(&get("/files/photo.png")).anomaly_score, 0);
+        // The raw value matches (3); after base64Decode it no longer does (not 100).
+        let v = e.inspect(&get("/?a=this.constructor.constructor(1)"));
+        assert_eq!(v.anomaly_score, 3);
     }
 
     #[test]

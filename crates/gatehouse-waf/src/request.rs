@@ -169,14 +169,25 @@ impl Collections {
             }
             None => r.target,
         };
-        let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+        let query = uri.split_once('?').map_or("", |(_, q)| q);
+        // As ModSecurity 3: REQUEST_URI, REQUEST_FILENAME and REQUEST_BASENAME are
+        // percent-decoded (the path ending at the first `?` once decoded, the base name
+        // after the last `/` or `\`, absent when empty); QUERY_STRING stays raw.
+        let decoded = uri_decode(uri.as_bytes());
+        let path = decoded
+            .iter()
+            .position(|&b| b == b'?')
+            .map_or(&decoded[..], |i| &decoded[..i]);
         c.put("REQUEST_METHOD", single(r.method.as_bytes()));
         c.put("REQUEST_PROTOCOL", single(r.protocol.as_bytes()));
-        c.put("REQUEST_URI", single(uri.as_bytes()));
+        c.put("REQUEST_URI", single(&decoded));
         c.put("REQUEST_URI_RAW", single(r.target.as_bytes()));
-        c.put("REQUEST_FILENAME", single(path.as_bytes()));
-        let base = path.rsplit('/').next().unwrap_or("");
-        c.put("REQUEST_BASENAME", single(base.as_bytes()));
+        c.put("REQUEST_FILENAME", single(path));
+        if let Some(i) = path.iter().rposition(|&b| b == b'/' || b == b'\\')
+            && i + 1 < path.len()
+        {
+            c.put("REQUEST_BASENAME", single(&path[i + 1..]));
+        }
         c.put("QUERY_STRING", single(query.as_bytes()));
         let line = format!("{} {} {}", r.method, r.target, r.protocol);
         c.put("REQUEST_LINE", single(line.as_bytes()));
@@ -374,6 +385,27 @@ fn url_arguments(text: &[u8]) -> Vec<Item> {
             }
         })
         .collect()
+}
+
+/// `%XX` sequences decoded (not `+`), others kept as they are: ModSecurity's
+/// `uri_decode` of the request target.
+fn uri_decode(raw: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%'
+            && i + 2 < raw.len()
+            && let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(raw[i]);
+        i += 1;
+    }
+    out
 }
 
 /// `name=value` split at the first `=`; without one, all name and an empty value.
@@ -713,6 +745,39 @@ mod tests {
         }
     }
 
+    /// ModSecurity 3 decodes the path: `%XX` only, the path ending at a decoded `?`.
+    #[test]
+    fn the_path_is_percent_decoded_as_modsecurity_does() {
+        let at = |target: &str| {
+            Collections::of(&RequestParts {
+                method: "GET",
+                target,
+                protocol: "HTTP/1.1",
+                headers: &[],
+                body: None,
+            })
+        };
+        let c = at("/files/a+b/phpinfo%28%29%zz?x=%41");
+        assert_eq!(
+            values(&c, "REQUEST_FILENAME")[0].1,
+            "/files/a+b/phpinfo()%zz"
+        );
+        assert_eq!(values(&c, "REQUEST_BASENAME")[0].1, "phpinfo()%zz");
+        assert_eq!(
+            values(&c, "REQUEST_URI")[0].1,
+            "/files/a+b/phpinfo()%zz?x=A"
+        );
+        assert_eq!(values(&c, "QUERY_STRING")[0].1, "x=%41");
+        let c = at("/a%3Fb/c%5Cd.bak");
+        assert_eq!(values(&c, "REQUEST_FILENAME")[0].1, "/a");
+        assert_eq!(values(&c, "REQUEST_BASENAME")[0].1, "a");
+        assert!(at("/dir/").get("REQUEST_BASENAME").is_empty());
+        assert_eq!(
+            values(&at("/x/c%5Cd.bak"), "REQUEST_BASENAME")[0].1,
+            "d.bak"
+        );
+    }
+
     #[test]
     fn form_json_and_xml_bodies() {
         let form: &[(&str, &[u8])] = &[(
@@ -726,7 +791,12 @@ mod tests {
             headers: form,
             body: Some(b"user=ann&pass=x+y"),
         });
-        assert_eq!(values(&c, "REQUEST_URI")[0].1, "/login?next=%2F");
+        assert_eq!(values(&c, "REQUEST_URI")[0].1, "/login?next=/");
+        assert_eq!(
+            values(&c, "REQUEST_URI_RAW")[0].1,
+            "http://api.example/login?next=%2F"
+        );
+        assert_eq!(values(&c, "QUERY_STRING")[0].1, "next=%2F");
         assert_eq!(
             values(&c, "ARGS"),
             [pair("next", "/"), pair("user", "ann"), pair("pass", "x y")]
