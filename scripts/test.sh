@@ -14,6 +14,9 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 # The OWASP Core Rule Set as Debian packages it (CRS 3.3): the bot filter's scanner list.
 [ -f /usr/share/modsecurity-crs/rules/scanners-user-agents.data ] || need+=(modsecurity-crs)
+# nginx with libmodsecurity 3: the reference the WAF's differential test compares with.
+[ -x /usr/sbin/nginx ] || need+=(nginx)
+[ -f /usr/lib/nginx/modules/ngx_http_modsecurity_module.so ] || need+=(libnginx-mod-http-modsecurity)
 if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod browser;
 pub mod client;
 pub mod gateway;
+pub mod nginx;
 pub mod otlp;
 pub mod redis;
 
