@@ -98,6 +98,8 @@ impl Source {
 #[derive(Debug, Clone)]
 struct Target {
     collection: String,
+    /// `COLLECTION:key` for a target of one key (named without a `format!` per match).
+    keyed: Option<String>,
     source: Source,
     pick: Pick,
     count: bool,
@@ -268,6 +270,18 @@ pub struct Verdict {
     pub anomaly_score: i64,
 }
 
+/// Where every request starts once the leading rules that read nothing of it (the
+/// presets, CRS 901's initialization) have run: computed at load, not per request.
+#[derive(Debug, Default)]
+struct Setup {
+    /// The transaction after them.
+    tx: Tx,
+    /// The index in [`Engine::rules`] of the first rule still to run.
+    resume: usize,
+    /// A `skipAfter` still pending there.
+    skip_to: Option<usize>,
+}
+
 /// A compiled rule set.
 #[derive(Debug)]
 pub struct Engine {
@@ -282,6 +296,8 @@ pub struct Engine {
     markers: HashMap<String, usize>,
     /// Values set before the rules run (as crs-setup.conf's `SecAction`s would).
     presets: Vec<(String, String)>,
+    /// The leading rules that read no request (CRS's initialization), run once at load.
+    setup: Setup,
     /// Rules disabled for lack of support: id and why.
     pub unsupported: Vec<(u32, String)>,
     rules_dir: std::path::PathBuf,
@@ -348,6 +364,7 @@ impl Engine {
                 .iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_string()))
                 .collect(),
+            setup: Setup::default(),
             unsupported: Vec::new(),
             rules_dir: dir.to_path_buf(),
         };
@@ -442,11 +459,77 @@ impl Engine {
                 link.prefilter = None;
             }
         }
+        e.setup = e.run_setup();
         Ok(e)
     }
 
-    /// Disables the rules tagged `paranoia-level/N` above `level`; the `@rx` patterns
-    /// of the others, per pipeline (each link told its place), for the prefilters.
+    /// Runs the phase 1 rules from the start while they read nothing of the request
+    /// (only `TX` and the last match), report nothing and stop nothing: what every
+    /// request would compute the same.
+    fn run_setup(&self) -> Setup {
+        let mut tx = Tx::default();
+        for (k, v) in &self.presets {
+            tx.vars.insert(k.clone(), v.clone().into_bytes());
+        }
+        let empty = Collections::default();
+        let mut scratch = Scratch::default();
+        let mut verdict = Verdict::default();
+        let mut skip_to = None;
+        let mut resume = self.rules.len();
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.phase != 1 {
+                continue;
+            }
+            if let Some(to) = skip_to {
+                if rule.order < to {
+                    continue;
+                }
+                skip_to = None;
+            }
+            let independent = rule.links.iter().all(|l| {
+                l.targets.iter().all(|t| {
+                    matches!(
+                        t.source,
+                        Source::Tx
+                            | Source::MatchedVar
+                            | Source::MatchedVarName
+                            | Source::Empty
+                            | Source::Nothing
+                    )
+                })
+            });
+            if rule.disabled {
+                continue;
+            }
+            if !independent {
+                resume = i;
+                break;
+            }
+            // One that would be reported or stop the request is left to each request.
+            let quiet = !rule.log && rule.disruptive == Disruptive::Pass;
+            let before = (!quiet).then(|| tx.clone());
+            if !self.run(rule, &empty, &mut tx, &mut scratch, &mut verdict) {
+                continue;
+            }
+            if let Some(before) = before {
+                tx = before;
+                resume = i;
+                break;
+            }
+            if let Some(m) = &rule.skip_after {
+                skip_to = self.markers.get(m).copied();
+            }
+        }
+        Setup {
+            tx,
+            resume,
+            skip_to,
+        }
+    }
+
+    /// Disables the rules tagged `paranoia-level/N` above `level`; the distinct `@rx`
+    /// patterns of the others, per pipeline (each link told its place), for the
+    /// prefilters.
     fn gate(&mut self, level: u8) -> Vec<Vec<String>> {
         let mut patterns = vec![Vec::new(); self.pipelines.len()];
         for rule in &mut self.rules {
@@ -464,9 +547,16 @@ impl Engine {
                     continue;
                 }
                 if let Op::Ready(Operator::Rx(re)) = &link.op {
-                    let list = &mut patterns[link.pipeline];
-                    link.prefilter = Some(list.len());
-                    list.push(re.as_str().to_string());
+                    let list: &mut Vec<String> = &mut patterns[link.pipeline];
+                    // The same pattern in several rules is scanned for once.
+                    let at = match list.iter().position(|p| p == re.as_str()) {
+                        Some(at) => at,
+                        None => {
+                            list.push(re.as_str().to_string());
+                            list.len() - 1
+                        }
+                    };
+                    link.prefilter = Some(at);
                 }
             }
         }
@@ -498,6 +588,10 @@ impl Engine {
                 continue;
             }
             targets.push(Target {
+                keyed: match &pick {
+                    Pick::Key(k) => Some(format!("{}:{k}", v.collection)),
+                    _ => None,
+                },
                 collection: v.collection.clone(),
                 source: Source::of(&v.collection),
                 pick,
@@ -540,21 +634,28 @@ impl Engine {
 
     /// Runs the rules over `c` but those `skip` names.
     pub fn inspect_except(&self, c: &Collections, skip: &RuleFilter) -> Verdict {
-        let mut tx = Tx {
-            vars: HashMap::with_capacity_and_hasher(256, ahash::RandomState::default()),
-            ..Tx::default()
+        let mut tx = Tx::default();
+        // The setup computed at load stands unless a rule of it is left out.
+        let setup = &self.setup;
+        let (start, mut pending) = if skip.is_empty()
+            || !self.rules[..setup.resume]
+                .iter()
+                .any(|r| skip.skips(r.id, &r.tags))
+        {
+            tx.clone_from(&setup.tx);
+            (setup.resume, setup.skip_to)
+        } else {
+            for (k, v) in &self.presets {
+                tx.vars.insert(k.clone(), v.clone().into_bytes());
+            }
+            (0, None)
         };
-        for (k, v) in &self.presets {
-            tx.vars.insert(k.clone(), v.clone().into_bytes());
-        }
-        let mut scratch = Scratch {
-            seen: HashMap::with_capacity_and_hasher(256, ahash::RandomState::default()),
-            bits: Vec::with_capacity(4096),
-        };
+        let mut scratch = Scratch::default();
         let mut verdict = Verdict::default();
         'phases: for phase in [1u8, 2] {
-            let mut skip_to: Option<usize> = None;
-            for rule in self.rules.iter().filter(|r| r.phase == phase) {
+            let mut skip_to: Option<usize> = pending.take();
+            let from = if phase == 1 { start } else { 0 };
+            for rule in self.rules[from..].iter().filter(|r| r.phase == phase) {
                 if let Some(to) = skip_to {
                     if rule.order < to {
                         continue;
@@ -598,13 +699,14 @@ impl Engine {
         verdict: &mut Verdict,
     ) -> bool {
         let mut first: Option<(String, Vec<u8>)> = None;
+        let report = rule.log;
         for (i, link) in rule.links.iter().enumerate() {
             let matches = self.matches(link, c, tx, scratch);
             if matches.is_empty() {
                 return false;
             }
-            if i == 0 {
-                first = matches.first().cloned();
+            if i == 0 && report {
+                first = matches.first().map(|(n, d)| (n.to_string(), d.clone()));
             }
             // As ModSecurity: a link's `setvar`s run once per matching value as soon as
             // it matches, whatever the rest of the chain does (CRS 920440 sets
@@ -626,7 +728,7 @@ impl Engine {
             msg: rule
                 .msg
                 .as_deref()
-                .map(|m| tx.expand(m))
+                .map(|m| tx.expand(m).into_owned())
                 .unwrap_or_default(),
             tags: rule.tags.clone(),
             target,
@@ -636,13 +738,13 @@ impl Engine {
     }
 
     /// The (name, matched data) of each value of `link`'s targets its operator accepts.
-    fn matches<'c>(
-        &self,
-        link: &Link,
+    fn matches<'e, 'c>(
+        &'e self,
+        link: &'e Link,
         c: &'c Collections,
         tx: &mut Tx,
         scratch: &mut Scratch<'c>,
-    ) -> Vec<(String, Vec<u8>)> {
+    ) -> Vec<(Cow<'e, str>, Vec<u8>)> {
         let dynamic;
         let op = match &link.op {
             Op::Ready(o) => o,
@@ -656,16 +758,19 @@ impl Engine {
                 }
             }
         };
-        let mut out = Vec::new();
+        let mut out: Vec<(Cow<'e, str>, Vec<u8>)> = Vec::new();
         if link.targets.is_empty() {
             // SecAction: one match, unconditionally.
-            out.push((String::new(), Vec::new()));
+            out.push((Cow::Borrowed(""), Vec::new()));
         }
-        let full = |t: &Target, name: &str| {
+        // Named only once matched: most values are not.
+        let full = |t: &'e Target, name: &str| -> Cow<'e, str> {
             if name.is_empty() {
-                t.collection.clone()
+                Cow::Borrowed(&t.collection)
+            } else if let Some(k) = t.keyed.as_deref().filter(|k| k.ends_with(name)) {
+                Cow::Borrowed(k)
             } else {
-                format!("{}:{name}", t.collection)
+                Cow::Owned(format!("{}:{name}", t.collection))
             }
         };
         // The value the last match was in, for a capturing rule's groups.
@@ -690,9 +795,10 @@ impl Engine {
                         .count(),
                     _ => 0,
                 };
-                let count = count.to_string();
-                if let Some(data) = self.test_now(link, op, count.as_bytes()) {
-                    remember(count.as_bytes());
+                let mut digits = [0u8; 20];
+                let count = decimal(count as u64, &mut digits);
+                if let Some(data) = self.test_now(link, op, count) {
+                    remember(count);
                     out.push((full(t, ""), data));
                 }
                 continue;
@@ -802,10 +908,15 @@ impl Engine {
             scanned: None,
         });
         if let (Some(k), Some(set)) = (link.prefilter, &self.prefilters[link.pipeline]) {
+            let bits = &mut scratch.bits;
             let at = *entry.scanned.get_or_insert_with(|| {
-                let at = scratch.bits.len();
-                scratch.bits.resize(at + set.len(), false);
-                set.matches_read_at(&mut scratch.bits[at..], &entry.value, 0);
+                let at = bits.len();
+                bits.resize(at + set.len(), false);
+                // Most values match none: a plain search says so faster than the
+                // overlapping one that names which.
+                if set.is_match(&entry.value) {
+                    set.matches_read_at(&mut bits[at..], &entry.value, 0);
+                }
                 at
             });
             if !scratch.bits[at + k] {
@@ -826,7 +937,11 @@ fn transformed<'a>(pipeline: &[Transformation], value: &'a [u8]) -> Cow<'a, [u8]
     for tr in pipeline {
         v = match v {
             Cow::Borrowed(b) => tr.apply(b),
-            Cow::Owned(o) => Cow::Owned(tr.apply(&o).into_owned()),
+            // A transformation that changes nothing hands the value back: not copied.
+            Cow::Owned(o) => match tr.apply(&o) {
+                Cow::Owned(n) => Cow::Owned(n),
+                Cow::Borrowed(_) => Cow::Owned(o),
+            },
         };
     }
     v
@@ -842,19 +957,43 @@ fn decide(found: Option<Vec<u8>>, negated: bool, value: &[u8]) -> Option<Vec<u8>
     }
 }
 
+/// `n` in decimal, written into `buf` (no allocation: counts are made per rule).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+/// `n` in decimal with its sign, written into `buf`.
+fn signed_decimal(n: i64, buf: &mut [u8; 21]) -> &[u8] {
+    let mut digits = [0u8; 20];
+    let d = decimal(n.unsigned_abs(), &mut digits);
+    let sign = usize::from(n < 0);
+    buf[0] = b'-';
+    buf[sign..sign + d.len()].copy_from_slice(d);
+    &buf[..sign + d.len()]
+}
+
 /// One request's work kept across rules: each (value, pipeline) transformed and
 /// prefiltered once.
+#[derive(Default)]
 struct Scratch<'c> {
     seen: HashMap<(usize, usize, usize), Seen<'c>, ahash::RandomState>,
-    /// The prefilters' answers, one run of bits per scanned value (one allocation).
+    /// The prefilter's answers, one run of bits per scanned value (one allocation).
     bits: Vec<bool>,
 }
 
 /// A request value after one pipeline.
 struct Seen<'c> {
     value: Cow<'c, [u8]>,
-    /// Where the pipeline's prefilter answer over it starts in [`Scratch::bits`], once
-    /// a rule asked.
+    /// Where its pipeline's prefilter answer over it starts in [`Scratch::bits`],
+    /// once a rule asked.
     scanned: Option<usize>,
 }
 
@@ -925,7 +1064,7 @@ fn setvars(actions: &[Action]) -> Vec<SetVar> {
 }
 
 /// The transaction's state: `TX`, and the last match.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Tx {
     vars: HashMap<String, Vec<u8>, ahash::RandomState>,
     matched_var: Vec<u8>,
@@ -942,31 +1081,58 @@ impl Tx {
     }
 
     fn matched(&mut self, name: &str, value: &[u8]) {
-        self.matched_var = value.to_vec();
-        self.matched_name = name.to_string();
+        self.matched_var.clear();
+        self.matched_var.extend_from_slice(value);
+        self.matched_name.clear();
+        self.matched_name.push_str(name);
+    }
+
+    /// Sets `TX:k` (its buffers reused when it exists).
+    fn set(&mut self, k: Cow<'_, str>, v: &[u8]) {
+        match self.vars.get_mut(k.as_ref()) {
+            Some(old) => {
+                old.clear();
+                old.extend_from_slice(v);
+            }
+            None => {
+                self.vars.insert(k.into_owned(), v.to_vec());
+            }
+        }
     }
 
     fn apply(&mut self, s: &SetVar) {
         // A name may hold macros too (`tx.part_%{tx.counter}`).
-        let name = |k: &String| match k.contains("%{") {
-            true => self.expand(k).to_ascii_lowercase(),
-            false => k.clone(),
+        let name = |k: &String| -> String {
+            match k.contains("%{") {
+                true => self.expand(k).to_ascii_lowercase(),
+                false => k.clone(),
+            }
         };
+        let plain = |k: &String| !k.contains("%{");
         match s {
             SetVar::Set(k, v) => {
-                let (k, v) = (name(k), self.expand(v).into_bytes());
-                self.vars.insert(k, v);
+                let v = self.expand(v);
+                let k = match plain(k) {
+                    true => Cow::Borrowed(k.as_str()),
+                    false => Cow::Owned(name(k)),
+                };
+                self.set(k, v.as_bytes());
             }
             SetVar::Add(k, n) | SetVar::Sub(k, n) => {
-                let k = &name(k);
                 let by: i64 = self.expand(n).trim().parse().unwrap_or(0);
-                let cur = self.int(k);
+                let k = match plain(k) {
+                    true => Cow::Borrowed(k.as_str()),
+                    false => Cow::Owned(name(k)),
+                };
+                let cur = self.int(&k);
                 let next = if matches!(s, SetVar::Add(..)) {
                     cur.saturating_add(by)
                 } else {
                     cur.saturating_sub(by)
                 };
-                self.vars.insert(k.clone(), next.to_string().into_bytes());
+                let mut digits = [0u8; 21];
+                let text = signed_decimal(next, &mut digits);
+                self.set(k, text);
             }
             SetVar::Delete(k) => {
                 let k = name(k);
@@ -977,9 +1143,9 @@ impl Tx {
 
     /// `%{tx.x}`, `%{MATCHED_VAR}`, `%{MATCHED_VAR_NAME}`, `%{TX.0}` expanded (unknown
     /// macros to nothing).
-    fn expand(&self, s: &str) -> String {
+    fn expand<'s>(&self, s: &'s str) -> Cow<'s, str> {
         if !s.contains("%{") {
-            return s.to_string();
+            return Cow::Borrowed(s);
         }
         let mut out = String::with_capacity(s.len());
         let mut rest = s;
@@ -987,7 +1153,7 @@ impl Tx {
             out.push_str(&rest[..i]);
             let Some(end) = rest[i..].find('}') else {
                 out.push_str(&rest[i..]);
-                return out;
+                return Cow::Owned(out);
             };
             let name = rest[i + 2..i + end].to_ascii_lowercase();
             let value: Cow<'_, [u8]> = match name.as_str() {
@@ -1005,7 +1171,7 @@ impl Tx {
             rest = &rest[i + end + 1..];
         }
         out.push_str(rest);
-        out
+        Cow::Owned(out)
     }
 }
 
@@ -1084,6 +1250,12 @@ SecRule TX:ANOMALY_SCORE "@ge %{tx.threshold}" "id:99,phase:2,deny,msg:'score %{
         assert_eq!(v.anomaly_score, 11);
         let v = e.inspect(&get("/?q=reunion+selection"));
         assert!(!v.denied && v.anomaly_score == 0);
+        // The setup rules run once at load; leaving one of them out runs them again per
+        // request without it (no paranoia level set: the PL2 rule is not skipped).
+        assert_eq!(e.inspect(&get("/?x=evil")).anomaly_score, 0);
+        let mut skip = RuleFilter::default();
+        skip.add("2").unwrap();
+        assert_eq!(e.inspect_except(&get("/?x=evil"), &skip).anomaly_score, 5);
     }
 
     /// As ModSecurity: a chain head's `setvar` runs when the head matches, for the next
