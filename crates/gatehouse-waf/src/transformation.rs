@@ -112,7 +112,15 @@ impl Transformation {
                 input.iter().copied().filter(|&b| b != 0).collect()
             }
             Self::CmdLine => cmd_line(input),
-            Self::CompressWhitespace => compress_whitespace(input),
+            Self::CompressWhitespace => {
+                // Only single spaces: nothing to compress (most values).
+                let single = |w: &[u8]| !(is_space(w[0]) && is_space(w[1]));
+                if !input.iter().any(|&b| b != b' ' && is_space(b)) && input.windows(2).all(single)
+                {
+                    return Cow::Borrowed(input);
+                }
+                compress_whitespace(input)
+            }
             Self::RemoveWhitespace => {
                 if !input.iter().any(|&b| is_space(b)) {
                     return Cow::Borrowed(input);
@@ -125,7 +133,11 @@ impl Transformation {
                 }
                 replace_comments(input)
             }
+            Self::NormalizePath if path_is_normal(input) => return Cow::Borrowed(input),
             Self::NormalizePath => normalize_path(input),
+            Self::NormalizePathWin if !input.contains(&b'\\') && path_is_normal(input) => {
+                return Cow::Borrowed(input);
+            }
             Self::NormalizePathWin => {
                 let slashed: Vec<u8> = input
                     .iter()
@@ -490,6 +502,15 @@ fn replace_comments(input: &[u8]) -> Vec<u8> {
 
 /// `.` and empty segments dropped, `..` removing the segment before it (kept at the
 /// start of a relative path, dropped at the root), a trailing slash kept.
+/// A path `normalize_path` leaves as it is: no empty segment inside it (`//`), no `.` or
+/// `..` segment.
+fn path_is_normal(input: &[u8]) -> bool {
+    !input.windows(2).any(|w| w == b"//")
+        && !input
+            .split(|&b| b == b'/')
+            .any(|seg| seg == b"." || seg == b"..")
+}
+
 fn normalize_path(input: &[u8]) -> Vec<u8> {
     if input.is_empty() {
         return Vec::new();
@@ -674,6 +695,15 @@ mod tests {
                     proptest::prop_assert!(out.len() <= input.len(), "{name}");
                 }
             }
+        }
+
+        /// The shortcuts for values left as they are agree with the full transformations.
+        #[test]
+        fn shortcuts_agree(input in proptest::collection::vec(proptest::sample::select(b" \t\n./\\a.".to_vec()), 0..24)) {
+            proptest::prop_assert_eq!(t("compressWhitespace", &input), compress_whitespace(&input));
+            proptest::prop_assert_eq!(t("normalizePath", &input), normalize_path(&input));
+            let slashed: Vec<u8> = input.iter().map(|&b| if b == b'\\' { b'/' } else { b }).collect();
+            proptest::prop_assert_eq!(t("normalizePathWin", &input), normalize_path(&slashed));
         }
     }
 }
