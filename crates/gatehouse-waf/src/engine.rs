@@ -706,13 +706,15 @@ impl Engine {
                 return false;
             }
             if i == 0 && report {
-                first = matches.first().map(|(n, d)| (n.to_string(), d.clone()));
+                first = matches
+                    .first()
+                    .map(|(n, m)| (n.to_string(), m.data.clone()));
             }
             // As ModSecurity: a link's `setvar`s run once per matching value as soon as
             // it matches, whatever the rest of the chain does (CRS 920440 sets
             // `tx.extension` in the chain's head for its second link to test).
-            for (name, value) in &matches {
-                tx.matched(name, value);
+            for (name, m) in &matches {
+                tx.matched(name, &m.value);
                 for s in &link.setvars {
                     tx.apply(s);
                 }
@@ -744,7 +746,7 @@ impl Engine {
         c: &'c Collections,
         tx: &mut Tx,
         scratch: &mut Scratch<'c>,
-    ) -> Vec<(Cow<'e, str>, Vec<u8>)> {
+    ) -> Vec<(Cow<'e, str>, Matched)> {
         let dynamic;
         let op = match &link.op {
             Op::Ready(o) => o,
@@ -758,10 +760,16 @@ impl Engine {
                 }
             }
         };
-        let mut out: Vec<(Cow<'e, str>, Vec<u8>)> = Vec::new();
+        let mut out: Vec<(Cow<'e, str>, Matched)> = Vec::new();
         if link.targets.is_empty() {
             // SecAction: one match, unconditionally.
-            out.push((Cow::Borrowed(""), Vec::new()));
+            out.push((
+                Cow::Borrowed(""),
+                Matched {
+                    data: Vec::new(),
+                    value: Vec::new(),
+                },
+            ));
         }
         // Named only once matched: most values are not.
         let full = |t: &'e Target, name: &str| -> Cow<'e, str> {
@@ -855,14 +863,14 @@ impl Engine {
             }
         }
         if link.capture
-            && let Some((_, data)) = out.last()
+            && let Some((_, m)) = out.last()
         {
             // TX.0 is the match, TX.1-9 its groups (as ModSecurity's `capture`).
             let groups = last
                 .map(|raw| op.captures(&transformed(&self.pipelines[link.pipeline], &raw)))
                 .unwrap_or_default();
             if groups.is_empty() {
-                tx.vars.insert("0".into(), data.clone());
+                tx.vars.insert("0".into(), m.data.clone());
             }
             for (i, g) in groups.into_iter().enumerate().take(10) {
                 tx.vars.insert(i.to_string(), g);
@@ -873,7 +881,7 @@ impl Engine {
 
     /// `value` tested as `multiMatch` does: as it is, then after each transformation
     /// that changes it; what matched at each stage.
-    fn test_stages(&self, link: &Link, op: &Operator, value: &[u8]) -> Vec<Vec<u8>> {
+    fn test_stages(&self, link: &Link, op: &Operator, value: &[u8]) -> Vec<Matched> {
         let mut out = Vec::new();
         let mut v: Cow<'_, [u8]> = Cow::Borrowed(value);
         out.extend(decide(op.test(&v).map(|f| f.0), link.negated, &v));
@@ -888,7 +896,7 @@ impl Engine {
     }
 
     /// `value` through `link`'s pipeline and operator: what matched, if it did.
-    fn test_now(&self, link: &Link, op: &Operator, value: &[u8]) -> Option<Vec<u8>> {
+    fn test_now(&self, link: &Link, op: &Operator, value: &[u8]) -> Option<Matched> {
         let v = transformed(&self.pipelines[link.pipeline], value);
         decide(op.test(&v).map(|f| f.0), link.negated, &v)
     }
@@ -901,7 +909,7 @@ impl Engine {
         op: &Operator,
         value: &'c [u8],
         scratch: &mut Scratch<'c>,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<Matched> {
         let key = (value.as_ptr() as usize, value.len(), link.pipeline);
         let entry = scratch.seen.entry(key).or_insert_with(|| Seen {
             value: transformed(&self.pipelines[link.pipeline], value),
@@ -947,14 +955,27 @@ fn transformed<'a>(pipeline: &[Transformation], value: &'a [u8]) -> Cow<'a, [u8]
     v
 }
 
-/// The matched data of an operator's outcome, `negated` (`!@rx`) taken into account: a
+/// What an operator's outcome matched, `negated` (`!@rx`) taken into account: a
 /// negated operator that does not match matches the whole value.
-fn decide(found: Option<Vec<u8>>, negated: bool, value: &[u8]) -> Option<Vec<u8>> {
-    match (found, negated) {
-        (Some(f), false) => Some(f),
-        (None, true) => Some(value.to_vec()),
-        _ => None,
-    }
+fn decide(found: Option<Vec<u8>>, negated: bool, value: &[u8]) -> Option<Matched> {
+    let data = match (found, negated) {
+        (Some(f), false) => f,
+        (None, true) => value.to_vec(),
+        _ => return None,
+    };
+    Some(Matched {
+        data,
+        value: value.to_vec(),
+    })
+}
+
+/// A value an operator accepted.
+struct Matched {
+    /// What matched in it (the whole value for a negated operator).
+    data: Vec<u8>,
+    /// The value as the operator saw it (transformed): `MATCHED_VAR`, as ModSecurity
+    /// sets it for the chain's next link.
+    value: Vec<u8>,
 }
 
 /// `n` in decimal, written into `buf` (no allocation: counts are made per rule).
@@ -1274,6 +1295,21 @@ SecRule ARGS "@rx this\.constructor" "id:3,phase:2,block,t:none,t:urlDecodeUni,t
         // The raw value matches (3); after base64Decode it no longer does (not 100).
         let v = e.inspect(&get("/?a=this.constructor.constructor(1)"));
         assert_eq!(v.anomaly_score, 3);
+    }
+
+    /// `MATCHED_VAR` is the value that matched (transformed), not what matched in it:
+    /// each link of CRS 932200 tests the whole argument again.
+    #[test]
+    fn matched_var_is_the_whole_value() {
+        let rules = r#"
+SecRule ARGS "@rx /[^/]+?[\\]" "id:1,phase:2,block,capture,t:none,t:lowercase,chain"
+    SecRule MATCHED_VAR "@rx /" "t:none,chain"
+        SecRule MATCHED_VAR "@rx \s" "t:none,setvar:tx.anomaly_score=+5"
+"#;
+        let e = Engine::load(&[("t.conf".into(), rules.into())], Path::new("/"), &[]).unwrap();
+        let v = e.inspect(&get("/?q=CMD.exe%20%2Fc%20dir%20c%3A%5C"));
+        assert_eq!(v.anomaly_score, 5);
+        assert_eq!(v.hits[0].data, b"/c dir c:\\");
     }
 
     #[test]

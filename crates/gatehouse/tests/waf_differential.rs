@@ -1,6 +1,6 @@
 //! The `waf` policy against its reference: nginx with libmodsecurity 3 and the same
-//! OWASP CRS (Debian's packages, scripts/test.sh), both at paranoia level 1 with the
-//! same allowed methods, both in front of the same backend. Thousands of requests, every
+//! OWASP CRS (Debian's packages, scripts/test.sh), both at the same paranoia level (1,
+//! then 2) with the same allowed methods, both in front of the same backend. Thousands of requests, every
 //! CRS attack category in every inspected place and ordinary API traffic, go to both;
 //! the WAF must refuse at least 95% of what ModSecurity refuses and at most 2% of what
 //! it lets through.
@@ -569,9 +569,19 @@ async fn status(client: &Client, base: &str, c: &Case) -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_waf_refuses_what_modsecurity_refuses_and_passes_what_it_passes() {
+async fn at_paranoia_level_1_the_waf_refuses_and_passes_what_modsecurity_does() {
+    differential(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn at_paranoia_level_2_the_waf_refuses_and_passes_what_modsecurity_does() {
+    differential(2).await;
+}
+
+/// The corpus through both at paranoia level `level`, compared.
+async fn differential(level: u8) {
     let backend = Backend::start("app", Kind::Echo).await;
-    let nginx = ModSecurityNginx::start(backend.addr, std::path::Path::new(CRS), 1, METHODS);
+    let nginx = ModSecurityNginx::start(backend.addr, std::path::Path::new(CRS), level, METHODS);
     let (_g, gatehouse, _admin) = gateway(&format!(
         r#"
 upstreams:
@@ -579,7 +589,7 @@ upstreams:
 routes:
   - {{ name: api, policies: [waf], upstream: app, max_body_size: 1MiB }}
 policies:
-  waf: {{ type: waf, paranoia_level: 1 }}
+  waf: {{ type: waf, paranoia_level: {level} }}
 "#,
         backend.addr
     ));
@@ -628,7 +638,7 @@ policies:
     let caught = 1.0 - missed.len() as f64 / refused.len().max(1) as f64;
     let false_alarms = extra.len() as f64 / passed.len().max(1) as f64;
     let summary = format!(
-        "{} requests: ModSecurity refused {}, passed {}, other {}; the WAF refused {:.1}% of its refusals and {:.2}% of its passes\nmissed (first 40): {:#?}\nextra (first 40): {:#?}",
+        "paranoia level {level}, {} requests: ModSecurity refused {}, passed {}, other {}; the WAF refused {:.1}% of its refusals and {:.2}% of its passes\nmissed (first 40): {:#?}\nextra (first 40): {:#?}",
         cases.len(),
         refused.len(),
         passed.len(),
