@@ -1,9 +1,9 @@
 //! The `waf` policy against its reference: nginx with libmodsecurity 3 and the same
 //! OWASP CRS (Debian's packages, scripts/test.sh), both at the same paranoia level (1,
-//! then 2) with the same allowed methods, both in front of the same backend. Thousands of requests, every
-//! CRS attack category in every inspected place and ordinary API traffic, go to both;
-//! the WAF must refuse at least 95% of what ModSecurity refuses and at most 2% of what
-//! it lets through.
+//! then 2) with the same allowed methods, both in front of the same backend. Thousands
+//! of requests, every CRS attack category in every inspected place and ordinary API
+//! traffic, go to both; the WAF must refuse at least 95% of what ModSecurity refuses and
+//! at most 2% of what it lets through.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
