@@ -16,6 +16,13 @@ pub use gateway::GatewayProcess;
 pub use otlp::OtlpReceiver;
 pub use redis::RedisServer;
 
+/// A scratch directory of this test process for a `kind` of server on `port`, created.
+pub fn scratch_dir(kind: &str, port: u16) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("gatehouse-{kind}-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A free TCP port on 127.0.0.1 for a gateway to bind later.
 ///
 /// Picked at random below the kernel's ephemeral range (Linux: 32768-60999) and checked

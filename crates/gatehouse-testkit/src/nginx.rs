@@ -35,9 +35,7 @@ impl ModSecurityNginx {
         allowed_methods: &str,
     ) -> Self {
         let port = crate::free_port();
-        let dir =
-            std::env::temp_dir().join(format!("gatehouse-nginx-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch_dir("nginx", port);
         let modsec = dir.join("modsecurity.conf");
         std::fs::write(
             &modsec,

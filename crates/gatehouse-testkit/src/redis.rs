@@ -27,9 +27,7 @@ impl RedisServer {
     /// Starts one with `lead` arguments before the usual ones and `extra` after them.
     pub fn start_with(lead: Vec<String>, extra: Vec<String>) -> Self {
         let port = crate::free_port();
-        let dir =
-            std::env::temp_dir().join(format!("gatehouse-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch_dir("redis", port);
         let mut r = RedisServer {
             child: None,
             port,
@@ -91,9 +89,7 @@ impl RedisServer {
     /// after 500 ms).
     pub fn sentinel_for(primary: &RedisServer, name: &str) -> Self {
         let port = crate::free_port();
-        let dir =
-            std::env::temp_dir().join(format!("gatehouse-sentinel-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch_dir("sentinel", port);
         let conf = dir.join("sentinel.conf");
         std::fs::write(
             &conf,

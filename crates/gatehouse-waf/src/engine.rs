@@ -486,6 +486,9 @@ impl Engine {
                 }
                 skip_to = None;
             }
+            if rule.disabled {
+                continue;
+            }
             let independent = rule.links.iter().all(|l| {
                 l.targets.iter().all(|t| {
                     matches!(
@@ -498,9 +501,6 @@ impl Engine {
                     )
                 })
             });
-            if rule.disabled {
-                continue;
-            }
             if !independent {
                 resume = i;
                 break;
@@ -775,7 +775,11 @@ impl Engine {
         let full = |t: &'e Target, name: &str| -> Cow<'e, str> {
             if name.is_empty() {
                 Cow::Borrowed(&t.collection)
-            } else if let Some(k) = t.keyed.as_deref().filter(|k| k.ends_with(name)) {
+            } else if let Some(k) = t
+                .keyed
+                .as_deref()
+                .filter(|k| k.get(t.collection.len() + 1..) == Some(name))
+            {
                 Cow::Borrowed(k)
             } else {
                 Cow::Owned(format!("{}:{name}", t.collection))
@@ -1121,30 +1125,22 @@ impl Tx {
         }
     }
 
-    fn apply(&mut self, s: &SetVar) {
+    fn apply<'s>(&mut self, s: &'s SetVar) {
         // A name may hold macros too (`tx.part_%{tx.counter}`).
-        let name = |k: &String| -> String {
+        let name = |k: &'s str| -> Cow<'s, str> {
             match k.contains("%{") {
-                true => self.expand(k).to_ascii_lowercase(),
-                false => k.clone(),
+                true => Cow::Owned(self.expand(k).to_ascii_lowercase()),
+                false => Cow::Borrowed(k),
             }
         };
-        let plain = |k: &String| !k.contains("%{");
         match s {
             SetVar::Set(k, v) => {
                 let v = self.expand(v);
-                let k = match plain(k) {
-                    true => Cow::Borrowed(k.as_str()),
-                    false => Cow::Owned(name(k)),
-                };
-                self.set(k, v.as_bytes());
+                self.set(name(k), v.as_bytes());
             }
             SetVar::Add(k, n) | SetVar::Sub(k, n) => {
                 let by: i64 = self.expand(n).trim().parse().unwrap_or(0);
-                let k = match plain(k) {
-                    true => Cow::Borrowed(k.as_str()),
-                    false => Cow::Owned(name(k)),
-                };
+                let k = name(k);
                 let cur = self.int(&k);
                 let next = if matches!(s, SetVar::Add(..)) {
                     cur.saturating_add(by)
@@ -1157,7 +1153,7 @@ impl Tx {
             }
             SetVar::Delete(k) => {
                 let k = name(k);
-                self.vars.remove(&k);
+                self.vars.remove(k.as_ref());
             }
         }
     }
