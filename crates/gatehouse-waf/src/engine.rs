@@ -37,6 +37,11 @@ enum Pick {
     All,
     /// By name, without case.
     Key(String),
+    /// A selector regex that is a plain word anchored at the start (`/^header_name_/`):
+    /// names starting with it, without case (TX has a hundred names to try).
+    Prefix(String),
+    /// A plain word selector (`/__utm/`): names holding it, without case.
+    Contains(String),
     Regex(regex::Regex),
 }
 
@@ -45,6 +50,12 @@ impl Pick {
         Ok(match s {
             None => Self::All,
             Some(Selector::Key(k)) => Self::Key(k.to_ascii_lowercase()),
+            Some(Selector::Regex(r)) if is_word(r.strip_prefix('^').unwrap_or(r)) => {
+                match r.strip_prefix('^') {
+                    Some(w) => Self::Prefix(w.to_ascii_lowercase()),
+                    None => Self::Contains(r.to_ascii_lowercase()),
+                }
+            }
             Some(Selector::Regex(r)) => Self::Regex(
                 regex::RegexBuilder::new(r)
                     .case_insensitive(true)
@@ -58,9 +69,25 @@ impl Pick {
         match self {
             Self::All => true,
             Self::Key(k) => name.eq_ignore_ascii_case(k),
+            Self::Prefix(p) => name
+                .as_bytes()
+                .get(..p.len())
+                .is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes())),
+            Self::Contains(w) => name
+                .as_bytes()
+                .windows(w.len())
+                .any(|h| h.eq_ignore_ascii_case(w.as_bytes())),
             Self::Regex(r) => r.is_match(name),
         }
     }
+}
+
+/// Whether a selector regex is a plain word (letters, digits, `_`, `-`): no
+/// metacharacter, so it can be matched without a regex.
+fn is_word(r: &str) -> bool {
+    !r.is_empty()
+        && r.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Where a variable's values come from, resolved at load.
@@ -106,6 +133,13 @@ struct Target {
     excluded: Vec<Pick>,
 }
 
+impl Target {
+    /// Whether it reads the member `name` of its collection.
+    fn keeps(&self, name: &str) -> bool {
+        self.pick.takes(name) && !self.excluded.iter().any(|x| x.takes(name))
+    }
+}
+
 /// An operator, compiled now or (when its argument has macros) per request.
 #[derive(Debug, Clone)]
 enum Op {
@@ -131,6 +165,11 @@ struct Link {
     op: Op,
     /// Its `@rx` pattern's place in its pipeline's prefilter set, if it has one.
     prefilter: Option<usize>,
+    /// Links that read the same request values through the same pipeline share a
+    /// group (most CRS attack rules read `ARGS|ARGS_NAMES|REQUEST_COOKIES|...`): once
+    /// one of them has scanned the values, a link whose pattern none of them holds is
+    /// answered without visiting them.
+    group: Option<usize>,
     negated: bool,
     capture: bool,
     /// `multiMatch`: the operator tests the value before and after each transformation
@@ -275,7 +314,7 @@ pub struct Verdict {
 #[derive(Debug, Default)]
 struct Setup {
     /// The transaction after them.
-    tx: Tx,
+    tx: Tx<'static>,
     /// The index in [`Engine::rules`] of the first rule still to run.
     resume: usize,
     /// A `skipAfter` still pending there.
@@ -298,6 +337,8 @@ pub struct Engine {
     presets: Vec<(String, String)>,
     /// The leading rules that read no request (CRS's initialization), run once at load.
     setup: Setup,
+    /// How many link groups there are ([`Link::group`]).
+    groups: usize,
     /// Rules disabled for lack of support: id and why.
     pub unsupported: Vec<(u32, String)>,
     rules_dir: std::path::PathBuf,
@@ -365,6 +406,7 @@ impl Engine {
                 .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_string()))
                 .collect(),
             setup: Setup::default(),
+            groups: 0,
             unsupported: Vec::new(),
             rules_dir: dir.to_path_buf(),
         };
@@ -416,6 +458,7 @@ impl Engine {
                             targets: Vec::new(),
                             pipeline,
                             prefilter: None,
+                            group: None,
                             op: Op::Ready(Operator::Always),
                             negated: false,
                             capture: false,
@@ -454,11 +497,23 @@ impl Engine {
                     .flatten()
             })
             .collect();
+        let mut groups: HashMap<String, usize> = HashMap::new();
         for link in e.rules.iter_mut().flat_map(|r| r.links.iter_mut()) {
             if e.prefilters[link.pipeline].is_none() {
                 link.prefilter = None;
             }
+            let values_only = !link.targets.is_empty()
+                && link
+                    .targets
+                    .iter()
+                    .all(|t| matches!(t.source, Source::Slot(_)) && !t.count);
+            if values_only {
+                let key = format!("{}{:?}", link.pipeline, link.targets);
+                let next = groups.len();
+                link.group = Some(*groups.entry(key).or_insert(next));
+            }
         }
+        e.groups = groups.len();
         e.setup = e.run_setup();
         Ok(e)
     }
@@ -469,10 +524,10 @@ impl Engine {
     fn run_setup(&self) -> Setup {
         let mut tx = Tx::default();
         for (k, v) in &self.presets {
-            tx.vars.insert(k.clone(), v.clone().into_bytes());
+            tx.set(Cow::Borrowed(k), v.as_bytes());
         }
         let empty = Collections::default();
-        let mut scratch = Scratch::default();
+        let mut scratch = Scratch::new(&empty, self.groups);
         let mut verdict = Verdict::default();
         let mut skip_to = None;
         let mut resume = self.rules.len();
@@ -528,8 +583,8 @@ impl Engine {
     }
 
     /// Disables the rules tagged `paranoia-level/N` above `level`; the distinct `@rx`
-    /// patterns of the others, per pipeline (each link told its place), for the
-    /// prefilters.
+    /// patterns of the others that match no [`COMMON`] value, per pipeline (each link
+    /// told its place), for the prefilters.
     fn gate(&mut self, level: u8) -> Vec<Vec<String>> {
         let mut patterns = vec![Vec::new(); self.pipelines.len()];
         for rule in &mut self.rules {
@@ -546,7 +601,9 @@ impl Engine {
                 if rule.disabled {
                     continue;
                 }
-                if let Op::Ready(Operator::Rx(re)) = &link.op {
+                if let Op::Ready(Operator::Rx(re)) = &link.op
+                    && !COMMON.iter().any(|v| re.is_match(v.as_bytes()))
+                {
                     let list: &mut Vec<String> = &mut patterns[link.pipeline];
                     // The same pattern in several rules is scanned for once.
                     let at = match list.iter().position(|p| p == re.as_str()) {
@@ -619,6 +676,7 @@ impl Engine {
             targets,
             pipeline: self.pipeline(transforms),
             prefilter: None,
+            group: None,
             op,
             negated: o.negated,
             capture: r.actions.iter().any(|a| a.name == "capture"),
@@ -634,23 +692,23 @@ impl Engine {
 
     /// Runs the rules over `c` but those `skip` names.
     pub fn inspect_except(&self, c: &Collections, skip: &RuleFilter) -> Verdict {
-        let mut tx = Tx::default();
-        // The setup computed at load stands unless a rule of it is left out.
+        // The setup computed at load stands unless a rule of it is left out: the
+        // request's TX is laid over it, not copied from it.
         let setup = &self.setup;
-        let (start, mut pending) = if skip.is_empty()
+        let (mut tx, start, mut pending) = if skip.is_empty()
             || !self.rules[..setup.resume]
                 .iter()
                 .any(|r| skip.skips(r.id, &r.tags))
         {
-            tx.clone_from(&setup.tx);
-            (setup.resume, setup.skip_to)
+            (Tx::over(&setup.tx), setup.resume, setup.skip_to)
         } else {
+            let mut tx = Tx::default();
             for (k, v) in &self.presets {
-                tx.vars.insert(k.clone(), v.clone().into_bytes());
+                tx.set(Cow::Borrowed(k), v.as_bytes());
             }
-            (0, None)
+            (tx, 0, None)
         };
-        let mut scratch = Scratch::default();
+        let mut scratch = Scratch::new(c, self.groups);
         let mut verdict = Verdict::default();
         'phases: for phase in [1u8, 2] {
             let mut skip_to: Option<usize> = pending.take();
@@ -682,7 +740,7 @@ impl Engine {
             }
         }
         // CRS 4 keeps the inbound score it blocks on apart; CRS 3 in anomaly_score.
-        verdict.anomaly_score = match tx.vars.contains_key("blocking_inbound_anomaly_score") {
+        verdict.anomaly_score = match tx.get("blocking_inbound_anomaly_score").is_some() {
             true => tx.int("blocking_inbound_anomaly_score"),
             false => tx.int("anomaly_score"),
         };
@@ -714,6 +772,9 @@ impl Engine {
             // it matches, whatever the rest of the chain does (CRS 920440 sets
             // `tx.extension` in the chain's head for its second link to test).
             for (name, m) in &matches {
+                if link.capture {
+                    tx.capture(m);
+                }
                 tx.matched(name, &m.value);
                 for s in &link.setvars {
                     tx.apply(s);
@@ -760,6 +821,14 @@ impl Engine {
                 }
             }
         };
+        if let (Some(g), Some(k), Some(set)) =
+            (link.group, link.prefilter, &self.prefilters[link.pipeline])
+            && !link.negated
+            && !link.multi_match
+            && !self.group_may_match(link, g, k, set, c, scratch)
+        {
+            return Vec::new();
+        }
         let mut out: Vec<(Cow<'e, str>, Matched)> = Vec::new();
         if link.targets.is_empty() {
             // SecAction: one match, unconditionally.
@@ -768,6 +837,7 @@ impl Engine {
                 Matched {
                     data: Vec::new(),
                     value: Vec::new(),
+                    groups: Vec::new(),
                 },
             ));
         }
@@ -785,20 +855,13 @@ impl Engine {
                 Cow::Owned(format!("{}:{name}", t.collection))
             }
         };
-        // The value the last match was in, for a capturing rule's groups.
-        let mut last: Option<Vec<u8>> = None;
-        let mut remember = |v: &[u8]| {
-            if link.capture {
-                last = Some(v.to_vec());
-            }
-        };
         for t in &link.targets {
-            let keep = |name: &str| t.pick.takes(name) && !t.excluded.iter().any(|x| x.takes(name));
+            let keep = |name: &str| t.keeps(name);
             if t.count {
                 let count = match t.source {
                     Source::Tx => match &t.pick {
-                        Pick::Key(k) => usize::from(tx.vars.contains_key(k)),
-                        _ => tx.vars.keys().filter(|k| keep(k)).count(),
+                        Pick::Key(k) => usize::from(tx.get(k).is_some()),
+                        _ => tx.iter_where(keep).count(),
                     },
                     Source::Slot(i) => c
                         .at(i)
@@ -810,24 +873,23 @@ impl Engine {
                 let mut digits = [0u8; 20];
                 let count = decimal(count as u64, &mut digits);
                 if let Some(data) = self.test_now(link, op, count) {
-                    remember(count);
                     out.push((full(t, ""), data));
                 }
                 continue;
             }
             match t.source {
                 Source::Slot(slot) => {
-                    for i in c.at(slot) {
+                    for (at, i) in c.at(slot).iter().enumerate() {
                         if !(i.name.is_empty() || keep(&i.name)) {
                             continue;
                         }
                         if link.multi_match {
                             for data in self.test_stages(link, op, &i.value) {
-                                remember(&i.value);
                                 out.push((full(t, &i.name), data));
                             }
-                        } else if let Some(data) = self.test_cached(link, op, &i.value, scratch) {
-                            remember(&i.value);
+                        } else if let Some(data) =
+                            self.test_cached(link, op, (slot, at), &i.value, scratch)
+                        {
                             out.push((full(t, &i.name), data));
                         }
                     }
@@ -835,17 +897,15 @@ impl Engine {
                 Source::Tx => {
                     // One variable by name: looked up, not searched for.
                     if let Pick::Key(k) = &t.pick {
-                        if let Some(v) = tx.vars.get(k)
+                        if let Some(v) = tx.get(k)
                             && let Some(data) = self.test_now(link, op, v)
                         {
-                            remember(v);
                             out.push((full(t, k), data));
                         }
                         continue;
                     }
-                    for (k, v) in tx.vars.iter().filter(|(k, _)| keep(k)) {
+                    for (k, v) in tx.iter_where(keep) {
                         if let Some(data) = self.test_now(link, op, v) {
-                            remember(v);
                             out.push((full(t, k), data));
                         }
                     }
@@ -860,24 +920,16 @@ impl Engine {
                         _ => continue,
                     };
                     if let Some(data) = self.test_now(link, op, value) {
-                        remember(value);
                         out.push((full(t, ""), data));
                     }
                 }
             }
         }
-        if link.capture
-            && let Some((_, m)) = out.last()
-        {
-            // TX.0 is the match, TX.1-9 its groups (as ModSecurity's `capture`).
-            let groups = last
-                .map(|raw| op.captures(&transformed(&self.pipelines[link.pipeline], &raw)))
-                .unwrap_or_default();
-            if groups.is_empty() {
-                tx.vars.insert("0".into(), m.data.clone());
-            }
-            for (i, g) in groups.into_iter().enumerate().take(10) {
-                tx.vars.insert(i.to_string(), g);
+        if link.capture {
+            // TX.0 is the match, TX.1-9 its groups (as ModSecurity's `capture`), taken
+            // from each matching value for its own `setvar`s.
+            for (_, m) in &mut out {
+                m.groups = op.captures(&m.value);
             }
         }
         out
@@ -911,37 +963,76 @@ impl Engine {
         &self,
         link: &Link,
         op: &Operator,
+        (slot, i): (usize, usize),
         value: &'c [u8],
         scratch: &mut Scratch<'c>,
     ) -> Option<Matched> {
-        let key = (value.as_ptr() as usize, value.len(), link.pipeline);
-        let entry = scratch.seen.entry(key).or_insert_with(|| Seen {
-            value: transformed(&self.pipelines[link.pipeline], value),
-            scanned: None,
-        });
+        let e = scratch.entry(&self.pipelines, slot, i, value, link.pipeline);
         if let (Some(k), Some(set)) = (link.prefilter, &self.prefilters[link.pipeline]) {
-            let bits = &mut scratch.bits;
-            let at = *entry.scanned.get_or_insert_with(|| {
-                let at = bits.len();
-                bits.resize(at + set.len(), false);
-                // Most values match none: a plain search says so faster than the
-                // overlapping one that names which.
-                if set.is_match(&entry.value) {
-                    set.matches_read_at(&mut bits[at..], &entry.value, 0);
-                }
-                at
-            });
+            let at = scratch.scan(e, set);
             if !scratch.bits[at + k] {
-                return decide(None, link.negated, &entry.value);
+                return decide(None, link.negated, &scratch.seen[e].value);
             }
         }
-        decide(
-            op.test(&entry.value).map(|f| f.0),
-            link.negated,
-            &entry.value,
-        )
+        let v = &scratch.seen[e].value;
+        decide(op.test(v).map(|f| f.0), link.negated, v)
+    }
+
+    /// Whether the prefilter of `link` (one of group `g`) finds its pattern in any of
+    /// the group's values: the union of their answers, joined once per request.
+    fn group_may_match<'c>(
+        &self,
+        link: &Link,
+        g: usize,
+        k: usize,
+        set: &regex::bytes::RegexSet,
+        c: &'c Collections,
+        scratch: &mut Scratch<'c>,
+    ) -> bool {
+        if scratch.groups[g] == NONE {
+            let union = scratch.bits.len();
+            scratch.bits.resize(union + set.len(), false);
+            for t in &link.targets {
+                let Source::Slot(slot) = t.source else {
+                    continue;
+                };
+                for (i, item) in c.at(slot).iter().enumerate() {
+                    if !(item.name.is_empty() || t.keeps(&item.name)) {
+                        continue;
+                    }
+                    let e = scratch.entry(&self.pipelines, slot, i, &item.value, link.pipeline);
+                    let at = scratch.scan(e, set);
+                    for x in 0..set.len() {
+                        if scratch.bits[at + x] {
+                            scratch.bits[union + x] = true;
+                        }
+                    }
+                }
+            }
+            scratch.groups[g] = union as u32;
+        }
+        scratch.bits[scratch.groups[g] as usize + k]
     }
 }
+
+/// Everyday values: a pattern that matches one of them (`^.*$`, `(..)$`, `^[^;\s]+`,
+/// mostly chain links that capture or negated rules that check a format) would make its
+/// pipeline's prefilter match every value and run the slow overlapping scan that names
+/// the patterns; such a pattern is left out of the prefilter and tested on its own.
+const COMMON: [&str; 12] = [
+    "",
+    "a",
+    "0",
+    "abc",
+    "red shoes",
+    "/shop/search",
+    "shop.example",
+    "text/html,application/json",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+    "session=3f2a9c1e7b; theme=dark",
+    "GET /shop/search?q=red+shoes HTTP/1.1",
+    "host",
+];
 
 /// A value after a pipeline.
 fn transformed<'a>(pipeline: &[Transformation], value: &'a [u8]) -> Cow<'a, [u8]> {
@@ -970,6 +1061,7 @@ fn decide(found: Option<Vec<u8>>, negated: bool, value: &[u8]) -> Option<Matched
     Some(Matched {
         data,
         value: value.to_vec(),
+        groups: Vec::new(),
     })
 }
 
@@ -980,6 +1072,8 @@ struct Matched {
     /// The value as the operator saw it (transformed): `MATCHED_VAR`, as ModSecurity
     /// sets it for the chain's next link.
     value: Vec<u8>,
+    /// A capturing rule's groups in it (`TX.0` the whole match).
+    groups: Vec<Vec<u8>>,
 }
 
 /// `n` in decimal, written into `buf` (no allocation: counts are made per rule).
@@ -1005,21 +1099,98 @@ fn signed_decimal(n: i64, buf: &mut [u8; 21]) -> &[u8] {
     &buf[..sign + d.len()]
 }
 
+/// No entry (in [`Scratch`]'s lists).
+const NONE: u32 = u32::MAX;
+
 /// One request's work kept across rules: each (value, pipeline) transformed and
-/// prefiltered once.
-#[derive(Default)]
+/// prefiltered once; each group's prefilter answers over all its values joined once.
+/// Values are numbered per request (slot by slot), so nothing is hashed.
 struct Scratch<'c> {
-    seen: HashMap<(usize, usize, usize), Seen<'c>, ahash::RandomState>,
-    /// The prefilter's answers, one run of bits per scanned value (one allocation).
+    /// Where each slot's members start in the request's numbering.
+    offsets: [usize; request::COLLECTIONS.len()],
+    /// Per value, its first entry in `seen`.
+    heads: Vec<u32>,
+    seen: Vec<Seen<'c>>,
+    /// The prefilter's answers, one run of bits per scanned value or group (one
+    /// allocation).
     bits: Vec<bool>,
+    /// Per group ([`Link::group`]), where the union of its values' answers starts in
+    /// `bits`.
+    groups: Vec<u32>,
 }
 
 /// A request value after one pipeline.
 struct Seen<'c> {
     value: Cow<'c, [u8]>,
+    pipeline: u32,
+    /// The value's next entry (another pipeline).
+    next: u32,
     /// Where its pipeline's prefilter answer over it starts in [`Scratch::bits`],
     /// once a rule asked.
-    scanned: Option<usize>,
+    scanned: u32,
+}
+
+impl<'c> Scratch<'c> {
+    fn new(c: &Collections, groups: usize) -> Self {
+        let mut offsets = [0; request::COLLECTIONS.len()];
+        let mut total = 0;
+        for (slot, at) in offsets.iter_mut().enumerate() {
+            *at = total;
+            total += c.at(slot).len();
+        }
+        Scratch {
+            offsets,
+            heads: vec![NONE; total],
+            seen: Vec::with_capacity(total * 4),
+            bits: Vec::new(),
+            groups: vec![NONE; groups],
+        }
+    }
+
+    /// The entry of member `i` of `slot` (`value`) after pipeline `p`, made on first
+    /// use.
+    fn entry(
+        &mut self,
+        pipelines: &[Vec<Transformation>],
+        slot: usize,
+        i: usize,
+        value: &'c [u8],
+        p: usize,
+    ) -> usize {
+        let head = &mut self.heads[self.offsets[slot] + i];
+        let mut at = *head;
+        while at != NONE {
+            let e = &self.seen[at as usize];
+            if e.pipeline as usize == p {
+                return at as usize;
+            }
+            at = e.next;
+        }
+        self.seen.push(Seen {
+            value: transformed(&pipelines[p], value),
+            pipeline: p as u32,
+            next: *head,
+            scanned: NONE,
+        });
+        *head = (self.seen.len() - 1) as u32;
+        self.seen.len() - 1
+    }
+
+    /// Where `set`'s answer over entry `e` starts in `bits`, scanned on first use.
+    fn scan(&mut self, e: usize, set: &regex::bytes::RegexSet) -> usize {
+        let entry = &mut self.seen[e];
+        if entry.scanned == NONE {
+            let at = self.bits.len();
+            self.bits.resize(at + set.len(), false);
+            // Most values match none: a plain search says so faster than the
+            // overlapping one that names which.
+            if set.is_match(&entry.value) {
+                set.matches_read_at(&mut self.bits[at..], &entry.value, 0);
+            }
+            entry.scanned = at as u32;
+        }
+        entry.scanned as usize
+    }
 }
 
 /// The head of a rule: id, phase, disruptive action, markers, message and tags.
@@ -1088,21 +1259,71 @@ fn setvars(actions: &[Action]) -> Vec<SetVar> {
         .collect()
 }
 
-/// The transaction's state: `TX`, and the last match.
+/// `TX` variables by name; `None` where a request deleted one its base has.
+type Vars = HashMap<String, Option<Vec<u8>>, ahash::RandomState>;
+
+/// The transaction's state: `TX`, and the last match. A request's `TX` is its own
+/// changes laid over the setup's (read through, never copied: CRS sets about a hundred
+/// variables before it reads the request).
 #[derive(Debug, Default, Clone)]
-struct Tx {
-    vars: HashMap<String, Vec<u8>, ahash::RandomState>,
+struct Tx<'b> {
+    base: Option<&'b Vars>,
+    own: Vars,
     matched_var: Vec<u8>,
     matched_name: String,
 }
 
-impl Tx {
+impl<'b> Tx<'b> {
+    /// A transaction starting from `setup`'s state.
+    fn over(setup: &'b Tx<'_>) -> Self {
+        debug_assert!(setup.base.is_none(), "a setup stands alone");
+        Tx {
+            base: Some(&setup.own),
+            own: Vars::default(),
+            matched_var: setup.matched_var.clone(),
+            matched_name: setup.matched_name.clone(),
+        }
+    }
+
+    /// `TX:name`, if set.
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        match self.own.get(name) {
+            Some(v) => v.as_deref(),
+            None => self.base?.get(name)?.as_deref(),
+        }
+    }
+
+    /// Every variable set whose name `keep` takes, with its value.
+    fn iter_where<'s>(
+        &'s self,
+        keep: impl Fn(&str) -> bool + Copy + 's,
+    ) -> impl Iterator<Item = (&'s str, &'s [u8])> {
+        let own = self.own.iter();
+        let base = self.base.into_iter().flat_map(|b| b.iter());
+        own.filter(move |(k, _)| keep(k))
+            .filter_map(|(k, v)| Some((k.as_str(), v.as_deref()?)))
+            .chain(base.filter_map(move |(k, v)| {
+                // The name first: it rules out most without a lookup in `own`.
+                (keep(k) && !self.own.contains_key(k)).then_some((k.as_str(), v.as_deref()?))
+            }))
+    }
+
     fn int(&self, name: &str) -> i64 {
-        self.vars
-            .get(name)
+        self.get(name)
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// `TX.0` to `TX.9` from a capturing rule's match: its groups, or what matched.
+    fn capture(&mut self, m: &Matched) {
+        if m.groups.is_empty() {
+            self.set(Cow::Borrowed("0"), &m.data);
+        }
+        const NAMES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+        for (name, g) in NAMES.iter().zip(&m.groups) {
+            self.set(Cow::Borrowed(name), g);
+        }
     }
 
     fn matched(&mut self, name: &str, value: &[u8]) {
@@ -1114,13 +1335,14 @@ impl Tx {
 
     /// Sets `TX:k` (its buffers reused when it exists).
     fn set(&mut self, k: Cow<'_, str>, v: &[u8]) {
-        match self.vars.get_mut(k.as_ref()) {
-            Some(old) => {
+        match self.own.get_mut(k.as_ref()) {
+            Some(Some(old)) => {
                 old.clear();
                 old.extend_from_slice(v);
             }
+            Some(gone) => *gone = Some(v.to_vec()),
             None => {
-                self.vars.insert(k.into_owned(), v.to_vec());
+                self.own.insert(k.into_owned(), Some(v.to_vec()));
             }
         }
     }
@@ -1153,7 +1375,14 @@ impl Tx {
             }
             SetVar::Delete(k) => {
                 let k = name(k);
-                self.vars.remove(k.as_ref());
+                match self.base.is_some_and(|b| b.contains_key(k.as_ref())) {
+                    true => {
+                        self.own.insert(k.into_owned(), None);
+                    }
+                    false => {
+                        self.own.remove(k.as_ref());
+                    }
+                }
             }
         }
     }
@@ -1177,10 +1406,7 @@ impl Tx {
                 "matched_var" => Cow::Borrowed(&self.matched_var),
                 "matched_var_name" => Cow::Borrowed(self.matched_name.as_bytes()),
                 n => match n.strip_prefix("tx.") {
-                    Some(k) => self
-                        .vars
-                        .get(k)
-                        .map_or(Cow::Borrowed(&[][..]), |v| Cow::Borrowed(v)),
+                    Some(k) => Cow::Borrowed(self.get(k).unwrap_or_default()),
                     None => Cow::Borrowed(&[][..]),
                 },
             };
@@ -1273,6 +1499,30 @@ SecRule TX:ANOMALY_SCORE "@ge %{tx.threshold}" "id:99,phase:2,deny,msg:'score %{
         let mut skip = RuleFilter::default();
         skip.add("2").unwrap();
         assert_eq!(e.inspect_except(&get("/?x=evil"), &skip).anomaly_score, 5);
+    }
+
+    /// As ModSecurity: a capturing rule's `setvar`s run per matching value with that
+    /// value's capture (CRS 920450 records every header name, not only the last).
+    #[test]
+    fn captures_per_matching_value() {
+        const RESTRICTED: &str = r#"
+SecRule REQUEST_HEADERS_NAMES "@rx ^.*$" "id:1,phase:2,block,capture,t:none,t:lowercase,setvar:'tx.header_name_%{tx.0}=/%{tx.0}/',chain"
+    SecRule TX:/^HEADER_NAME_/ "@within /proxy/ /lock-token/" "setvar:tx.anomaly_score=+5"
+"#;
+        let e = Engine::load(&[("r.conf".into(), RESTRICTED.into())], Path::new("/"), &[]).unwrap();
+        let with = |headers: &[(&str, &[u8])]| {
+            e.inspect(&Collections::of(&RequestParts {
+                method: "GET",
+                target: "/",
+                protocol: "HTTP/1.1",
+                headers,
+                body: None,
+            }))
+            .anomaly_score
+        };
+        let proxy_first: &[(&str, &[u8])] = &[("Proxy", b"x"), ("Host", b"a"), ("Accept", b"b")];
+        assert_eq!(with(proxy_first), 5);
+        assert_eq!(with(&[("Host", b"a"), ("Accept", b"b")]), 0);
     }
 
     /// As ModSecurity: a chain head's `setvar` runs when the head matches, for the next

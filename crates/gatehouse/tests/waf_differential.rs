@@ -435,6 +435,19 @@ fn protocol_cases() -> Vec<Case> {
         "/api/items",
         vec![("content-type", "text/plain; charset=utf-7".into())],
     );
+    // Restricted headers (CRS 920450) before other headers: every name is checked.
+    add(
+        "restricted header proxy",
+        "GET",
+        "/api/items",
+        vec![("proxy", "http://10.0.0.1".into()), ("x-trace", "1".into())],
+    );
+    add(
+        "restricted header content-range",
+        "GET",
+        "/api/items",
+        vec![("content-range", "bytes 0-1/2".into()), ("x-trace", "1".into())],
+    );
     add("backup file", "GET", "/backup.sql.bak", vec![]);
     add("env file", "GET", "/.env", vec![]);
     add("php config", "GET", "/config.php~", vec![]);
