@@ -708,6 +708,7 @@ impl Engine {
             }
             (tx, 0, None)
         };
+        tx.request = Some(c);
         let mut scratch = Scratch::new(c, self.groups);
         let mut verdict = Verdict::default();
         'phases: for phase in [1u8, 2] {
@@ -1269,6 +1270,8 @@ type Vars = HashMap<String, Option<Vec<u8>>, ahash::RandomState>;
 struct Tx<'b> {
     base: Option<&'b Vars>,
     own: Vars,
+    /// The request, for macros that name its collections (`%{request_headers.host}`).
+    request: Option<&'b Collections>,
     matched_var: Vec<u8>,
     matched_name: String,
 }
@@ -1280,6 +1283,7 @@ impl<'b> Tx<'b> {
         Tx {
             base: Some(&setup.own),
             own: Vars::default(),
+            request: None,
             matched_var: setup.matched_var.clone(),
             matched_name: setup.matched_name.clone(),
         }
@@ -1387,8 +1391,25 @@ impl<'b> Tx<'b> {
         }
     }
 
-    /// `%{tx.x}`, `%{MATCHED_VAR}`, `%{MATCHED_VAR_NAME}`, `%{TX.0}` expanded (unknown
-    /// macros to nothing).
+    /// The first value of a request collection a macro names (`request_headers.host`,
+    /// `request_line`, lower case), or nothing.
+    fn request_value(&self, name: &str) -> &[u8] {
+        let Some(c) = self.request else {
+            return &[];
+        };
+        let (collection, key) = name.split_once('.').unwrap_or((name, ""));
+        let Some(slot) = request::slot(&collection.to_ascii_uppercase()) else {
+            return &[];
+        };
+        c.at(slot)
+            .iter()
+            .find(|i| key.is_empty() || i.name.eq_ignore_ascii_case(key))
+            .map_or(&[], |i| &i.value)
+    }
+
+    /// `%{tx.x}`, `%{MATCHED_VAR}`, `%{MATCHED_VAR_NAME}`, `%{TX.0}` and the request's
+    /// collections (`%{REQUEST_HEADERS.host}`, `%{REQUEST_LINE}`: the first value)
+    /// expanded; unknown macros to nothing.
     fn expand<'s>(&self, s: &'s str) -> Cow<'s, str> {
         if !s.contains("%{") {
             return Cow::Borrowed(s);
@@ -1407,7 +1428,7 @@ impl<'b> Tx<'b> {
                 "matched_var_name" => Cow::Borrowed(self.matched_name.as_bytes()),
                 n => match n.strip_prefix("tx.") {
                     Some(k) => Cow::Borrowed(self.get(k).unwrap_or_default()),
-                    None => Cow::Borrowed(&[][..]),
+                    None => Cow::Borrowed(self.request_value(n)),
                 },
             };
             out.push_str(&String::from_utf8_lossy(&value));
@@ -1499,6 +1520,24 @@ SecRule TX:ANOMALY_SCORE "@ge %{tx.threshold}" "id:99,phase:2,deny,msg:'score %{
         let mut skip = RuleFilter::default();
         skip.add("2").unwrap();
         assert_eq!(e.inspect_except(&get("/?x=evil"), &skip).anomaly_score, 5);
+    }
+
+    /// Macros read the request's collections (CRS 931130 compares a URL argument's host
+    /// with `%{request_headers.host}`).
+    #[test]
+    fn macros_read_the_request() {
+        const OFF_SITE: &str = r#"
+SecRule ARGS "@rx ^(?i:https?)://(.*)$" "id:1,phase:2,block,capture,msg:'%{REQUEST_LINE}',chain"
+    SecRule TX:1 "!@beginsWith %{request_headers.host}" "setvar:tx.anomaly_score=+5"
+"#;
+        let e = Engine::load(&[("r.conf".into(), OFF_SITE.into())], Path::new("/"), &[]).unwrap();
+        let v = e.inspect(&get("/?u=http://evil.example/x"));
+        assert_eq!(v.anomaly_score, 5);
+        assert_eq!(v.hits[0].msg, "GET /?u=http://evil.example/x HTTP/1.1");
+        assert_eq!(
+            e.inspect(&get("/?u=http://shop.example/x")).anomaly_score,
+            0
+        );
     }
 
     /// As ModSecurity: a capturing rule's `setvar`s run per matching value with that

@@ -446,7 +446,18 @@ fn protocol_cases() -> Vec<Case> {
         "restricted header content-range",
         "GET",
         "/api/items",
-        vec![("content-range", "bytes 0-1/2".into()), ("x-trace", "1".into())],
+        vec![
+            ("content-range", "bytes 0-1/2".into()),
+            ("x-trace", "1".into()),
+        ],
+    );
+    // A URL argument off the site (CRS 931130 at paranoia level 2 compares it with
+    // `%{request_headers.host}`).
+    add(
+        "off-site URL argument",
+        "GET",
+        "/api/items?next=https%3A%2F%2Fpartner.example%2Fwelcome",
+        vec![],
     );
     add("backup file", "GET", "/backup.sql.bak", vec![]);
     add("env file", "GET", "/.env", vec![]);
