@@ -527,7 +527,7 @@ impl Engine {
             tx.set(Cow::Borrowed(k), v.as_bytes());
         }
         let empty = Collections::default();
-        let mut scratch = Scratch::new(&empty, self.groups);
+        let mut scratch = Scratch::new(&empty, self.pipelines.len(), self.groups);
         let mut verdict = Verdict::default();
         let mut skip_to = None;
         let mut resume = self.rules.len();
@@ -709,7 +709,7 @@ impl Engine {
             (tx, 0, None)
         };
         tx.request = Some(c);
-        let mut scratch = Scratch::new(c, self.groups);
+        let mut scratch = Scratch::new(c, self.pipelines.len(), self.groups);
         let mut verdict = Verdict::default();
         'phases: for phase in [1u8, 2] {
             let mut skip_to: Option<usize> = pending.take();
@@ -1003,10 +1003,14 @@ impl Engine {
                     }
                     let e = scratch.entry(&self.pipelines, slot, i, &item.value, link.pipeline);
                     let at = scratch.scan(e, set);
-                    for x in 0..set.len() {
-                        if scratch.bits[at + x] {
-                            scratch.bits[union + x] = true;
-                        }
+                    // The value's answer was scanned before the union was made or after.
+                    let (low, high) = scratch.bits.split_at_mut(at.max(union));
+                    let (into, from) = match at < union {
+                        true => (&mut high[..set.len()], &low[at..at + set.len()]),
+                        false => (&mut low[union..union + set.len()], &high[..set.len()]),
+                    };
+                    for (u, b) in into.iter_mut().zip(from) {
+                        *u |= *b;
                     }
                 }
             }
@@ -1109,8 +1113,9 @@ const NONE: u32 = u32::MAX;
 struct Scratch<'c> {
     /// Where each slot's members start in the request's numbering.
     offsets: [usize; request::COLLECTIONS.len()],
-    /// Per value, its first entry in `seen`.
-    heads: Vec<u32>,
+    /// Per value and pipeline, its entry in `seen`.
+    table: Vec<u32>,
+    pipelines: usize,
     seen: Vec<Seen<'c>>,
     /// The prefilter's answers, one run of bits per scanned value or group (one
     /// allocation).
@@ -1123,16 +1128,13 @@ struct Scratch<'c> {
 /// A request value after one pipeline.
 struct Seen<'c> {
     value: Cow<'c, [u8]>,
-    pipeline: u32,
-    /// The value's next entry (another pipeline).
-    next: u32,
     /// Where its pipeline's prefilter answer over it starts in [`Scratch::bits`],
     /// once a rule asked.
     scanned: u32,
 }
 
 impl<'c> Scratch<'c> {
-    fn new(c: &Collections, groups: usize) -> Self {
+    fn new(c: &Collections, pipelines: usize, groups: usize) -> Self {
         let mut offsets = [0; request::COLLECTIONS.len()];
         let mut total = 0;
         for (slot, at) in offsets.iter_mut().enumerate() {
@@ -1141,7 +1143,8 @@ impl<'c> Scratch<'c> {
         }
         Scratch {
             offsets,
-            heads: vec![NONE; total],
+            table: vec![NONE; total * pipelines],
+            pipelines,
             seen: Vec::with_capacity(total * 4),
             bits: Vec::new(),
             groups: vec![NONE; groups],
@@ -1158,23 +1161,15 @@ impl<'c> Scratch<'c> {
         value: &'c [u8],
         p: usize,
     ) -> usize {
-        let head = &mut self.heads[self.offsets[slot] + i];
-        let mut at = *head;
-        while at != NONE {
-            let e = &self.seen[at as usize];
-            if e.pipeline as usize == p {
-                return at as usize;
-            }
-            at = e.next;
+        let at = &mut self.table[(self.offsets[slot] + i) * self.pipelines + p];
+        if *at == NONE {
+            *at = self.seen.len() as u32;
+            self.seen.push(Seen {
+                value: transformed(&pipelines[p], value),
+                scanned: NONE,
+            });
         }
-        self.seen.push(Seen {
-            value: transformed(&pipelines[p], value),
-            pipeline: p as u32,
-            next: *head,
-            scanned: NONE,
-        });
-        *head = (self.seen.len() - 1) as u32;
-        self.seen.len() - 1
+        *at as usize
     }
 
     /// Where `set`'s answer over entry `e` starts in `bits`, scanned on first use.
