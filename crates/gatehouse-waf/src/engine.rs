@@ -195,6 +195,9 @@ struct Compiled {
     links: Vec<Link>,
     disruptive: Disruptive,
     skip_after: Option<String>,
+    /// Where its `skipAfter` marker is (the `order` of the first rule after it), found
+    /// at load; `None` for a marker no file sets (nothing is skipped then).
+    skip_to: Option<usize>,
     msg: Option<String>,
     tags: Vec<String>,
     /// Not `nolog`: its matches are reported in [`Verdict::hits`].
@@ -480,6 +483,12 @@ impl Engine {
                 e.rules.push(head);
             }
         }
+        for rule in &mut e.rules {
+            rule.skip_to = rule
+                .skip_after
+                .as_ref()
+                .and_then(|m| e.markers.get(m).copied());
+        }
         let patterns = e.gate(paranoia);
         e.prefilters = patterns
             .iter()
@@ -571,8 +580,8 @@ impl Engine {
                 resume = i;
                 break;
             }
-            if let Some(m) = &rule.skip_after {
-                skip_to = self.markers.get(m).copied();
+            if rule.skip_after.is_some() {
+                skip_to = rule.skip_to;
             }
         }
         Setup {
@@ -735,8 +744,8 @@ impl Engine {
                     Disruptive::Allow => break 'phases,
                     Disruptive::Pass | Disruptive::Block => {}
                 }
-                if let Some(m) = &rule.skip_after {
-                    skip_to = self.markers.get(m).copied();
+                if rule.skip_after.is_some() {
+                    skip_to = rule.skip_to;
                 }
             }
         }
@@ -1217,6 +1226,7 @@ fn head_of(actions: &[Action], order: usize) -> Result<Compiled, String> {
         links: Vec::new(),
         disruptive,
         skip_after: seclang::action_value(actions, "skipAfter").map(str::to_string),
+        skip_to: None,
         msg: seclang::action_value(actions, "msg").map(str::to_string),
         tags: actions
             .iter()
