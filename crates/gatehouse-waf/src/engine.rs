@@ -580,9 +580,8 @@ impl Engine {
                 resume = i;
                 break;
             }
-            if rule.skip_after.is_some() {
-                skip_to = rule.skip_to;
-            }
+            // Nothing is pending here (the rule ran): its own marker, if any, is next.
+            skip_to = rule.skip_to;
         }
         Setup {
             tx,
@@ -744,9 +743,8 @@ impl Engine {
                     Disruptive::Allow => break 'phases,
                     Disruptive::Pass | Disruptive::Block => {}
                 }
-                if rule.skip_after.is_some() {
-                    skip_to = rule.skip_to;
-                }
+                // Nothing is pending here (the rule ran): its own marker, if any, is next.
+                skip_to = rule.skip_to;
             }
         }
         // CRS 4 keeps the inbound score it blocks on apart; CRS 3 in anomaly_score.
