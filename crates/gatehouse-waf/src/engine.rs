@@ -204,8 +204,24 @@ struct Compiled {
     log: bool,
     /// Disabled: an operator or transformation the engine lacks.
     disabled: bool,
+    /// What a request would make of it whatever it holds, found at load.
+    fold: Fold,
     /// Where it was in the files, for markers.
     order: usize,
+}
+
+/// A rule's outcome when it reads only `TX` variables no rule a request runs can change
+/// (CRS's paranoia gates, its disabled exclusion packages, unset options): decided once,
+/// at load, against the setup's `TX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fold {
+    /// Depends on the request: run it.
+    Run,
+    /// Never matches: not visited.
+    Never,
+    /// Always matches and does nothing but skip to its marker: the skip is taken
+    /// without running it.
+    Always,
 }
 
 /// A rule that matched.
@@ -322,6 +338,12 @@ struct Setup {
     resume: usize,
     /// A `skipAfter` still pending there.
     skip_to: Option<usize>,
+    /// Per phase, the indices in [`Engine::rules`] of the rules a request from this
+    /// setup visits: enabled and not [`Fold::Never`], in order.
+    live: [Vec<u32>; 2],
+    /// Per phase, every enabled rule (for a request that leaves out a setup rule: it
+    /// starts from scratch, so nothing folded holds for it).
+    enabled: [Vec<u32>; 2],
 }
 
 /// A compiled rule set.
@@ -524,7 +546,119 @@ impl Engine {
         }
         e.groups = groups.len();
         e.setup = e.run_setup();
+        e.fold();
         Ok(e)
+    }
+
+    /// Decides at load the rules whose outcome no request can change ([`Fold`]) and
+    /// lists, per phase, those a request visits.
+    fn fold(&mut self) {
+        // What a request's rules may write in TX: names, and patterns for names made of
+        // macros (`tx.%{rule.id}-OWASP_CRS/...`).
+        let resume = self.setup.resume;
+        let mut written: std::collections::HashSet<String> =
+            (0..10).map(|d| d.to_string()).collect();
+        let mut shapes: Vec<regex::Regex> = Vec::new();
+        let mut reads_match = false;
+        for (i, rule) in self.rules.iter().enumerate() {
+            reads_match |= rule.links.first().is_some_and(|l| {
+                l.targets
+                    .iter()
+                    .any(|t| matches!(t.source, Source::MatchedVar | Source::MatchedVarName))
+            });
+            if rule.disabled || (rule.phase == 1 && i < resume) {
+                continue;
+            }
+            for s in rule.links.iter().flat_map(|l| &l.setvars) {
+                let (SetVar::Set(k, _) | SetVar::Add(k, _) | SetVar::Sub(k, _) | SetVar::Delete(k)) =
+                    s;
+                if !k.contains("%{") {
+                    written.insert(k.clone());
+                    continue;
+                }
+                let mut shape = String::from("(?i)^");
+                let mut rest = k.as_str();
+                while let Some(at) = rest.find("%{") {
+                    shape.push_str(&regex::escape(&rest[..at]));
+                    shape.push_str(".*");
+                    rest = rest[at..].find('}').map_or("", |end| &rest[at + end + 1..]);
+                }
+                shape.push_str(&regex::escape(rest));
+                shape.push('$');
+                match regex::Regex::new(&shape) {
+                    Ok(r) => shapes.push(r),
+                    // Unreadable: any name may be written, nothing folds.
+                    Err(_) => return self.list(),
+                }
+            }
+        }
+        let constant = |t: &Target| match (&t.source, &t.pick) {
+            (Source::Tx, Pick::Key(k)) => {
+                !written.contains(k) && !shapes.iter().any(|r| r.is_match(k))
+            }
+            (Source::Empty | Source::Nothing, _) => true,
+            _ => false,
+        };
+        let empty = Collections::default();
+        let mut folds = Vec::with_capacity(self.rules.len());
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.disabled || (rule.phase == 1 && i < resume) {
+                folds.push(Fold::Run);
+                continue;
+            }
+            // Each link's outcome, if constant.
+            let outcome = |link: &Link| -> Option<bool> {
+                if link.targets.is_empty()
+                    || !matches!(link.op, Op::Ready(_))
+                    || !link.targets.iter().all(constant)
+                {
+                    return None;
+                }
+                let mut tx = Tx::over(&self.setup.tx);
+                let mut scratch = Scratch::new(&empty, self.pipelines.len(), self.groups);
+                Some(!self.matches(link, &empty, &mut tx, &mut scratch).is_empty())
+            };
+            let quiet = !rule.log
+                && matches!(rule.disruptive, Disruptive::Pass | Disruptive::Block)
+                && rule
+                    .links
+                    .iter()
+                    .all(|l| l.setvars.is_empty() && !l.capture);
+            folds.push(match rule.links.first().and_then(outcome) {
+                // The head fails: nothing of the rule happens.
+                Some(false) => Fold::Never,
+                // Every link matches and the only effect is the skip (and the last
+                // match, which no rule reads from an earlier one here).
+                Some(true)
+                    if quiet
+                        && !reads_match
+                        && rule.links[1..].iter().all(|l| outcome(l) == Some(true)) =>
+                {
+                    Fold::Always
+                }
+                _ => Fold::Run,
+            });
+        }
+        for (rule, fold) in self.rules.iter_mut().zip(folds) {
+            rule.fold = fold;
+        }
+        self.list();
+    }
+
+    /// Fills the setup's per-phase lists of rules to visit.
+    fn list(&mut self) {
+        for (p, phase) in [1u8, 2].into_iter().enumerate() {
+            let enabled = self
+                .rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.phase == phase && !r.disabled);
+            self.setup.enabled[p] = enabled.clone().map(|(i, _)| i as u32).collect();
+            self.setup.live[p] = enabled
+                .filter(|(_, r)| r.fold != Fold::Never)
+                .map(|(i, _)| i as u32)
+                .collect();
+        }
     }
 
     /// Runs the phase 1 rules from the start while they read nothing of the request
@@ -587,6 +721,7 @@ impl Engine {
             tx,
             resume,
             skip_to,
+            ..Setup::default()
         }
     }
 
@@ -703,33 +838,43 @@ impl Engine {
         // The setup computed at load stands unless a rule of it is left out: the
         // request's TX is laid over it, not copied from it.
         let setup = &self.setup;
-        let (mut tx, start, mut pending) = if skip.is_empty()
+        let (mut tx, start, mut pending, lists) = if skip.is_empty()
             || !self.rules[..setup.resume]
                 .iter()
                 .any(|r| skip.skips(r.id, &r.tags))
         {
-            (Tx::over(&setup.tx), setup.resume, setup.skip_to)
+            (
+                Tx::over(&setup.tx),
+                setup.resume,
+                setup.skip_to,
+                &setup.live,
+            )
         } else {
             let mut tx = Tx::default();
             for (k, v) in &self.presets {
                 tx.set(Cow::Borrowed(k), v.as_bytes());
             }
-            (tx, 0, None)
+            (tx, 0, None, &setup.enabled)
         };
         tx.request = Some(c);
         let mut scratch = Scratch::new(c, self.pipelines.len(), self.groups);
         let mut verdict = Verdict::default();
-        'phases: for phase in [1u8, 2] {
+        'phases: for (p, list) in lists.iter().enumerate() {
             let mut skip_to: Option<usize> = pending.take();
-            let from = if phase == 1 { start } else { 0 };
-            for rule in self.rules[from..].iter().filter(|r| r.phase == phase) {
+            let from = if p == 0 { start } else { 0 };
+            let list = &list[list.partition_point(|&i| (i as usize) < from)..];
+            for rule in list.iter().map(|&i| &self.rules[i as usize]) {
                 if let Some(to) = skip_to {
                     if rule.order < to {
                         continue;
                     }
                     skip_to = None;
                 }
-                if rule.disabled || (!skip.is_empty() && skip.skips(rule.id, &rule.tags)) {
+                if !skip.is_empty() && skip.skips(rule.id, &rule.tags) {
+                    continue;
+                }
+                if rule.fold == Fold::Always && std::ptr::eq(lists, &setup.live) {
+                    skip_to = rule.skip_to;
                     continue;
                 }
                 if !self.run(rule, c, &mut tx, &mut scratch, &mut verdict) {
@@ -1233,6 +1378,7 @@ fn head_of(actions: &[Action], order: usize) -> Result<Compiled, String> {
             .collect(),
         log: !actions.iter().any(|a| a.name == "nolog"),
         disabled: false,
+        fold: Fold::Run,
         order,
     })
 }
@@ -1523,6 +1669,44 @@ SecRule TX:ANOMALY_SCORE "@ge %{tx.threshold}" "id:99,phase:2,deny,msg:'score %{
         let mut skip = RuleFilter::default();
         skip.add("2").unwrap();
         assert_eq!(e.inspect_except(&get("/?x=evil"), &skip).anomaly_score, 5);
+    }
+
+    /// Rules that read only `TX` variables no request can change are decided at load
+    /// (CRS's paranoia gates); one whose variable a request's rule writes still runs,
+    /// and a request that leaves out a setup rule runs them all.
+    #[test]
+    fn constant_rules_are_decided_at_load() {
+        const GATES: &str = r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.level=1"
+SecRule REQUEST_METHOD "@streq POST" "id:2,phase:1,pass,nolog,setvar:tx.posted=1"
+SecRule TX:level "@lt 1" "id:3,phase:2,pass,nolog,skipAfter:END-1"
+SecRule ARGS "@rx evil" "id:4,phase:2,block,setvar:tx.anomaly_score=+5"
+SecMarker END-1
+SecRule TX:level "@lt 2" "id:5,phase:2,pass,nolog,skipAfter:END-2"
+SecRule ARGS "@rx evil" "id:6,phase:2,block,setvar:tx.anomaly_score=+50"
+SecMarker END-2
+SecRule TX:posted "@eq 1" "id:7,phase:2,pass,nolog,skipAfter:END-3"
+SecRule ARGS "@rx evil" "id:8,phase:2,block,setvar:tx.anomaly_score=+500"
+SecMarker END-3
+"#;
+        let e = Engine::load(&[("g.conf".into(), GATES.into())], Path::new("/"), &[]).unwrap();
+        let fold = |id| e.rules.iter().find(|r| r.id == id).unwrap().fold;
+        assert_eq!(fold(3), Fold::Never);
+        assert_eq!(fold(5), Fold::Always);
+        assert_eq!(fold(7), Fold::Run, "rule 2 writes tx.posted per request");
+        assert_eq!(e.inspect(&get("/?a=evil")).anomaly_score, 505);
+        let post = Collections::of(&RequestParts {
+            method: "POST",
+            target: "/?a=evil",
+            protocol: "HTTP/1.1",
+            headers: &[("Host", b"shop.example")],
+            body: None,
+        });
+        assert_eq!(e.inspect(&post).anomaly_score, 5);
+        // Without rule 1, tx.level is unset: neither gate skips.
+        let mut skip = RuleFilter::default();
+        skip.add("1").unwrap();
+        assert_eq!(e.inspect_except(&get("/?a=evil"), &skip).anomaly_score, 555);
     }
 
     /// Macros read the request's collections (CRS 931130 compares a URL argument's host
