@@ -9,6 +9,7 @@
 use crate::operator::Operator;
 use crate::request::{self, Collections};
 use crate::seclang::{self, Action, DirectiveKind, Rule, Selector};
+use crate::template::{Part, Template};
 use crate::transformation::Transformation;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -144,16 +145,26 @@ impl Target {
 #[derive(Debug, Clone)]
 enum Op {
     Ready(Operator),
-    Macro { name: String, template: String },
+    Macro { name: String, template: Template },
 }
 
-/// A `setvar` on `TX`.
+/// A `setvar` on `TX`: `tx.name=value`, `=+n`, `=-n` or `!tx.name` (the name may hold
+/// macros too: `tx.%{rule.id}-...`).
 #[derive(Debug, Clone)]
-enum SetVar {
-    Set(String, String),
-    Add(String, String),
-    Sub(String, String),
-    Delete(String),
+struct SetVar {
+    op: SetOp,
+    /// Without `tx.`, in lower case.
+    name: Template,
+    value: Template,
+}
+
+/// What a `setvar` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SetOp {
+    Set,
+    Add,
+    Sub,
+    Delete,
 }
 
 /// One rule of a chain.
@@ -198,7 +209,7 @@ struct Compiled {
     /// Where its `skipAfter` marker is (the `order` of the first rule after it), found
     /// at load; `None` for a marker no file sets (nothing is skipped then).
     skip_to: Option<usize>,
-    msg: Option<String>,
+    msg: Option<Template>,
     tags: Vec<String>,
     /// Not `nolog`: its matches are reported in [`Verdict::hits`].
     log: bool,
@@ -570,22 +581,11 @@ impl Engine {
                 continue;
             }
             for s in rule.links.iter().flat_map(|l| &l.setvars) {
-                let (SetVar::Set(k, _) | SetVar::Add(k, _) | SetVar::Sub(k, _) | SetVar::Delete(k)) =
-                    s;
-                if !k.contains("%{") {
-                    written.insert(k.clone());
+                if let Some(k) = s.name.literal() {
+                    written.insert(k.to_string());
                     continue;
                 }
-                let mut shape = String::from("(?i)^");
-                let mut rest = k.as_str();
-                while let Some(at) = rest.find("%{") {
-                    shape.push_str(&regex::escape(&rest[..at]));
-                    shape.push_str(".*");
-                    rest = rest[at..].find('}').map_or("", |end| &rest[at + end + 1..]);
-                }
-                shape.push_str(&regex::escape(rest));
-                shape.push('$');
-                match regex::Regex::new(&shape) {
+                match regex::Regex::new(&s.name.shape()) {
                     Ok(r) => shapes.push(r),
                     // Unreadable: any name may be written, nothing folds.
                     Err(_) => return self.list(),
@@ -810,7 +810,7 @@ impl Engine {
         let op = if o.argument.contains("%{") {
             Op::Macro {
                 name: o.name.clone(),
-                template: o.argument.clone(),
+                template: Template::parse(&o.argument),
             }
         } else {
             Op::Ready(Operator::compile(&o.name, &o.argument, dir)?)
@@ -943,8 +943,8 @@ impl Engine {
             id: rule.id,
             msg: rule
                 .msg
-                .as_deref()
-                .map(|m| tx.expand(m).into_owned())
+                .as_ref()
+                .map(|m| String::from_utf8_lossy(&tx.expand(m)).into_owned())
                 .unwrap_or_default(),
             tags: rule.tags.clone(),
             target,
@@ -965,7 +965,8 @@ impl Engine {
         let op = match &link.op {
             Op::Ready(o) => o,
             Op::Macro { name, template } => {
-                match Operator::compile(name, &tx.expand(template), &self.rules_dir) {
+                let argument = String::from_utf8_lossy(&tx.expand(template)).into_owned();
+                match Operator::compile(name, &argument, &self.rules_dir) {
                     Ok(o) => {
                         dynamic = o;
                         &dynamic
@@ -1370,7 +1371,7 @@ fn head_of(actions: &[Action], order: usize) -> Result<Compiled, String> {
         disruptive,
         skip_after: seclang::action_value(actions, "skipAfter").map(str::to_string),
         skip_to: None,
-        msg: seclang::action_value(actions, "msg").map(str::to_string),
+        msg: seclang::action_value(actions, "msg").map(Template::parse),
         tags: actions
             .iter()
             .filter(|a| a.name == "tag")
@@ -1390,20 +1391,27 @@ fn setvars(actions: &[Action]) -> Vec<SetVar> {
         .filter(|a| a.name == "setvar")
         .filter_map(|a| {
             let v = a.value.as_deref()?;
+            let tx = |name: &str| {
+                let name = name.trim().to_ascii_lowercase();
+                name.strip_prefix("tx.").map(Template::parse)
+            };
             if let Some(name) = v.strip_prefix('!') {
-                let name = name.to_ascii_lowercase().strip_prefix("tx.")?.to_string();
-                return Some(SetVar::Delete(name));
+                return Some(SetVar {
+                    op: SetOp::Delete,
+                    name: tx(name)?,
+                    value: Template::parse(""),
+                });
             }
             let (name, value) = v.split_once('=').unwrap_or((v, "1"));
-            let name = name
-                .trim()
-                .to_ascii_lowercase()
-                .strip_prefix("tx.")?
-                .to_string();
-            Some(match (value.strip_prefix('+'), value.strip_prefix('-')) {
-                (Some(n), _) => SetVar::Add(name, n.to_string()),
-                (_, Some(n)) => SetVar::Sub(name, n.to_string()),
-                _ => SetVar::Set(name, value.to_string()),
+            let (op, value) = match (value.strip_prefix('+'), value.strip_prefix('-')) {
+                (Some(n), _) => (SetOp::Add, n),
+                (_, Some(n)) => (SetOp::Sub, n),
+                _ => (SetOp::Set, value),
+            };
+            Some(SetVar {
+                op,
+                name: tx(name)?,
+                value: Template::parse(value),
             })
         })
         .collect()
@@ -1423,6 +1431,8 @@ struct Tx<'b> {
     request: Option<&'b Collections>,
     matched_var: Vec<u8>,
     matched_name: String,
+    /// Where `setvar` values are expanded (kept: most requests set dozens).
+    buffer: Vec<u8>,
 }
 
 impl<'b> Tx<'b> {
@@ -1435,6 +1445,7 @@ impl<'b> Tx<'b> {
             request: None,
             matched_var: setup.matched_var.clone(),
             matched_name: setup.matched_name.clone(),
+            buffer: Vec::new(),
         }
     }
 
@@ -1500,91 +1511,83 @@ impl<'b> Tx<'b> {
         }
     }
 
-    fn apply<'s>(&mut self, s: &'s SetVar) {
-        // A name may hold macros too (`tx.part_%{tx.counter}`).
-        let name = |k: &'s str| -> Cow<'s, str> {
-            match k.contains("%{") {
-                true => Cow::Owned(self.expand(k).to_ascii_lowercase()),
-                false => Cow::Borrowed(k),
-            }
+    fn apply(&mut self, s: &SetVar) {
+        let name: Cow<'_, str> = match s.name.literal() {
+            Some(k) => Cow::Borrowed(k),
+            None => Cow::Owned(String::from_utf8_lossy(&self.expand(&s.name)).to_ascii_lowercase()),
         };
-        match s {
-            SetVar::Set(k, v) => {
-                let v = self.expand(v);
-                self.set(name(k), v.as_bytes());
+        match s.op {
+            SetOp::Set => {
+                // Expanded into a buffer kept across setvars: no allocation per value.
+                let mut value = std::mem::take(&mut self.buffer);
+                value.clear();
+                self.expand_into(&s.value, &mut value);
+                self.set(name, &value);
+                self.buffer = value;
             }
-            SetVar::Add(k, n) | SetVar::Sub(k, n) => {
-                let by: i64 = self.expand(n).trim().parse().unwrap_or(0);
-                let k = name(k);
-                let cur = self.int(&k);
-                let next = if matches!(s, SetVar::Add(..)) {
-                    cur.saturating_add(by)
-                } else {
-                    cur.saturating_sub(by)
+            SetOp::Add | SetOp::Sub => {
+                let by: i64 = std::str::from_utf8(&self.expand(&s.value))
+                    .ok()
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(0);
+                let cur = self.int(&name);
+                let next = match s.op {
+                    SetOp::Add => cur.saturating_add(by),
+                    _ => cur.saturating_sub(by),
                 };
                 let mut digits = [0u8; 21];
                 let text = signed_decimal(next, &mut digits);
-                self.set(k, text);
+                self.set(name, text);
             }
-            SetVar::Delete(k) => {
-                let k = name(k);
-                match self.base.is_some_and(|b| b.contains_key(k.as_ref())) {
-                    true => {
-                        self.own.insert(k.into_owned(), None);
-                    }
-                    false => {
-                        self.own.remove(k.as_ref());
-                    }
+            SetOp::Delete => match self.base.is_some_and(|b| b.contains_key(name.as_ref())) {
+                true => {
+                    self.own.insert(name.into_owned(), None);
                 }
+                false => {
+                    self.own.remove(name.as_ref());
+                }
+            },
+        }
+    }
+
+    /// What a macro part stands for now.
+    fn part<'s>(&'s self, p: &'s Part) -> &'s [u8] {
+        match p {
+            Part::Text(t) => t.as_bytes(),
+            Part::Tx(k) => self.get(k).unwrap_or_default(),
+            Part::MatchedVar => &self.matched_var,
+            Part::MatchedVarName => self.matched_name.as_bytes(),
+            Part::Request { slot, key } => self.request.map_or(&[], |c| {
+                c.at(*slot)
+                    .iter()
+                    .find(|i| key.is_empty() || i.name.eq_ignore_ascii_case(key))
+                    .map_or(&[], |i| &i.value)
+            }),
+            Part::Nothing => &[],
+        }
+    }
+
+    /// `t` with its macros expanded: `%{tx.x}`, `%{MATCHED_VAR}`,
+    /// `%{MATCHED_VAR_NAME}`, `%{TX.0}` and the request's collections
+    /// (`%{REQUEST_HEADERS.host}`, `%{REQUEST_LINE}`: the first value); unknown macros
+    /// to nothing. A template of one part is not copied.
+    fn expand<'s>(&'s self, t: &'s Template) -> Cow<'s, [u8]> {
+        match t.parts() {
+            [] => Cow::Borrowed(&[]),
+            [p] => Cow::Borrowed(self.part(p)),
+            _ => {
+                let mut out = Vec::new();
+                self.expand_into(t, &mut out);
+                Cow::Owned(out)
             }
         }
     }
 
-    /// The first value of a request collection a macro names (`request_headers.host`,
-    /// `request_line`, lower case), or nothing.
-    fn request_value(&self, name: &str) -> &[u8] {
-        let Some(c) = self.request else {
-            return &[];
-        };
-        let (collection, key) = name.split_once('.').unwrap_or((name, ""));
-        let Some(slot) = request::slot(&collection.to_ascii_uppercase()) else {
-            return &[];
-        };
-        c.at(slot)
-            .iter()
-            .find(|i| key.is_empty() || i.name.eq_ignore_ascii_case(key))
-            .map_or(&[], |i| &i.value)
-    }
-
-    /// `%{tx.x}`, `%{MATCHED_VAR}`, `%{MATCHED_VAR_NAME}`, `%{TX.0}` and the request's
-    /// collections (`%{REQUEST_HEADERS.host}`, `%{REQUEST_LINE}`: the first value)
-    /// expanded; unknown macros to nothing.
-    fn expand<'s>(&self, s: &'s str) -> Cow<'s, str> {
-        if !s.contains("%{") {
-            return Cow::Borrowed(s);
+    /// `t` expanded at the end of `out`.
+    fn expand_into(&self, t: &Template, out: &mut Vec<u8>) {
+        for p in t.parts() {
+            out.extend_from_slice(self.part(p));
         }
-        let mut out = String::with_capacity(s.len());
-        let mut rest = s;
-        while let Some(i) = rest.find("%{") {
-            out.push_str(&rest[..i]);
-            let Some(end) = rest[i..].find('}') else {
-                out.push_str(&rest[i..]);
-                return Cow::Owned(out);
-            };
-            let name = rest[i + 2..i + end].to_ascii_lowercase();
-            let value: Cow<'_, [u8]> = match name.as_str() {
-                "matched_var" => Cow::Borrowed(&self.matched_var),
-                "matched_var_name" => Cow::Borrowed(self.matched_name.as_bytes()),
-                n => match n.strip_prefix("tx.") {
-                    Some(k) => Cow::Borrowed(self.get(k).unwrap_or_default()),
-                    None => Cow::Borrowed(self.request_value(n)),
-                },
-            };
-            out.push_str(&String::from_utf8_lossy(&value));
-            rest = &rest[i + end + 1..];
-        }
-        out.push_str(rest);
-        Cow::Owned(out)
     }
 }
 

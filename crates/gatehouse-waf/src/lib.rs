@@ -9,4 +9,5 @@ pub mod engine;
 pub mod operator;
 pub mod request;
 pub mod seclang;
+mod template;
 pub mod transformation;
