@@ -110,6 +110,11 @@ pub struct Config {
     /// `inspect_prefix` (default) or `reject` (413).
     #[serde(default)]
     pub oversize_body: OversizeBody,
+    /// The most arguments (query and body together) and cookies a request may have,
+    /// as ModSecurity's `SecArgumentsLimit`; default 1000. More: 400 in `block` mode,
+    /// only the first inspected in `detect` mode.
+    #[serde(default = "thousand")]
+    pub max_arguments: u32,
     /// Targets and rules left out on some routes.
     #[serde(default)]
     pub exclusions: Vec<Exclusion>,
@@ -121,6 +126,10 @@ fn one() -> u8 {
 
 fn five() -> u32 {
     5
+}
+
+fn thousand() -> u32 {
+    1000
 }
 
 fn methods() -> Vec<String> {
@@ -209,6 +218,9 @@ fn build(b: &Build<'_>) -> BuildResult {
             ));
         }
     }
+    if c.max_arguments == 0 {
+        issues.push(b.issue(Some("max_arguments"), "must be at least 1"));
+    }
     if c.body_inspection_limit.0 == 0 {
         issues.push(b.issue(Some("body_inspection_limit"), "must be above 0"));
     }
@@ -274,6 +286,7 @@ fn build(b: &Build<'_>) -> BuildResult {
         threshold: i64::from(c.anomaly_threshold),
         limit: c.body_inspection_limit.0,
         oversize: c.oversize_body,
+        max_arguments: c.max_arguments as usize,
         except: except.unwrap_or_default(),
     }))
 }
@@ -308,6 +321,7 @@ pub struct Waf {
     threshold: i64,
     limit: u64,
     oversize: OversizeBody,
+    max_arguments: usize,
     except: Vec<Except>,
 }
 
@@ -324,8 +338,10 @@ fn evaluation(id: u32) -> bool {
 
 impl Waf {
     /// The verdict on a request: its collections built from the head and the
-    /// inspected body, the route's exclusions applied.
-    fn judge(&self, req: &http::request::Parts, ctx: &mut RequestCtx) -> Verdict {
+    /// inspected body, the route's exclusions applied; and whether it had more
+    /// arguments or cookies than `max_arguments` (in `block` mode the rules do not run
+    /// then: the request is refused whatever they find).
+    fn judge(&self, req: &http::request::Parts, ctx: &mut RequestCtx) -> (Verdict, bool) {
         let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let protocol = match req.version {
             http::Version::HTTP_10 => "HTTP/1.0",
@@ -339,17 +355,23 @@ impl Waf {
             .map(|(n, v)| (n.as_str(), v.as_bytes()))
             .collect();
         let body = ctx.bodies().request.clone();
-        let mut c = Collections::of(&RequestParts {
-            method: req.method.as_str(),
-            target,
-            protocol,
-            headers: &headers,
-            body: body.as_deref().filter(|b| !b.is_empty()).map(|b| {
-                &b[..b
-                    .len()
-                    .min(usize::try_from(self.limit).unwrap_or(usize::MAX))]
-            }),
-        });
+        let mut c = Collections::of_limited(
+            &RequestParts {
+                method: req.method.as_str(),
+                target,
+                protocol,
+                headers: &headers,
+                body: body.as_deref().filter(|b| !b.is_empty()).map(|b| {
+                    &b[..b
+                        .len()
+                        .min(usize::try_from(self.limit).unwrap_or(usize::MAX))]
+                }),
+            },
+            self.max_arguments,
+        );
+        if c.over_limit && self.mode == Mode::Block {
+            return (Verdict::default(), true);
+        }
         let route = ctx.route.as_deref().unwrap_or_default();
         let mut skip = RuleFilter::default();
         for x in &self.except {
@@ -361,10 +383,34 @@ impl Waf {
             }
             skip.merge(&x.rules);
         }
-        match &*self.engine {
+        let v = match &*self.engine {
             Ok(e) => e.inspect_except(&c, &skip),
             Err(_) => Verdict::default(),
-        }
+        };
+        (v, c.over_limit)
+    }
+
+    /// Refuses a request with more arguments or cookies than `max_arguments` before
+    /// the rules run: 400 (as ModSecurity's recommended rule 200007), a `waf` offence.
+    fn too_many_arguments(&self, ctx: &mut RequestCtx) -> Flow {
+        self.tally.matched(true, std::iter::empty());
+        ctx.log.push((
+            "waf",
+            serde_json::json!({
+                "policy": self.name,
+                "action": "blocked",
+                "too_many_arguments": true,
+            }),
+        ));
+        ctx.offence = Some(Offence::Waf);
+        let p = Problem::new(
+            StatusCode::BAD_REQUEST,
+            "The request has more arguments than the web application firewall accepts.",
+        );
+        Flow::respond(
+            "waf_too_many_arguments",
+            problem_response(&p, &ctx.request_id),
+        )
     }
 }
 
@@ -389,11 +435,14 @@ impl Policy for Waf {
     }
 
     fn on_request(&self, req: &mut http::request::Parts, ctx: &mut RequestCtx) -> Flow {
-        let v = self.judge(req, ctx);
+        let (v, over_limit) = self.judge(req, ctx);
         self.tally.inspected();
+        if over_limit && self.mode == Mode::Block {
+            return self.too_many_arguments(ctx);
+        }
         let blocked = v.denied || v.anomaly_score >= self.threshold;
         let hits: Vec<_> = v.hits.iter().filter(|h| !evaluation(h.id)).collect();
-        if !blocked && hits.is_empty() {
+        if !blocked && hits.is_empty() && !over_limit {
             return Flow::Continue;
         }
         let incident = incident_id();
@@ -435,17 +484,19 @@ impl Policy for Waf {
                 })
                 .collect(),
         });
-        ctx.log.push((
-            "waf",
-            serde_json::json!({
-                "policy": self.name,
-                "action": action,
-                "score": v.anomaly_score,
-                "rule_ids": rule_ids,
-                "attacks": attacks,
-                "incident_id": incident,
-            }),
-        ));
+        let mut line = serde_json::json!({
+            "policy": self.name,
+            "action": action,
+            "score": v.anomaly_score,
+            "rule_ids": rule_ids,
+            "attacks": attacks,
+            "incident_id": incident,
+        });
+        if over_limit {
+            // Detect mode: only the first `max_arguments` were inspected.
+            line["too_many_arguments"] = serde_json::Value::Bool(true);
+        }
+        ctx.log.push(("waf", line));
         if !refuse {
             return Flow::Continue;
         }

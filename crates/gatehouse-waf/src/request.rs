@@ -95,6 +95,9 @@ pub struct Collections {
     slots: [Vec<Item>; COLLECTIONS.len()],
     /// The body could not be parsed as its Content-Type says (`REQBODY_ERROR`).
     pub body_error: Option<String>,
+    /// More arguments (query and body together) or cookies were sent than
+    /// [`Collections::of_limited`] reads: only the first were read.
+    pub over_limit: bool,
 }
 
 /// A part of requests a policy's exclusions keep from the rules (`arg:q`, `header:x`,
@@ -154,7 +157,18 @@ pub struct RequestParts<'a> {
 impl Collections {
     /// The collections of `r`.
     pub fn of(r: &RequestParts<'_>) -> Self {
+        Self::of_limited(r, usize::MAX)
+    }
+
+    /// The collections of `r` with at most `max_arguments` arguments (query and body
+    /// together, in that order) and as many cookies, as ModSecurity's
+    /// `SecArgumentsLimit`: past it [`Collections::over_limit`] is set. The rules'
+    /// work grows with the number of values, so a hostile body of tens of thousands of
+    /// `a=1&` is cut before it costs more than an ordinary request.
+    pub fn of_limited(r: &RequestParts<'_>, max_arguments: usize) -> Self {
         let mut c = Self::default();
+        // One more than the limit is read, to know it was passed.
+        let cap = max_arguments.saturating_add(1);
         let single = |v: &[u8]| {
             vec![Item {
                 name: String::new(),
@@ -205,11 +219,14 @@ impl Collections {
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
             .flat_map(|h| cookie_pairs(&h.value))
+            .take(cap)
             .collect();
+        let cookies = c.within(cookies, max_arguments);
         c.put("REQUEST_COOKIES_NAMES", names(&cookies));
         c.put("REQUEST_COOKIES", cookies);
 
-        let get = url_arguments(query.as_bytes());
+        let get = c.within(url_arguments(query.as_bytes(), cap), max_arguments);
+        let room = max_arguments - get.len();
         let content_type = headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case("content-type"))
@@ -234,9 +251,9 @@ impl Collections {
                 c.put("REQBODY_PROCESSOR", single(processor));
             }
             match kind {
-                BodyKind::Form => post = url_arguments(body),
+                BodyKind::Form => post = url_arguments(body, room.saturating_add(1)),
                 BodyKind::Json => match serde_json::from_slice::<serde_json::Value>(body) {
-                    Ok(v) => json_arguments(&v, "json", &mut post),
+                    Ok(v) => json_arguments(&v, "json", &mut post, room.saturating_add(1)),
                     Err(e) => c.body_error = Some(format!("JSON: {e}")),
                 },
                 BodyKind::Xml => match xml_text(body) {
@@ -253,6 +270,7 @@ impl Collections {
                 BodyKind::Other => {}
             }
         }
+        let post = c.within(post, room);
         c.put("ARGS_GET_NAMES", names(&get));
         c.put("ARGS_POST_NAMES", names(&post));
         let args: Vec<Item> = get.iter().chain(&post).cloned().collect();
@@ -266,6 +284,15 @@ impl Collections {
         c.put("ARGS_GET", get);
         c.put("ARGS_POST", post);
         c
+    }
+
+    /// `items` cut to `max`, noting when that left some out.
+    fn within(&mut self, mut items: Vec<Item>, max: usize) -> Vec<Item> {
+        if items.len() > max {
+            self.over_limit = true;
+            items.truncate(max);
+        }
+        items
     }
 
     fn put(&mut self, name: &'static str, items: Vec<Item>) {
@@ -368,8 +395,9 @@ fn names(items: &[Item]) -> Vec<Item> {
         .collect()
 }
 
-/// `a=1&b=2&c` URL-decoded as ModSecurity does (`+` is a space, broken escapes stay).
-fn url_arguments(text: &[u8]) -> Vec<Item> {
+/// `a=1&b=2&c` URL-decoded as ModSecurity does (`+` is a space, broken escapes stay):
+/// the first `max`.
+fn url_arguments(text: &[u8], max: usize) -> Vec<Item> {
     let decode = |b: &[u8]| {
         crate::transformation::Transformation::UrlDecode
             .apply(b)
@@ -384,6 +412,7 @@ fn url_arguments(text: &[u8]) -> Vec<Item> {
                 value: decode(v),
             }
         })
+        .take(max)
         .collect()
 }
 
@@ -432,18 +461,28 @@ fn cookie_pairs(header: &[u8]) -> Vec<Item> {
         .collect()
 }
 
-/// A JSON document's scalars, each named by its path (`json.a.b`, `json.list.array_0`).
-fn json_arguments(v: &serde_json::Value, path: &str, out: &mut Vec<Item>) {
+/// A JSON document's scalars, each named by its path (`json.a.b`, `json.list.array_0`):
+/// the first `max`.
+fn json_arguments(v: &serde_json::Value, path: &str, out: &mut Vec<Item>, max: usize) {
     use serde_json::Value;
+    if out.len() >= max {
+        return;
+    }
     match v {
         Value::Object(map) => {
             for (k, x) in map {
-                json_arguments(x, &format!("{path}.{k}"), out);
+                if out.len() >= max {
+                    break;
+                }
+                json_arguments(x, &format!("{path}.{k}"), out, max);
             }
         }
         Value::Array(list) => {
             for (i, x) in list.iter().enumerate() {
-                json_arguments(x, &format!("{path}.array_{i}"), out);
+                if out.len() >= max {
+                    break;
+                }
+                json_arguments(x, &format!("{path}.array_{i}"), out, max);
             }
         }
         scalar => {
@@ -776,6 +815,50 @@ mod tests {
             values(&at("/x/c%5Cd.bak"), "REQUEST_BASENAME")[0].1,
             "d.bak"
         );
+    }
+
+    /// Past the limit only the first arguments (query, then body) and cookies are read,
+    /// and the request says so.
+    #[test]
+    fn arguments_and_cookies_are_read_up_to_the_limit() {
+        let parts = |headers, body| RequestParts {
+            method: "POST",
+            target: "/?a=1&b=2",
+            protocol: "HTTP/1.1",
+            headers,
+            body: Some(body),
+        };
+        let form: &[(&str, &[u8])] = &[
+            ("Content-Type", b"application/x-www-form-urlencoded"),
+            ("Cookie", b"x=1; y=2; z=3"),
+        ];
+        let c = Collections::of_limited(&parts(form, b"c=3&d=4"), 3);
+        assert!(c.over_limit);
+        assert_eq!(
+            values(&c, "ARGS"),
+            [pair("a", "1"), pair("b", "2"), pair("c", "3")]
+        );
+        assert_eq!(values(&c, "ARGS_POST_NAMES").len(), 1);
+        assert_eq!(values(&c, "REQUEST_COOKIES").len(), 3);
+        let c = Collections::of_limited(&parts(form, b"c=3"), 3);
+        assert!(!c.over_limit, "exactly at the limit");
+        let json: &[(&str, &[u8])] = &[("Content-Type", b"application/json")];
+        let c = Collections::of_limited(&parts(json, br#"{"l":[1,2,3,4],"m":5}"#), 4);
+        assert!(c.over_limit);
+        assert_eq!(
+            values(&c, "ARGS"),
+            [
+                pair("a", "1"),
+                pair("b", "2"),
+                pair("json.l.array_0", "1"),
+                pair("json.l.array_1", "2")
+            ]
+        );
+        let hostile = "a=1&".repeat(30_000);
+        let c = Collections::of_limited(&parts(form, hostile.as_bytes()), 1000);
+        assert!(c.over_limit);
+        assert_eq!(c.get("ARGS").len(), 1000);
+        assert!(!Collections::of(&parts(form, hostile.as_bytes())).over_limit);
     }
 
     #[test]

@@ -16,12 +16,14 @@ policies:
   waf:
     type: waf
     body_inspection_limit: 4KiB
+    max_arguments: 20
     exclusions:
       - { routes: [search], targets: ["arg:q"] }
       - { routes: [sql-console], rules: ["942000-942999"] }
   watch:
     type: waf
     mode: detect
+    max_arguments: 20
   strict:
     type: waf
     body_inspection_limit: 1KiB
@@ -285,6 +287,49 @@ async fn detect_mode_exclusions_and_body_limits() {
     // reject: a body over the limit is refused before the upstream.
     let r = send_body(&c, "POST", &format!("{base}/strict"), &[UA, FORM], &late).await;
     assert_eq!(r.status, 413, "{}", r.body_text());
+    // max_arguments (20): query and body count together; one more is refused with
+    // 400 before the rules run (a hostile body of a thousand `a=1&` too); in detect
+    // mode the request goes on, the first 20 inspected.
+    let args = |n: usize| {
+        (0..n)
+            .map(|i| format!("a{i}=1"))
+            .collect::<Vec<_>>()
+            .join("&")
+    };
+    let r = send_body(
+        &c,
+        "POST",
+        &format!("{base}/api/x?{}", args(5)),
+        &[UA, FORM],
+        &args(15),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    for body in [args(16), "a=1&".repeat(1000)] {
+        let r = send_body(
+            &c,
+            "POST",
+            &format!("{base}/api/x?{}", args(5)),
+            &[UA, FORM],
+            &body,
+        )
+        .await;
+        assert_eq!(r.status, 400, "{}", r.body_text());
+        assert_eq!(
+            r.headers.get("content-type").unwrap(),
+            "application/problem+json"
+        );
+        assert!(!r.body_text().contains("a1"), "nothing echoed");
+    }
+    let late_attack = format!("{}&id={sqli}", args(20));
+    let r = send(
+        &c,
+        "GET",
+        &format!("{base}/watched/many?{late_attack}"),
+        &[UA],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let out = g.stdout_text();
     let detected = out
@@ -295,6 +340,31 @@ async fn detect_mode_exclusions_and_body_limits() {
     assert_eq!(detected["status"], 200);
     assert_eq!(detected["waf"]["action"], "detected");
     assert_eq!(detected["waf"]["policy"], "watch");
+    let lines: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    let many = lines
+        .iter()
+        .find(|v| v["route"] == "watched" && v["waf"]["too_many_arguments"] == true)
+        .expect("the detect-mode request over the limit is logged");
+    assert_eq!(many["status"], 200);
+    // (The numeric Host still scores 920350.)
+    let sqli_rules = many["waf"]["rule_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|id| (942000..943000).contains(&id.as_u64().unwrap()))
+        .count();
+    assert_eq!(
+        sqli_rules, 0,
+        "the attack past the limit was not inspected: {many}"
+    );
+    let refused = lines
+        .iter()
+        .filter(|v| v["status"] == 400 && v["waf"]["too_many_arguments"] == true)
+        .count();
+    assert_eq!(refused, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
