@@ -10,7 +10,7 @@ use crate::operator::Operator;
 use crate::request::{self, Collections};
 use crate::seclang::{self, Action, DirectiveKind, Rule, Selector};
 use crate::template::{Part, Template};
-use crate::transformation::Transformation;
+use crate::transformation::{Traits, Transformation};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
@@ -1006,7 +1006,12 @@ impl Engine {
             {
                 Cow::Borrowed(k)
             } else {
-                Cow::Owned(format!("{}:{name}", t.collection))
+                // Without `format!`: its machinery costs more than the copy.
+                let mut full = String::with_capacity(t.collection.len() + 1 + name.len());
+                full.push_str(&t.collection);
+                full.push(':');
+                full.push_str(name);
+                Cow::Owned(full)
             }
         };
         for t in &link.targets {
@@ -1107,7 +1112,7 @@ impl Engine {
 
     /// `value` through `link`'s pipeline and operator: what matched, if it did.
     fn test_now(&self, link: &Link, op: &Operator, value: &[u8]) -> Option<Matched> {
-        let v = transformed(&self.pipelines[link.pipeline], value);
+        let v = transformed(&self.pipelines[link.pipeline], value, None);
         decide(op.test(&v).map(|f| f.0), link.negated, &v)
     }
 
@@ -1192,11 +1197,17 @@ const COMMON: [&str; 12] = [
     "host",
 ];
 
-/// A value after a pipeline.
-fn transformed<'a>(pipeline: &[Transformation], value: &'a [u8]) -> Cow<'a, [u8]> {
+/// A value after a pipeline; with its [`Traits`] known, the steps they say keep it are
+/// not run while it is unchanged.
+fn transformed<'a>(
+    pipeline: &[Transformation],
+    value: &'a [u8],
+    traits: Option<Traits>,
+) -> Cow<'a, [u8]> {
     let mut v: Cow<'a, [u8]> = Cow::Borrowed(value);
     for tr in pipeline {
         v = match v {
+            Cow::Borrowed(b) if traits.is_some_and(|t| tr.keeps(t)) => Cow::Borrowed(b),
             Cow::Borrowed(b) => tr.apply(b),
             // A transformation that changes nothing hands the value back: not copied.
             Cow::Owned(o) => match tr.apply(&o) {
@@ -1268,6 +1279,8 @@ struct Scratch<'c> {
     offsets: [usize; request::COLLECTIONS.len()],
     /// Per value and pipeline, its entry in `seen`.
     table: Vec<u32>,
+    /// Per value, its traits, once a pipeline needed them.
+    traits: Vec<Option<Traits>>,
     pipelines: usize,
     seen: Vec<Seen<'c>>,
     /// The prefilter's answers, one run of bits per scanned value or group (one
@@ -1297,6 +1310,7 @@ impl<'c> Scratch<'c> {
         Scratch {
             offsets,
             table: vec![NONE; total * pipelines],
+            traits: vec![None; total],
             pipelines,
             seen: Vec::with_capacity(total * 4),
             bits: Vec::new(),
@@ -1314,11 +1328,13 @@ impl<'c> Scratch<'c> {
         value: &'c [u8],
         p: usize,
     ) -> usize {
-        let at = &mut self.table[(self.offsets[slot] + i) * self.pipelines + p];
+        let n = self.offsets[slot] + i;
+        let at = &mut self.table[n * self.pipelines + p];
         if *at == NONE {
             *at = self.seen.len() as u32;
+            let traits = *self.traits[n].get_or_insert_with(|| Traits::of(value));
             self.seen.push(Seen {
-                value: transformed(&pipelines[p], value),
+                value: transformed(&pipelines[p], value, Some(traits)),
                 scanned: NONE,
             });
         }

@@ -172,6 +172,96 @@ impl Transformation {
     }
 }
 
+/// What one pass over a value tells about it: enough to know that most transformations
+/// would hand it back unchanged, without each scanning it again (a request's values go
+/// through a dozen pipelines of up to eight steps, and most change nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Traits(u16);
+
+impl Traits {
+    const UPPER: u16 = 1;
+    const PERCENT_OR_PLUS: u16 = 1 << 1;
+    const AMPERSAND: u16 = 1 << 2;
+    const BACKSLASH: u16 = 1 << 3;
+    const NUL: u16 = 1 << 4;
+    const SPACE: u16 = 1 << 5;
+    /// White space other than a lone ` `: what `compressWhitespace` changes.
+    const RUN_OR_ODD_SPACE: u16 = 1 << 6;
+    const COMMENT: u16 = 1 << 7;
+    const NON_ASCII: u16 = 1 << 8;
+
+    /// Bytes that never set a trait alone but do in pairs (`/*`).
+    const SLASH: u16 = 1 << 9;
+    const STAR: u16 = 1 << 10;
+
+    /// Each byte's traits, looked up rather than matched (a value is read once, byte by
+    /// byte, for all of them).
+    const CLASS: [u16; 256] = {
+        let mut c = [0u16; 256];
+        let mut b = 0;
+        while b < 256 {
+            let byte = b as u8;
+            c[b] = match byte {
+                b'A'..=b'Z' => Self::UPPER,
+                b'%' | b'+' => Self::PERCENT_OR_PLUS,
+                b'&' => Self::AMPERSAND,
+                b'\\' => Self::BACKSLASH,
+                0 => Self::NUL,
+                b'/' => Self::SLASH,
+                b'*' => Self::STAR,
+                b' ' => Self::SPACE,
+                b'\t' | b'\n' | 0x0b | 0x0c | b'\r' => Self::SPACE | Self::RUN_OR_ODD_SPACE,
+                0xa0 => Self::SPACE | Self::RUN_OR_ODD_SPACE | Self::NON_ASCII,
+                0x80.. => Self::NON_ASCII,
+                _ => 0,
+            };
+            b += 1;
+        }
+        c
+    };
+
+    /// The traits of `v`.
+    pub fn of(v: &[u8]) -> Self {
+        let mut t = 0;
+        for &b in v {
+            t |= Self::CLASS[usize::from(b)];
+        }
+        // The pairs, only looked for when both halves are there.
+        if t & Self::SPACE != 0 && v.windows(2).any(|w| is_space(w[0]) && is_space(w[1])) {
+            t |= Self::RUN_OR_ODD_SPACE;
+        }
+        if t & (Self::SLASH | Self::STAR) == Self::SLASH | Self::STAR
+            && v.windows(2).any(|w| w == b"/*")
+        {
+            t |= Self::COMMENT;
+        }
+        Traits(t)
+    }
+
+    fn has(self, bit: u16) -> bool {
+        self.0 & bit != 0
+    }
+}
+
+impl Transformation {
+    /// Whether it certainly hands a value with traits `t` back unchanged (exactly the
+    /// cases [`Transformation::apply`] answers without transforming).
+    pub fn keeps(self, t: Traits) -> bool {
+        match self {
+            Self::Lowercase => !t.has(Traits::UPPER),
+            Self::UrlDecode | Self::UrlDecodeUni => !t.has(Traits::PERCENT_OR_PLUS),
+            Self::HtmlEntityDecode => !t.has(Traits::AMPERSAND),
+            Self::JsDecode | Self::CssDecode => !t.has(Traits::BACKSLASH),
+            Self::RemoveNulls => !t.has(Traits::NUL),
+            Self::CompressWhitespace => !t.has(Traits::RUN_OR_ODD_SPACE),
+            Self::RemoveWhitespace => !t.has(Traits::SPACE),
+            Self::ReplaceComments => !t.has(Traits::COMMENT),
+            Self::Utf8ToUnicode => !t.has(Traits::NON_ASCII),
+            _ => false,
+        }
+    }
+}
+
 /// White space as C's `isspace` in the C locale, and the no-break space (0xa0), which
 /// ModSecurity's white-space transformations also count.
 fn is_space(b: u8) -> bool {
@@ -693,6 +783,24 @@ mod tests {
                 let out = t(name, &input);
                 if ["urlDecode", "urlDecodeUni", "htmlEntityDecode", "jsDecode", "cssDecode"].contains(&name) {
                     proptest::prop_assert!(out.len() <= input.len(), "{name}");
+                }
+            }
+        }
+
+        /// A transformation that [`Traits`] says keeps a value does keep it, and one
+        /// that keeps it is known to by the traits for the common bytes.
+        #[test]
+        fn traits_agree(input in proptest::collection::vec(proptest::sample::select(b" \t\n\0./\\*%+&aB\xa0\xc3".to_vec()), 0..24)) {
+            let traits = Traits::of(&input);
+            for name in [
+                "lowercase", "urlDecode", "urlDecodeUni", "htmlEntityDecode", "jsDecode",
+                "cssDecode", "removeNulls", "compressWhitespace", "removeWhitespace",
+                "replaceComments", "utf8toUnicode",
+            ] {
+                let Ok(Some(tr)) = Transformation::parse(name) else { unreachable!() };
+                let borrowed = matches!(tr.apply(&input), Cow::Borrowed(_));
+                if tr.keeps(traits) {
+                    proptest::prop_assert!(borrowed, "{name} changed {input:?}");
                 }
             }
         }
