@@ -838,24 +838,21 @@ impl Engine {
         // The setup computed at load stands unless a rule of it is left out: the
         // request's TX is laid over it, not copied from it.
         let setup = &self.setup;
-        let (mut tx, start, mut pending, lists) = if skip.is_empty()
+        // Folded: starting from the setup, where what was decided at load holds.
+        let (mut tx, start, mut pending, folded) = if skip.is_empty()
             || !self.rules[..setup.resume]
                 .iter()
                 .any(|r| skip.skips(r.id, &r.tags))
         {
-            (
-                Tx::over(&setup.tx),
-                setup.resume,
-                setup.skip_to,
-                &setup.live,
-            )
+            (Tx::over(&setup.tx), setup.resume, setup.skip_to, true)
         } else {
             let mut tx = Tx::default();
             for (k, v) in &self.presets {
                 tx.set(Cow::Borrowed(k), v.as_bytes());
             }
-            (tx, 0, None, &setup.enabled)
+            (tx, 0, None, false)
         };
+        let lists = if folded { &setup.live } else { &setup.enabled };
         tx.request = Some(c);
         let mut scratch = Scratch::new(c, self.pipelines.len(), self.groups);
         let mut verdict = Verdict::default();
@@ -873,7 +870,7 @@ impl Engine {
                 if !skip.is_empty() && skip.skips(rule.id, &rule.tags) {
                     continue;
                 }
-                if rule.fold == Fold::Always && std::ptr::eq(lists, &setup.live) {
+                if folded && rule.fold == Fold::Always {
                     skip_to = rule.skip_to;
                     continue;
                 }

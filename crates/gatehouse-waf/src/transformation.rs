@@ -74,6 +74,23 @@ impl Transformation {
         }))
     }
 
+    /// Whether it certainly hands a value with traits `t` back unchanged (exactly the
+    /// cases [`Transformation::apply`] answers without transforming).
+    pub fn keeps(self, t: Traits) -> bool {
+        match self {
+            Self::Lowercase => !t.has(Traits::UPPER),
+            Self::UrlDecode | Self::UrlDecodeUni => !t.has(Traits::PERCENT_OR_PLUS),
+            Self::HtmlEntityDecode => !t.has(Traits::AMPERSAND),
+            Self::JsDecode | Self::CssDecode => !t.has(Traits::BACKSLASH),
+            Self::RemoveNulls => !t.has(Traits::NUL),
+            Self::CompressWhitespace => !t.has(Traits::RUN_OR_ODD_SPACE),
+            Self::RemoveWhitespace => !t.has(Traits::SPACE),
+            Self::ReplaceComments => !t.has(Traits::COMMENT),
+            Self::Utf8ToUnicode => !t.has(Traits::NON_ASCII),
+            _ => false,
+        }
+    }
+
     /// `input` transformed; borrowed when nothing changed.
     pub fn apply<'a>(self, input: &'a [u8]) -> Cow<'a, [u8]> {
         let out = match self {
@@ -240,25 +257,6 @@ impl Traits {
 
     fn has(self, bit: u16) -> bool {
         self.0 & bit != 0
-    }
-}
-
-impl Transformation {
-    /// Whether it certainly hands a value with traits `t` back unchanged (exactly the
-    /// cases [`Transformation::apply`] answers without transforming).
-    pub fn keeps(self, t: Traits) -> bool {
-        match self {
-            Self::Lowercase => !t.has(Traits::UPPER),
-            Self::UrlDecode | Self::UrlDecodeUni => !t.has(Traits::PERCENT_OR_PLUS),
-            Self::HtmlEntityDecode => !t.has(Traits::AMPERSAND),
-            Self::JsDecode | Self::CssDecode => !t.has(Traits::BACKSLASH),
-            Self::RemoveNulls => !t.has(Traits::NUL),
-            Self::CompressWhitespace => !t.has(Traits::RUN_OR_ODD_SPACE),
-            Self::RemoveWhitespace => !t.has(Traits::SPACE),
-            Self::ReplaceComments => !t.has(Traits::COMMENT),
-            Self::Utf8ToUnicode => !t.has(Traits::NON_ASCII),
-            _ => false,
-        }
     }
 }
 
@@ -787,8 +785,7 @@ mod tests {
             }
         }
 
-        /// A transformation that [`Traits`] says keeps a value does keep it, and one
-        /// that keeps it is known to by the traits for the common bytes.
+        /// A transformation that [`Traits`] says keeps a value does keep it.
         #[test]
         fn traits_agree(input in proptest::collection::vec(proptest::sample::select(b" \t\n\0./\\*%+&aB\xa0\xc3".to_vec()), 0..24)) {
             let traits = Traits::of(&input);
