@@ -187,6 +187,25 @@ struct Link {
     /// that changes it, each match counting.
     multi_match: bool,
     setvars: Vec<SetVar>,
+    /// The request collections (a bit per slot) its values can only come from, when
+    /// they all are such: with none of them filled, it cannot match and is not run.
+    reads: Option<u32>,
+}
+
+impl Link {
+    /// [`Link::reads`] of `targets`: `None` when one yields a value whatever the
+    /// request holds (a count, `TX`, `MATCHED_VAR`...) or there is none (`SecAction`).
+    fn reads(targets: &[Target]) -> Option<u32> {
+        let mut mask = 0u32;
+        for t in targets {
+            match t.source {
+                Source::Slot(s) if !t.count => mask |= 1 << s,
+                Source::Nothing if !t.count => {}
+                _ => return None,
+            }
+        }
+        (!targets.is_empty()).then_some(mask)
+    }
 }
 
 /// What a rule does when it stops a request.
@@ -367,6 +386,10 @@ pub struct Engine {
     /// Per pipeline, every `@rx` pattern read through it in one `RegexSet`: one scan of
     /// a value tells which of those rules can match; only those run their own regex.
     prefilters: Vec<Option<regex::bytes::RegexSet>>,
+    /// Every prefilter's patterns in one set, pipeline after pipeline: a value no
+    /// pipeline changes (most are short words, and 16 pipelines read each argument) is
+    /// scanned once for all of them instead of once per pipeline.
+    union: Option<Union>,
     /// Marker name to its place among the rules (`order` of the first rule after it).
     markers: HashMap<String, usize>,
     /// Values set before the rules run (as crs-setup.conf's `SecAction`s would).
@@ -436,6 +459,7 @@ impl Engine {
             rules: Vec::new(),
             pipelines: Vec::new(),
             prefilters: Vec::new(),
+            union: None,
             markers: HashMap::new(),
             presets: presets
                 .iter()
@@ -500,6 +524,7 @@ impl Engine {
                             capture: false,
                             multi_match: false,
                             setvars: setvars(&actions),
+                            reads: None,
                         });
                         e.rules.push(head);
                     }
@@ -539,6 +564,7 @@ impl Engine {
                     .flatten()
             })
             .collect();
+        e.union = Union::of(&patterns, &e.prefilters);
         let mut groups: HashMap<String, usize> = HashMap::new();
         for link in e.rules.iter_mut().flat_map(|r| r.links.iter_mut()) {
             if e.prefilters[link.pipeline].is_none() {
@@ -816,6 +842,7 @@ impl Engine {
             Op::Ready(Operator::compile(&o.name, &o.argument, dir)?)
         };
         Ok(Link {
+            reads: Link::reads(&targets),
             targets,
             pipeline: self.pipeline(transforms),
             prefilter: None,
@@ -856,6 +883,7 @@ impl Engine {
         tx.request = Some(c);
         let mut scratch = Scratch::new(c, self.pipelines.len(), self.groups);
         let mut verdict = Verdict::default();
+        let filled = c.filled();
         'phases: for (p, list) in lists.iter().enumerate() {
             let mut skip_to: Option<usize> = pending.take();
             let from = if p == 0 { start } else { 0 };
@@ -872,6 +900,9 @@ impl Engine {
                 }
                 if folded && rule.fold == Fold::Always {
                     skip_to = rule.skip_to;
+                    continue;
+                }
+                if rule.links[0].reads.is_some_and(|r| r & filled == 0) {
                     continue;
                 }
                 if !self.run(rule, c, &mut tx, &mut scratch, &mut verdict) {
@@ -1125,7 +1156,7 @@ impl Engine {
     ) -> Option<Matched> {
         let e = scratch.entry(&self.pipelines, slot, i, value, link.pipeline);
         if let (Some(k), Some(set)) = (link.prefilter, &self.prefilters[link.pipeline]) {
-            let at = scratch.scan(e, set);
+            let at = scratch.scan(e, link.pipeline, set, self.union.as_ref());
             if !scratch.bits[at + k] {
                 return decide(None, link.negated, &scratch.seen[e].value);
             }
@@ -1157,7 +1188,7 @@ impl Engine {
                         continue;
                     }
                     let e = scratch.entry(&self.pipelines, slot, i, &item.value, link.pipeline);
-                    let at = scratch.scan(e, set);
+                    let at = scratch.scan(e, link.pipeline, set, self.union.as_ref());
                     // The value's answer was scanned before the union was made or after.
                     let (low, high) = scratch.bits.split_at_mut(at.max(union));
                     let (into, from) = match at < union {
@@ -1268,6 +1299,9 @@ fn signed_decimal(n: i64, buf: &mut [u8; 21]) -> &[u8] {
 /// No entry (in [`Scratch`]'s lists).
 const NONE: u32 = u32::MAX;
 
+/// [`Scratch::unchanged`] of a value one pipeline has scanned unchanged.
+const ONCE: u32 = u32::MAX - 1;
+
 /// One request's work kept across rules: each (value, pipeline) transformed and
 /// prefiltered once; each group's prefilter answers over all its values joined once.
 /// Values are numbered per request (slot by slot), so nothing is hashed.
@@ -1278,6 +1312,9 @@ struct Scratch<'c> {
     table: Vec<u32>,
     /// Per value, its traits, once a pipeline needed them.
     traits: Vec<Option<Traits>>,
+    /// Per value, where [`Engine::union`]'s answer over it as it came starts in `bits`
+    /// (`ONCE` while one pipeline only has scanned it unchanged).
+    unchanged: Vec<u32>,
     pipelines: usize,
     seen: Vec<Seen<'c>>,
     /// The prefilter's answers, one run of bits per scanned value or group (one
@@ -1288,9 +1325,41 @@ struct Scratch<'c> {
     groups: Vec<u32>,
 }
 
+/// All the prefilters' patterns in one set ([`Engine::union`]).
+#[derive(Debug)]
+struct Union {
+    set: regex::bytes::RegexSet,
+    /// Per pipeline, where its prefilter's patterns start in `set`.
+    starts: Vec<usize>,
+}
+
+impl Union {
+    /// The union of the pipelines' prefilter `patterns`, those whose set was built;
+    /// `None` when it cannot be built (each pipeline then scans with its own).
+    fn of(patterns: &[Vec<String>], built: &[Option<regex::bytes::RegexSet>]) -> Option<Self> {
+        let mut all: Vec<&str> = Vec::new();
+        let mut starts = Vec::with_capacity(patterns.len());
+        for (list, set) in patterns.iter().zip(built) {
+            starts.push(all.len());
+            if set.is_some() {
+                all.extend(list.iter().map(String::as_str));
+            }
+        }
+        let set = regex::bytes::RegexSetBuilder::new(all)
+            .unicode(false)
+            .size_limit(256 << 20)
+            .dfa_size_limit(8 << 20)
+            .build()
+            .ok()?;
+        Some(Union { set, starts })
+    }
+}
+
 /// A request value after one pipeline.
 struct Seen<'c> {
     value: Cow<'c, [u8]>,
+    /// The value's number in the request when the pipeline left it as it was.
+    unchanged: Option<u32>,
     /// Where its pipeline's prefilter answer over it starts in [`Scratch::bits`],
     /// once a rule asked.
     scanned: u32,
@@ -1308,6 +1377,7 @@ impl<'c> Scratch<'c> {
             offsets,
             table: vec![NONE; total * pipelines],
             traits: vec![None; total],
+            unchanged: vec![NONE; total],
             pipelines,
             seen: Vec::with_capacity(total * 4),
             bits: Vec::new(),
@@ -1330,28 +1400,56 @@ impl<'c> Scratch<'c> {
         if *at == NONE {
             *at = self.seen.len() as u32;
             let traits = *self.traits[n].get_or_insert_with(|| Traits::of(value));
+            let value = transformed(&pipelines[p], value, Some(traits));
             self.seen.push(Seen {
-                value: transformed(&pipelines[p], value, Some(traits)),
+                unchanged: matches!(value, Cow::Borrowed(_)).then_some(n as u32),
+                value,
                 scanned: NONE,
             });
         }
         *at as usize
     }
 
-    /// Where `set`'s answer over entry `e` starts in `bits`, scanned on first use.
-    fn scan(&mut self, e: usize, set: &regex::bytes::RegexSet) -> usize {
-        let entry = &mut self.seen[e];
-        if entry.scanned == NONE {
-            let at = self.bits.len();
-            self.bits.resize(at + set.len(), false);
-            // Most values match none: a plain search says so faster than the
-            // overlapping one that names which.
-            if set.is_match(&entry.value) {
-                set.matches_read_at(&mut self.bits[at..], &entry.value, 0);
-            }
-            entry.scanned = at as u32;
+    /// Where the answer of pipeline `p`'s prefilter `set` over entry `e` starts in
+    /// `bits`, scanned on first use (with `union`'s, when `p` left the value as it was).
+    fn scan(
+        &mut self,
+        e: usize,
+        p: usize,
+        set: &regex::bytes::RegexSet,
+        union: Option<&Union>,
+    ) -> usize {
+        if self.seen[e].scanned != NONE {
+            return self.seen[e].scanned as usize;
         }
-        entry.scanned as usize
+        if let (Some(n), Some(u)) = (self.seen[e].unchanged, union) {
+            // A value one pipeline reads is scanned with that pipeline's set; one a
+            // second reads unchanged too, with the union (for them all).
+            let n = n as usize;
+            match self.unchanged[n] {
+                NONE => self.unchanged[n] = ONCE,
+                ONCE => {
+                    let at = Self::answer(&mut self.bits, &u.set, &self.seen[e].value);
+                    self.unchanged[n] = at;
+                    return at as usize + u.starts[p];
+                }
+                at => return at as usize + u.starts[p],
+            }
+        }
+        self.seen[e].scanned = Self::answer(&mut self.bits, set, &self.seen[e].value);
+        self.seen[e].scanned as usize
+    }
+
+    /// `set`'s answer over `value`, appended to `bits`: where it starts.
+    fn answer(bits: &mut Vec<bool>, set: &regex::bytes::RegexSet, value: &[u8]) -> u32 {
+        let at = bits.len();
+        bits.resize(at + set.len(), false);
+        // Most values match none: a plain search says so faster than the overlapping
+        // one that names which.
+        if set.is_match(value) {
+            set.matches_read_at(&mut bits[at..], value, 0);
+        }
+        at as u32
     }
 }
 
@@ -1723,6 +1821,35 @@ SecMarker END-3
         let mut skip = RuleFilter::default();
         skip.add("1").unwrap();
         assert_eq!(e.inspect_except(&get("/?a=evil"), &skip).anomaly_score, 555);
+    }
+
+    /// A value read by several pipelines is answered by the union of their prefilters
+    /// once a second pipeline leaves it unchanged, by each pipeline's own set when one
+    /// changes it, and rules on collections the request leaves empty are not run; the
+    /// scores come out as each rule alone would make them.
+    #[test]
+    fn prefilters_shared_across_pipelines_answer_as_their_own() {
+        const PIPELINES: &str = r#"
+SecRule ARGS "@rx ^abc$" "id:1,phase:2,pass,t:none,setvar:tx.anomaly_score=+1"
+SecRule ARGS "@rx ^abc$" "id:2,phase:2,pass,t:lowercase,setvar:tx.anomaly_score=+10"
+SecRule ARGS "@rx ^a.c$" "id:3,phase:2,pass,t:urlDecodeUni,setvar:tx.anomaly_score=+100"
+SecRule ARGS "@rx xyz" "id:4,phase:2,pass,t:lowercase,setvar:tx.anomaly_score=+1000"
+SecRule REQUEST_COOKIES "!@rx never" "id:5,phase:2,pass,setvar:tx.anomaly_score=+10000"
+"#;
+        let e = Engine::load(&[("p.conf".into(), PIPELINES.into())], Path::new("/"), &[]).unwrap();
+        assert!(e.union.is_some());
+        assert_eq!(e.inspect(&get("/?a=abc")).anomaly_score, 111);
+        assert_eq!(e.inspect(&get("/?a=ABC")).anomaly_score, 10);
+        assert_eq!(e.inspect(&get("/?a=a%2562c")).anomaly_score, 100);
+        assert_eq!(e.inspect(&get("/?a=abc&b=XYZ")).anomaly_score, 1111);
+        let cookie = Collections::of(&RequestParts {
+            method: "GET",
+            target: "/",
+            protocol: "HTTP/1.1",
+            headers: &[("Cookie", b"k=v")],
+            body: None,
+        });
+        assert_eq!(e.inspect(&cookie).anomaly_score, 10000);
     }
 
     /// Macros read the request's collections (CRS 931130 compares a URL argument's host

@@ -83,6 +83,9 @@ pub const COLLECTIONS: [&str; 27] = [
     "REQBODY_PROCESSOR",
 ];
 
+// Sets of slots are `u32` bit masks ([`Collections::filled`]).
+const _: () = assert!(COLLECTIONS.len() <= 32);
+
 /// The slot of collection `name` (upper case, as rules write it).
 pub fn slot(name: &str) -> Option<usize> {
     COLLECTIONS.iter().position(|n| *n == name)
@@ -366,6 +369,15 @@ impl Collections {
     /// The members of the collection in slot `i` ([`slot`]).
     pub fn at(&self, i: usize) -> &[Item] {
         self.slots.get(i).map_or(&[], Vec::as_slice)
+    }
+
+    /// A bit per slot ([`COLLECTIONS`]) that holds a member.
+    pub fn filled(&self) -> u32 {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.is_empty())
+            .fold(0, |m, (i, _)| m | 1 << i)
     }
 }
 

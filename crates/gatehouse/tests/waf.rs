@@ -319,7 +319,8 @@ async fn detect_mode_exclusions_and_body_limits() {
             r.headers.get("content-type").unwrap(),
             "application/problem+json"
         );
-        assert!(!r.body_text().contains("a1"), "nothing echoed");
+        // A random request id may hold "a1"; an echo would hold the argument itself.
+        assert!(!r.body_text().contains("a1=1"), "nothing echoed");
     }
     let late_attack = format!("{}&id={sqli}", args(20));
     let r = send(
