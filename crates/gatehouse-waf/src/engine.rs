@@ -7,6 +7,7 @@
 //! [`Engine::unsupported`].
 
 use crate::operator::Operator;
+use crate::phrasebook::Phrasebook;
 use crate::request::{self, Collections};
 use crate::seclang::{self, Action, DirectiveKind, Rule, Selector};
 use crate::template::{Part, Template};
@@ -176,6 +177,8 @@ struct Link {
     op: Op,
     /// Its `@rx` pattern's place in its pipeline's prefilter set, if it has one.
     prefilter: Option<usize>,
+    /// Its `@pm` phrase list's number in [`Engine::phrasebook`], if it has one.
+    phrases: Option<usize>,
     /// Links that read the same request values through the same pipeline share a
     /// group (most CRS attack rules read `ARGS|ARGS_NAMES|REQUEST_COOKIES|...`): once
     /// one of them has scanned the values, a link whose pattern none of them holds is
@@ -390,6 +393,8 @@ pub struct Engine {
     /// pipeline changes (most are short words, and 16 pipelines read each argument) is
     /// scanned once for all of them instead of once per pipeline.
     union: Option<Union>,
+    /// Every enabled rule's `@pm` phrases in one automaton ([`Link::phrases`]).
+    phrasebook: Option<Phrasebook>,
     /// Marker name to its place among the rules (`order` of the first rule after it).
     markers: HashMap<String, usize>,
     /// Values set before the rules run (as crs-setup.conf's `SecAction`s would).
@@ -460,6 +465,7 @@ impl Engine {
             pipelines: Vec::new(),
             prefilters: Vec::new(),
             union: None,
+            phrasebook: None,
             markers: HashMap::new(),
             presets: presets
                 .iter()
@@ -518,6 +524,7 @@ impl Engine {
                             targets: Vec::new(),
                             pipeline,
                             prefilter: None,
+                            phrases: None,
                             group: None,
                             op: Op::Ready(Operator::Always),
                             negated: false,
@@ -565,6 +572,7 @@ impl Engine {
             })
             .collect();
         e.union = Union::of(&patterns, &e.prefilters);
+        e.phrasebook = e.phrasebook();
         let mut groups: HashMap<String, usize> = HashMap::new();
         for link in e.rules.iter_mut().flat_map(|r| r.links.iter_mut()) {
             if e.prefilters[link.pipeline].is_none() {
@@ -789,6 +797,28 @@ impl Engine {
         patterns
     }
 
+    /// The phrase lists of the enabled rules' `@pm` links in one book, each link told
+    /// its list's number.
+    fn phrasebook(&mut self) -> Option<Phrasebook> {
+        let mut lists: Vec<&[String]> = Vec::new();
+        let mut owners: Vec<(usize, usize)> = Vec::new();
+        for (r, rule) in self.rules.iter().enumerate().filter(|(_, r)| !r.disabled) {
+            for (l, link) in rule.links.iter().enumerate() {
+                if let Op::Ready(op) = &link.op
+                    && let Some(phrases) = op.phrases()
+                {
+                    lists.push(phrases);
+                    owners.push((r, l));
+                }
+            }
+        }
+        let book = Phrasebook::of(lists)?;
+        for (k, (r, l)) in owners.into_iter().enumerate() {
+            self.rules[r].links[l].phrases = Some(k);
+        }
+        Some(book)
+    }
+
     /// The index of pipeline `transforms`, added if new.
     fn pipeline(&mut self, transforms: Vec<Transformation>) -> usize {
         if let Some(i) = self.pipelines.iter().position(|p| *p == transforms) {
@@ -846,6 +876,7 @@ impl Engine {
             targets,
             pipeline: self.pipeline(transforms),
             prefilter: None,
+            phrases: None,
             group: None,
             op,
             negated: o.negated,
@@ -1161,6 +1192,12 @@ impl Engine {
                 return decide(None, link.negated, &scratch.seen[e].value);
             }
         }
+        if let (Some(k), Some(book)) = (link.phrases, &self.phrasebook)
+            && let at = scratch.phrases(e, book)
+            && !scratch.phrase_bits[at + k]
+        {
+            return decide(None, link.negated, &scratch.seen[e].value);
+        }
         let v = &scratch.seen[e].value;
         decide(op.test(v).map(|f| f.0), link.negated, v)
     }
@@ -1312,6 +1349,11 @@ struct Scratch<'c> {
     table: Vec<u32>,
     /// Per value, its traits, once a pipeline needed them.
     traits: Vec<Option<Traits>>,
+    /// The phrasebook's answers, one run of flags per value read ([`Scratch::phrases`]).
+    phrase_bits: Vec<bool>,
+    /// Per value, where the phrasebook's answer over it as it came starts in
+    /// `phrase_bits`.
+    phrased: Vec<u32>,
     /// Per value, where [`Engine::union`]'s answer over it as it came starts in `bits`
     /// (`ONCE` while one pipeline only has scanned it unchanged).
     unchanged: Vec<u32>,
@@ -1363,6 +1405,9 @@ struct Seen<'c> {
     /// Where its pipeline's prefilter answer over it starts in [`Scratch::bits`],
     /// once a rule asked.
     scanned: u32,
+    /// Where the phrasebook's answer over it starts in [`Scratch::phrase_bits`], once
+    /// a phrase rule asked.
+    phrased: u32,
 }
 
 impl<'c> Scratch<'c> {
@@ -1378,6 +1423,8 @@ impl<'c> Scratch<'c> {
             table: vec![NONE; total * pipelines],
             traits: vec![None; total],
             unchanged: vec![NONE; total],
+            phrase_bits: Vec::new(),
+            phrased: vec![NONE; total],
             pipelines,
             seen: Vec::with_capacity(total * 4),
             bits: Vec::new(),
@@ -1405,6 +1452,7 @@ impl<'c> Scratch<'c> {
                 unchanged: matches!(value, Cow::Borrowed(_)).then_some(n as u32),
                 value,
                 scanned: NONE,
+                phrased: NONE,
             });
         }
         *at as usize
@@ -1438,6 +1486,23 @@ impl<'c> Scratch<'c> {
         }
         self.seen[e].scanned = Self::answer(&mut self.bits, set, &self.seen[e].value);
         self.seen[e].scanned as usize
+    }
+
+    /// Where the phrasebook's answer over entry `e` starts in `phrase_bits`, read on
+    /// first use (once for all the pipelines that leave the value as it came).
+    fn phrases(&mut self, e: usize, book: &Phrasebook) -> usize {
+        let seen = &mut self.seen[e];
+        let state = match seen.unchanged {
+            Some(n) => &mut self.phrased[n as usize],
+            None => &mut seen.phrased,
+        };
+        if *state == NONE {
+            let at = self.phrase_bits.len();
+            *state = at as u32;
+            self.phrase_bits.resize(at + book.lists(), false);
+            book.read(&seen.value, &mut self.phrase_bits[at..]);
+        }
+        *state as usize
     }
 
     /// `set`'s answer over `value`, appended to `bits`: where it starts.

@@ -7,6 +7,7 @@
 
 pub mod engine;
 pub mod operator;
+mod phrasebook;
 pub mod request;
 pub mod seclang;
 mod template;

@@ -18,7 +18,7 @@ pub enum Operator {
     /// U+FFFD).
     FancyRx(Box<fancy_regex::Regex>),
     /// `@pm` / `@pmFromFile`: any of the phrases, without case.
-    Pm(AhoCorasick),
+    Pm(AhoCorasick, Vec<String>),
     /// `@streq`: the whole value.
     StrEq(Vec<u8>),
     /// `@contains`.
@@ -158,8 +158,16 @@ impl Operator {
         AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .build(&phrases)
-            .map(Self::Pm)
+            .map(|ac| Self::Pm(ac, phrases))
             .map_err(|e| format!("phrase list: {e}"))
+    }
+
+    /// The phrases of `@pm` / `@pmFromFile`; `None` for other operators.
+    pub fn phrases(&self) -> Option<&[String]> {
+        match self {
+            Self::Pm(_, phrases) => Some(phrases),
+            _ => None,
+        }
     }
 
     /// The groups of a regex operator's first match in `value` (the whole match first,
@@ -197,7 +205,7 @@ impl Operator {
                     _ => None,
                 }
             }
-            Self::Pm(ac) => ac
+            Self::Pm(ac, _) => ac
                 .find(value)
                 .map(|m| Found(value[m.start()..m.end()].to_vec())),
             Self::StrEq(s) => (value == s.as_slice()).then(whole).flatten(),
