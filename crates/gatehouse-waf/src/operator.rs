@@ -236,15 +236,13 @@ impl Operator {
                 .filter(|ip| nets.iter().any(|n| n.contains(ip)))
                 .and_then(|_| whole()),
             Self::DetectSqli => {
-                let r = libinjectionrs::detect_sqli(value);
-                r.is_injection().then(|| {
-                    Found(
-                        r.fingerprint
-                            .map(|f| f.to_string())
-                            .unwrap_or_default()
-                            .into_bytes(),
-                    )
-                })
+                // The state, not `detect_sqli`: that folds the value's tokens once more
+                // after the verdict to report a fingerprint the state already holds.
+                let mut state =
+                    libinjectionrs::SqliState::new(value, libinjectionrs::SqliFlags::FLAG_NONE);
+                state
+                    .detect()
+                    .then(|| Found(state.fingerprint_string().into_bytes()))
             }
             Self::DetectXss => libinjectionrs::detect_xss(value)
                 .is_injection()
@@ -448,6 +446,18 @@ mod tests {
         assert!(hits(&ip, "10.2.3.4") && hits(&ip, "::1") && !hits(&ip, "11.0.0.1"));
         let sqli = op("detectSQLi", "");
         assert!(hits(&sqli, "1' OR '1'='1") && !hits(&sqli, "O'Brien's pub"));
+        // What matched is libinjection's fingerprint, as ModSecurity reports it.
+        assert_eq!(
+            sqli.test(b"1 UNION SELECT password FROM users").unwrap().0,
+            b"1UEnk"
+        );
+        assert_eq!(
+            libinjectionrs::detect_sqli(b"1' OR '1'='1")
+                .fingerprint
+                .unwrap()
+                .to_string(),
+            String::from_utf8(sqli.test(b"1' OR '1'='1").unwrap().0).unwrap()
+        );
         let xss = op("detectXSS", "");
         assert!(hits(&xss, "<script>alert(1)</script>") && !hits(&xss, "a < b and c > d"));
         assert!(hits(&op("unconditionalMatch", ""), "") && !hits(&op("noMatch", ""), "x"));
