@@ -933,7 +933,12 @@ impl Engine {
                     skip_to = rule.skip_to;
                     continue;
                 }
-                if rule.links[0].reads.is_some_and(|r| r & filled == 0) {
+                if rule
+                    .links
+                    .first()
+                    .and_then(|l| l.reads)
+                    .is_some_and(|r| r & filled == 0)
+                {
                     continue;
                 }
                 if !self.run(rule, c, &mut tx, &mut scratch, &mut verdict) {
