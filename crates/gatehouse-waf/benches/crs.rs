@@ -9,6 +9,10 @@ use gatehouse_waf::request::{Collections, RequestParts};
 use std::hint::black_box;
 use std::path::Path;
 
+/// The gateway's allocator: what allocation costs there, it costs here.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn bench(c: &mut Criterion) {
     let e = Engine::load_crs(Path::new("/usr/share/modsecurity-crs/rules"), &[]).unwrap();
     let headers: &[(&str, &[u8])] = &[

@@ -146,7 +146,14 @@ impl Target {
 #[derive(Debug, Clone)]
 enum Op {
     Ready(Operator),
-    Macro { name: String, template: Template },
+    Macro {
+        name: String,
+        template: Template,
+        /// The argument as the setup's `TX` expands it, compiled at load: what a
+        /// request uses while its own expansion is the same (CRS's `@within
+        /// %{tx.allowed_methods}` and the like always are, unless a rule changes them).
+        ready: Option<Box<(Vec<u8>, Operator)>>,
+    },
 }
 
 /// A `setvar` on `TX`: `tx.name=value`, `=+n`, `=-n` or `!tx.name` (the name may hold
@@ -371,13 +378,73 @@ struct Setup {
     resume: usize,
     /// A `skipAfter` still pending there.
     skip_to: Option<usize>,
-    /// Per phase, the indices in [`Engine::rules`] of the rules a request from this
-    /// setup visits: enabled and not [`Fold::Never`], in order.
-    live: [Vec<u32>; 2],
+    /// Per phase, the rules a request from this setup visits: enabled and not
+    /// [`Fold::Never`], in order.
+    live: [Vec<Step>; 2],
     /// Per phase, every enabled rule (for a request that leaves out a setup rule: it
     /// starts from scratch, so nothing folded holds for it).
-    enabled: [Vec<u32>; 2],
+    enabled: [Vec<Step>; 2],
 }
+
+/// A rule as a request's walk over a list sees it: what decides whether the rule is
+/// visited at all, packed two to a cache line. The walk reads the list, not the rules:
+/// CRS has hundreds, most are passed over for what they read or for their group's
+/// prefilter answer, and with the caches cold (as the proxy's own work and the kernel
+/// leave them) each rule reached into costs a few memory misses.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    /// Its index in [`Engine::rules`].
+    rule: u32,
+    /// [`Compiled::order`].
+    order: u32,
+    /// The slots its head reads whole (a bit per slot, [`Link::reads`]); [`ANY_SLOT`]
+    /// when it reads whatever the request holds.
+    reads: u32,
+    /// The members its head reads by name ([`Engine::names`], a bit each): a rule on
+    /// `REQUEST_HEADERS:Content-Type` alone is passed over when there is none.
+    names: u64,
+    /// Its head's group ([`Link::group`]) when the group's prefilter answer decides
+    /// it ([`NONE`] otherwise), and its pattern's place in that answer.
+    group: u32,
+    prefilter: u32,
+    /// [`Fold::Always`].
+    always: bool,
+}
+
+/// [`Step::reads`] and [`Step::names`] of `link`, its names numbered in `names`
+/// (a name past the 64th stands for its whole slot).
+fn reach(names: &mut Vec<(usize, String)>, link: &Link) -> (u32, u64) {
+    if link.reads.is_none() {
+        return (ANY_SLOT, 0);
+    }
+    let (mut slots, mut named) = (0u32, 0u64);
+    for t in &link.targets {
+        match (t.source, &t.pick) {
+            (Source::Slot(s), Pick::Key(k)) => {
+                let bit = match names.iter().position(|(o, n)| (*o, n.as_str()) == (s, k)) {
+                    Some(b) => b,
+                    None if names.len() < 64 => {
+                        names.push((s, k.clone()));
+                        names.len() - 1
+                    }
+                    None => {
+                        slots |= 1 << s;
+                        continue;
+                    }
+                };
+                named |= 1 << bit;
+            }
+            (Source::Slot(s), _) => slots |= 1 << s,
+            _ => {}
+        }
+    }
+    (slots, named)
+}
+
+/// The bit of [`Step::reads`] every request has: no slot holds it (there are fewer
+/// than 32).
+const ANY_SLOT: u32 = 1 << 31;
+const _: () = assert!(request::COLLECTIONS.len() < 31);
 
 /// A compiled rule set.
 #[derive(Debug)]
@@ -403,6 +470,9 @@ pub struct Engine {
     setup: Setup,
     /// How many link groups there are ([`Link::group`]).
     groups: usize,
+    /// The members rules' heads read by name (slot, name in lower case): a bit each in
+    /// [`Step::names`], at most 64.
+    names: Vec<(usize, String)>,
     /// Rules disabled for lack of support: id and why.
     pub unsupported: Vec<(u32, String)>,
     rules_dir: std::path::PathBuf,
@@ -473,6 +543,7 @@ impl Engine {
                 .collect(),
             setup: Setup::default(),
             groups: 0,
+            names: Vec::new(),
             unsupported: Vec::new(),
             rules_dir: dir.to_path_buf(),
         };
@@ -591,8 +662,29 @@ impl Engine {
         }
         e.groups = groups.len();
         e.setup = e.run_setup();
+        e.ready_macros();
         e.fold();
         Ok(e)
+    }
+
+    /// Compiles each macro operator ([`Op::Macro`]) with its argument as the setup
+    /// leaves it, for the requests that do not change what it names.
+    fn ready_macros(&mut self) {
+        let tx = &self.setup.tx;
+        for link in self.rules.iter_mut().flat_map(|r| r.links.iter_mut()) {
+            if let Op::Macro {
+                name,
+                template,
+                ready,
+            } = &mut link.op
+            {
+                let text = tx.expand(template).into_owned();
+                let argument = String::from_utf8_lossy(&text).into_owned();
+                *ready = Operator::compile(name, &argument, &self.rules_dir)
+                    .ok()
+                    .map(|o| Box::new((text, o)));
+            }
+        }
     }
 
     /// Decides at load the rules whose outcome no request can change ([`Fold`]) and
@@ -687,11 +779,32 @@ impl Engine {
                 .iter()
                 .enumerate()
                 .filter(|(_, r)| r.phase == phase && !r.disabled);
-            self.setup.enabled[p] = enabled.clone().map(|(i, _)| i as u32).collect();
+            let mut step = |(i, r): (usize, &Compiled)| {
+                let head = r.links.first();
+                let (reads, names) = head.map_or((ANY_SLOT, 0), |l| reach(&mut self.names, l));
+                let decided = head.and_then(|l| {
+                    let ready = matches!(l.op, Op::Ready(_));
+                    (ready && !l.negated && !l.multi_match)
+                        .then(|| l.group.zip(l.prefilter))
+                        .flatten()
+                });
+                Step {
+                    rule: i as u32,
+                    order: r.order as u32,
+                    reads,
+                    names,
+                    group: decided.map_or(NONE, |(g, _)| g as u32),
+                    prefilter: decided.map_or(0, |(_, k)| k as u32),
+                    always: r.fold == Fold::Always,
+                }
+            };
+            let enabled: Vec<_> = enabled.map(&mut step).collect();
             self.setup.live[p] = enabled
-                .filter(|(_, r)| r.fold != Fold::Never)
-                .map(|(i, _)| i as u32)
+                .iter()
+                .filter(|s| self.rules[s.rule as usize].fold != Fold::Never)
+                .copied()
                 .collect();
+            self.setup.enabled[p] = enabled;
         }
     }
 
@@ -867,6 +980,7 @@ impl Engine {
             Op::Macro {
                 name: o.name.clone(),
                 template: Template::parse(&o.argument),
+                ready: None,
             }
         } else {
             Op::Ready(Operator::compile(&o.name, &o.argument, dir)?)
@@ -915,30 +1029,38 @@ impl Engine {
         let mut scratch = Scratch::new(c, self.pipelines.len(), self.groups);
         let mut verdict = Verdict::default();
         let filled = c.filled();
+        let present = self.present(c);
         'phases: for (p, list) in lists.iter().enumerate() {
             let mut skip_to: Option<usize> = pending.take();
             let from = if p == 0 { start } else { 0 };
-            let list = &list[list.partition_point(|&i| (i as usize) < from)..];
-            for rule in list.iter().map(|&i| &self.rules[i as usize]) {
+            let list = &list[list.partition_point(|s| (s.rule as usize) < from)..];
+            for step in list {
                 if let Some(to) = skip_to {
-                    if rule.order < to {
+                    if (step.order as usize) < to {
                         continue;
                     }
                     skip_to = None;
                 }
+                // Decided from the step alone where it can be: the rule is not read.
+                if !step.always
+                    && step.reads & (filled | ANY_SLOT) == 0
+                    && step.names & present == 0
+                {
+                    continue;
+                }
+                if step.group != NONE
+                    && let at = scratch.groups[step.group as usize]
+                    && at != NONE
+                    && !scratch.bits[at as usize + step.prefilter as usize]
+                {
+                    continue;
+                }
+                let rule = &self.rules[step.rule as usize];
                 if !skip.is_empty() && skip.skips(rule.id, &rule.tags) {
                     continue;
                 }
-                if folded && rule.fold == Fold::Always {
+                if folded && step.always {
                     skip_to = rule.skip_to;
-                    continue;
-                }
-                if rule
-                    .links
-                    .first()
-                    .and_then(|l| l.reads)
-                    .is_some_and(|r| r & filled == 0)
-                {
                     continue;
                 }
                 if !self.run(rule, c, &mut tx, &mut scratch, &mut verdict) {
@@ -962,6 +1084,19 @@ impl Engine {
             false => tx.int("anomaly_score"),
         };
         verdict
+    }
+
+    /// A bit per member of [`Engine::names`] `c` holds (a value without a name, as
+    /// `REQUEST_URI`'s, is read whatever name is asked for: it counts too).
+    fn present(&self, c: &Collections) -> u64 {
+        let mut bits = 0;
+        for (bit, (slot, name)) in self.names.iter().enumerate() {
+            let held = |i: &request::Item| i.name.is_empty() || i.name.eq_ignore_ascii_case(name);
+            if c.at(*slot).iter().any(held) {
+                bits |= 1 << bit;
+            }
+        }
+        bits
     }
 
     /// Runs one rule; whether it matched (its actions then done).
@@ -1028,14 +1163,24 @@ impl Engine {
         let dynamic;
         let op = match &link.op {
             Op::Ready(o) => o,
-            Op::Macro { name, template } => {
-                let argument = String::from_utf8_lossy(&tx.expand(template)).into_owned();
-                match Operator::compile(name, &argument, &self.rules_dir) {
-                    Ok(o) => {
-                        dynamic = o;
-                        &dynamic
+            Op::Macro {
+                name,
+                template,
+                ready,
+            } => {
+                let argument = tx.expand(template);
+                match ready.as_deref() {
+                    Some((text, o)) if *text == *argument => o,
+                    _ => {
+                        let argument = String::from_utf8_lossy(&argument).into_owned();
+                        match Operator::compile(name, &argument, &self.rules_dir) {
+                            Ok(o) => {
+                                dynamic = o;
+                                &dynamic
+                            }
+                            Err(_) => return Vec::new(),
+                        }
                     }
-                    Err(_) => return Vec::new(),
                 }
             }
         };
@@ -1938,6 +2083,35 @@ SecRule ARGS "@rx ^(?i:https?)://(.*)$" "id:1,phase:2,block,capture,msg:'%{REQUE
             e.inspect(&get("/?u=http://shop.example/x")).anomaly_score,
             0
         );
+    }
+
+    /// A macro operator compiled at load serves the requests that leave its variable as
+    /// the setup made it; one that changes it gets its own. A rule on a named member is
+    /// passed over without it and run with it.
+    #[test]
+    fn ready_macros_and_named_members() {
+        const ALLOWED: &str = r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:'tx.allowed=GET HEAD'"
+SecRule REQUEST_HEADERS:X-Allow-Delete "@streq yes" "id:2,phase:1,pass,nolog,setvar:'tx.allowed=GET HEAD DELETE'"
+SecRule REQUEST_METHOD "!@within %{tx.allowed}" "id:3,phase:1,block,setvar:tx.anomaly_score=+5"
+SecRule REQUEST_HEADERS:Content-Type "@rx ^text/" "id:4,phase:1,block,setvar:tx.anomaly_score=+3"
+"#;
+        let e = Engine::load(&[("r.conf".into(), ALLOWED.into())], Path::new("/"), &[]).unwrap();
+        let request = |method: &str, headers: &[(&str, &[u8])]| {
+            e.inspect(&Collections::of(&RequestParts {
+                method,
+                target: "/",
+                protocol: "HTTP/1.1",
+                headers,
+                body: None,
+            }))
+            .anomaly_score
+        };
+        assert_eq!(request("GET", &[]), 0);
+        assert_eq!(request("DELETE", &[]), 5);
+        assert_eq!(request("DELETE", &[("X-Allow-Delete", b"yes")]), 0);
+        assert_eq!(request("GET", &[("content-type", b"text/plain")]), 3);
+        assert_eq!(request("GET", &[("Accept", b"text/plain")]), 0);
     }
 
     /// As ModSecurity: a capturing rule's `setvar`s run per matching value with that
