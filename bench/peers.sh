@@ -21,6 +21,9 @@
 # `gatehouse`, so both sides of an A/B can differ from the default). GATEHOUSE_B_LISTENER
 # (and _A_) add fields to the listener (`request_rate_per_ip: {...}, max_connections_per_ip: 1000`). WRK_HEADER ("name: value") is sent with every
 # request to every proxy (an API key for such a run; the others ignore it).
+# WRK_BODY (a file) makes every request a POST of that body, with Content-Type
+# WRK_CONTENT_TYPE (default application/json): bench/order.json is the 300-byte JSON
+# POST the WAF's bound is stated for.
 # NGINX_HTTP_EXTRA and NGINX_LOCATION_EXTRA add directives to nginx's http block and its
 # proxying location (a `limit_req_zone` and `limit_req` to compare a rate limit's cost);
 # NGINX_MAIN_EXTRA to its main context (`load_module` of a dynamic module). For nginx
@@ -227,6 +230,13 @@ for W in $WORKERS_LIST; do
   if [ "$W" = 1 ]; then PIN=1; LOADPIN=0; BW=1; else PIN=""; LOADPIN=""; BW=$W; fi
   WRK=(wrk); [ -n "$LOADPIN" ] && WRK=(taskset -c "$LOADPIN" wrk)
   [ -n "${WRK_HEADER:-}" ] && WRK+=(-H "$WRK_HEADER")
+  if [ -n "${WRK_BODY:-}" ]; then
+    # wrk sends the script's method, body and header with every request.
+    { echo 'wrk.method = "POST"'
+      printf 'wrk.headers["Content-Type"] = "%s"\n' "${WRK_CONTENT_TYPE:-application/json}"
+      printf 'wrk.body = [==['; cat "$WRK_BODY"; echo ']==]'; } > "$OUT/conf/post.lua"
+    WRK+=(-s "$OUT/conf/post.lua")
+  fi
   for BODY in $BODIES; do
     P_=/; [ "$BODY" = 16k ] && P_=/16k; [ "$BODY" = json16k ] && P_=/16k.json
     for C in $CONNS_LIST; do

@@ -52,7 +52,7 @@ fn bench(c: &mut Criterion) {
         ("Content-Type", b"application/json"),
         ("Accept", b"application/json"),
     ];
-    let body = br#"{"order":"A-1042","customer":{"id":77,"name":"Ann O'Neil","email":"ann@example.com"},"items":[{"sku":"SKU-00017","qty":2,"note":"gift wrap, please"},{"sku":"SKU-00042","qty":1,"note":""}],"shipping":{"street":"12 Baker St","city":"London","zip":"NW1 6XE"},"coupon":null}"#;
+    let body = br#"{"order":"A-1042","customer":{"id":77,"name":"Ann O'Neil","email":"ann@example.com"},"items":[{"sku":"SKU-00017","qty":2,"note":"gift wrap, please"},{"sku":"SKU-00042","qty":1,"note":""}],"shipping":{"street":"12 Baker St","city":"London","zip":"NW1 6XE"},"coupon":null,"channel":"web","tags":["x1"]}"#;
     let post = RequestParts {
         method: "POST",
         target: "/v1/orders",

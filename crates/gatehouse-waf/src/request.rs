@@ -256,7 +256,10 @@ impl Collections {
             match kind {
                 BodyKind::Form => post = url_arguments(body, room.saturating_add(1)),
                 BodyKind::Json => match serde_json::from_slice::<serde_json::Value>(body) {
-                    Ok(v) => json_arguments(&v, "json", &mut post, room.saturating_add(1)),
+                    Ok(v) => {
+                        let mut path = String::from("json");
+                        json_arguments(&v, &mut path, &mut post, room.saturating_add(1));
+                    }
                     Err(e) => c.body_error = Some(format!("JSON: {e}")),
                 },
                 BodyKind::Xml => match xml_text(body) {
@@ -474,9 +477,12 @@ fn cookie_pairs(header: &[u8]) -> Vec<Item> {
 }
 
 /// A JSON document's scalars, each named by its path (`json.a.b`, `json.list.array_0`):
-/// the first `max`.
-fn json_arguments(v: &serde_json::Value, path: &str, out: &mut Vec<Item>, max: usize) {
+/// the first `max`. `path` is the value's own, extended and cut back in place for its
+/// members (one buffer for the whole document, not a string per level).
+fn json_arguments(v: &serde_json::Value, path: &mut String, out: &mut Vec<Item>, max: usize) {
     use serde_json::Value;
+    use std::fmt::Write;
+    let at = path.len();
     // Callers stop before `out` is full: each call has room for at least one.
     match v {
         Value::Object(map) => {
@@ -484,7 +490,10 @@ fn json_arguments(v: &serde_json::Value, path: &str, out: &mut Vec<Item>, max: u
                 if out.len() >= max {
                     break;
                 }
-                json_arguments(x, &format!("{path}.{k}"), out, max);
+                path.push('.');
+                path.push_str(k);
+                json_arguments(x, path, out, max);
+                path.truncate(at);
             }
         }
         Value::Array(list) => {
@@ -492,7 +501,10 @@ fn json_arguments(v: &serde_json::Value, path: &str, out: &mut Vec<Item>, max: u
                 if out.len() >= max {
                     break;
                 }
-                json_arguments(x, &format!("{path}.array_{i}"), out, max);
+                // Writing to a String cannot fail.
+                let _ = write!(path, ".array_{i}");
+                json_arguments(x, path, out, max);
+                path.truncate(at);
             }
         }
         scalar => {
@@ -502,7 +514,7 @@ fn json_arguments(v: &serde_json::Value, path: &str, out: &mut Vec<Item>, max: u
                 other => other.to_string().into_bytes(),
             };
             out.push(Item {
-                name: path.to_string(),
+                name: path.clone(),
                 value,
             });
         }
