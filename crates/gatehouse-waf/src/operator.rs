@@ -373,6 +373,55 @@ mod tests {
         Operator::compile(name, arg, Path::new("/nonexistent")).unwrap()
     }
 
+    /// libinjection's keyword table searched as the released crate searched it
+    /// (vendor/libinjectionrs/PATCHED.md): the entry's type byte, if the word is one.
+    fn released_lookup(word: &str) -> Option<u8> {
+        use libinjectionrs::sqli::sqli_data::SQL_KEYWORDS;
+        let upper = word.to_ascii_uppercase();
+        SQL_KEYWORDS
+            .binary_search_by(|k| k.word.cmp(&upper))
+            .ok()
+            .map(|i| SQL_KEYWORDS[i].token_type)
+    }
+
+    /// The patched keyword lookup finds every entry in any case, and nothing the table
+    /// does not hold.
+    #[test]
+    fn sqli_keyword_lookup_agrees_with_the_table() {
+        use libinjectionrs::sqli::TokenType;
+        use libinjectionrs::sqli::sqli_data::{SQL_KEYWORDS, lookup_word};
+        for k in SQL_KEYWORDS {
+            let found = lookup_word(k.word);
+            assert_eq!(
+                lookup_word(&k.word.to_ascii_lowercase()),
+                found,
+                "{}",
+                k.word
+            );
+            assert_eq!(
+                found == TokenType::Bareword,
+                k.token_type == b'n',
+                "{}",
+                k.word
+            );
+        }
+        for w in ["shoes", "SELECTX", "union select", "", &"SELECT".repeat(9)] {
+            assert_eq!(released_lookup(w), None, "{w}");
+            assert_eq!(lookup_word(w), TokenType::Bareword, "{w}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any word: a keyword to the patched lookup exactly when the table holds it.
+        #[test]
+        fn sqli_keyword_lookup_of_any_word(word in "[a-zA-Z_@.$0-9=<>!|&-]{0,40}") {
+            use libinjectionrs::sqli::TokenType;
+            use libinjectionrs::sqli::sqli_data::lookup_word;
+            let kept = released_lookup(&word).is_some_and(|t| t != b'n');
+            proptest::prop_assert_eq!(lookup_word(&word) != TokenType::Bareword, kept);
+        }
+    }
+
     fn hits(o: &Operator, v: &str) -> bool {
         o.test(v.as_bytes()).is_some()
     }
