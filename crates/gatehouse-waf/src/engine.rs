@@ -470,6 +470,9 @@ pub struct Engine {
     setup: Setup,
     /// How many link groups there are ([`Link::group`]).
     groups: usize,
+    /// The most patterns a prefilter answer has (the union's, or the largest set's):
+    /// the run of `false` every answer that finds nothing shares ([`Scratch::answer`]).
+    widest: usize,
     /// The members rules' heads read by name (slot, name in lower case): a bit each in
     /// [`Step::names`], at most 64.
     names: Vec<(usize, String)>,
@@ -543,6 +546,7 @@ impl Engine {
                 .collect(),
             setup: Setup::default(),
             groups: 0,
+            widest: 0,
             names: Vec::new(),
             unsupported: Vec::new(),
             rules_dir: dir.to_path_buf(),
@@ -643,6 +647,14 @@ impl Engine {
             })
             .collect();
         e.union = Union::of(&patterns, &e.prefilters);
+        e.widest = e
+            .prefilters
+            .iter()
+            .flatten()
+            .map(regex::bytes::RegexSet::len)
+            .chain(e.union.as_ref().map(|u| u.set.len()))
+            .max()
+            .unwrap_or(0);
         e.phrasebook = e.phrasebook();
         let mut groups: HashMap<String, usize> = HashMap::new();
         for link in e.rules.iter_mut().flat_map(|r| r.links.iter_mut()) {
@@ -741,7 +753,8 @@ impl Engine {
                     return None;
                 }
                 let mut tx = Tx::over(&self.setup.tx);
-                let mut scratch = Scratch::new(&empty, self.pipelines.len(), self.groups);
+                let mut scratch =
+                    Scratch::new(&empty, self.pipelines.len(), self.groups, self.widest);
                 Some(!self.matches(link, &empty, &mut tx, &mut scratch).is_empty())
             };
             let quiet = !rule.log
@@ -817,7 +830,7 @@ impl Engine {
             tx.set(Cow::Borrowed(k), v.as_bytes());
         }
         let empty = Collections::default();
-        let mut scratch = Scratch::new(&empty, self.pipelines.len(), self.groups);
+        let mut scratch = Scratch::new(&empty, self.pipelines.len(), self.groups, self.widest);
         let mut verdict = Verdict::default();
         let mut skip_to = None;
         let mut resume = self.rules.len();
@@ -1026,7 +1039,7 @@ impl Engine {
         };
         let lists = if folded { &setup.live } else { &setup.enabled };
         tx.request = Some(c);
-        let mut scratch = Scratch::new(c, self.pipelines.len(), self.groups);
+        let mut scratch = Scratch::new(c, self.pipelines.len(), self.groups, self.widest);
         let mut verdict = Verdict::default();
         let filled = c.filled();
         let present = self.present(c);
@@ -1376,6 +1389,10 @@ impl Engine {
                     }
                     let e = scratch.entry(&self.pipelines, slot, i, &item.value, link.pipeline);
                     let at = scratch.scan(e, link.pipeline, set, self.union.as_ref());
+                    if at < self.widest {
+                        // The shared empty answer: nothing to add.
+                        continue;
+                    }
                     // The value's answer was scanned before the union was made or after.
                     let (low, high) = scratch.bits.split_at_mut(at.max(union));
                     let (into, from) = match at < union {
@@ -1509,8 +1526,8 @@ struct Scratch<'c> {
     unchanged: Vec<u32>,
     pipelines: usize,
     seen: Vec<Seen<'c>>,
-    /// The prefilter's answers, one run of bits per scanned value or group (one
-    /// allocation).
+    /// The prefilter's answers (one allocation): the empty answer all values that
+    /// match nothing share, then a run of bits per value that matched or group.
     bits: Vec<bool>,
     /// Per group ([`Link::group`]), where the union of its values' answers starts in
     /// `bits`.
@@ -1561,7 +1578,7 @@ struct Seen<'c> {
 }
 
 impl<'c> Scratch<'c> {
-    fn new(c: &Collections, pipelines: usize, groups: usize) -> Self {
+    fn new(c: &Collections, pipelines: usize, groups: usize, widest: usize) -> Self {
         let mut offsets = [0; request::COLLECTIONS.len()];
         let mut total = 0;
         for (slot, at) in offsets.iter_mut().enumerate() {
@@ -1579,7 +1596,11 @@ impl<'c> Scratch<'c> {
             // Sized for what a request takes (measured: eight pipelines a value on a JSON
             // POST, some forty prefilter answers): growing them was a tenth of its cost.
             seen: Vec::with_capacity(total * 10),
-            bits: Vec::with_capacity(total * 100),
+            bits: {
+                let mut bits = Vec::with_capacity(widest + total * 100);
+                bits.resize(widest, false);
+                bits
+            },
             groups: vec![NONE; groups],
         }
     }
@@ -1657,15 +1678,18 @@ impl<'c> Scratch<'c> {
         *state as usize
     }
 
-    /// `set`'s answer over `value`, appended to `bits`: where it starts.
+    /// `set`'s answer over `value`: where it starts in `bits`, appended there when a
+    /// pattern matched; otherwise 0, the run of `false` at the start of `bits` that
+    /// every empty answer shares ([`Engine::widest`] long).
     fn answer(bits: &mut Vec<bool>, set: &regex::bytes::RegexSet, value: &[u8]) -> u32 {
+        // Most values match none: a plain search says so faster than the overlapping
+        // one that names which, and nothing is written for them.
+        if !set.is_match(value) {
+            return 0;
+        }
         let at = bits.len();
         bits.resize(at + set.len(), false);
-        // Most values match none: a plain search says so faster than the overlapping
-        // one that names which.
-        if set.is_match(value) {
-            set.matches_read_at(&mut bits[at..], value, 0);
-        }
+        set.matches_read_at(&mut bits[at..], value, 0);
         at as u32
     }
 }
