@@ -255,13 +255,22 @@ impl Collections {
             }
             match kind {
                 BodyKind::Form => post = url_arguments(body, room.saturating_add(1)),
-                BodyKind::Json => match serde_json::from_slice::<serde_json::Value>(body) {
-                    Ok(v) => {
-                        let mut path = String::from("json");
-                        json_arguments(&v, &mut path, &mut post, room.saturating_add(1));
+                BodyKind::Json => {
+                    let mut path = String::from("json");
+                    let read = JsonArguments {
+                        path: &mut path,
+                        out: &mut post,
+                        max: room.saturating_add(1),
+                    };
+                    let mut de = serde_json::Deserializer::from_slice(body);
+                    let whole = serde::de::DeserializeSeed::deserialize(read, &mut de)
+                        .and_then(|()| de.end());
+                    if let Err(e) = whole {
+                        // A body that is not JSON yields no arguments, whatever was read.
+                        post.clear();
+                        c.body_error = Some(format!("JSON: {e}"));
                     }
-                    Err(e) => c.body_error = Some(format!("JSON: {e}")),
-                },
+                }
                 BodyKind::Xml => match xml_text(body) {
                     Ok(text) => c.put("XML", single(&text)),
                     Err(e) => c.body_error = Some(format!("XML: {e}")),
@@ -476,48 +485,119 @@ fn cookie_pairs(header: &[u8]) -> Vec<Item> {
         .collect()
 }
 
-/// A JSON document's scalars, each named by its path (`json.a.b`, `json.list.array_0`):
-/// the first `max`. `path` is the value's own, extended and cut back in place for its
-/// members (one buffer for the whole document, not a string per level).
-fn json_arguments(v: &serde_json::Value, path: &mut String, out: &mut Vec<Item>, max: usize) {
-    use serde_json::Value;
-    use std::fmt::Write;
-    let at = path.len();
-    // Callers stop before `out` is full: each call has room for at least one.
-    match v {
-        Value::Object(map) => {
-            for (k, x) in map {
-                if out.len() >= max {
-                    break;
-                }
-                path.push('.');
-                path.push_str(k);
-                json_arguments(x, path, out, max);
-                path.truncate(at);
+/// A JSON document's scalars, each named by its path (`json.a.b`, `json.list.array_0`),
+/// read as the parser meets them (no document tree is built): the first `max`, the rest
+/// parsed but not kept. A key given twice yields both values, as ModSecurity's JSON
+/// reader does (a tree would keep one, and an attack could hide behind the other).
+/// `path` is the value's own, extended and cut back in place for its members.
+struct JsonArguments<'a> {
+    path: &'a mut String,
+    out: &'a mut Vec<Item>,
+    max: usize,
+}
+
+impl JsonArguments<'_> {
+    fn push(self, value: Vec<u8>) {
+        self.out.push(Item {
+            name: self.path.clone(),
+            value,
+        });
+    }
+
+    /// The same reader for a member (`path` then ends with the member's name).
+    fn member(&mut self) -> JsonArguments<'_> {
+        JsonArguments {
+            path: self.path,
+            out: self.out,
+            max: self.max,
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonArguments<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for JsonArguments<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.push(if v {
+            b"true".to_vec()
+        } else {
+            b"false".to_vec()
+        });
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.push(serde_json::Number::from(v).to_string().into_bytes());
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.push(serde_json::Number::from(v).to_string().into_bytes());
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        // Written as a document tree's number is (JSON has no NaN or infinity).
+        let text = serde_json::Number::from_f64(v).map_or_else(String::new, |n| n.to_string());
+        self.push(text.into_bytes());
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.push(v.as_bytes().to_vec());
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.push(Vec::new());
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        use std::fmt::Write;
+        let at = self.path.len();
+        let mut i = 0usize;
+        loop {
+            if self.out.len() >= self.max {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                return Ok(());
             }
-        }
-        Value::Array(list) => {
-            for (i, x) in list.iter().enumerate() {
-                if out.len() >= max {
-                    break;
-                }
-                // Writing to a String cannot fail.
-                let _ = write!(path, ".array_{i}");
-                json_arguments(x, path, out, max);
-                path.truncate(at);
+            // Writing to a String cannot fail.
+            let _ = write!(self.path, ".array_{i}");
+            let more = seq.next_element_seed(self.member())?.is_some();
+            self.path.truncate(at);
+            if !more {
+                return Ok(());
             }
+            i += 1;
         }
-        scalar => {
-            let value = match scalar {
-                Value::String(s) => s.clone().into_bytes(),
-                Value::Null => Vec::new(),
-                other => other.to_string().into_bytes(),
-            };
-            out.push(Item {
-                name: path.clone(),
-                value,
-            });
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let at = self.path.len();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if self.out.len() >= self.max {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            self.path.push('.');
+            self.path.push_str(&key);
+            map.next_value_seed(self.member())?;
+            self.path.truncate(at);
         }
+        Ok(())
     }
 }
 
@@ -938,6 +1018,49 @@ mod tests {
             bad.body_error
                 .as_deref()
                 .is_some_and(|e| e.starts_with("JSON"))
+        );
+        let json_body = |body: &'static [u8]| {
+            Collections::of(&RequestParts {
+                method: "POST",
+                target: "/",
+                protocol: "HTTP/1.1",
+                headers: json,
+                body: Some(body),
+            })
+        };
+        // Broken after a good start, or with trailing bytes: no arguments at all.
+        for broken in [&br#"{"q":"x","r":"#[..], br#"{"q":"x"} y"#] {
+            let c = json_body(broken);
+            assert!(c.body_error.is_some());
+            assert!(c.get("ARGS").is_empty());
+        }
+        // A key given twice: both values read (ModSecurity's reader), numbers as written.
+        let c = json_body(br#"{"q":"' or 1=1--","q":"ok","n":[1.5,-2,1e3]}"#);
+        assert_eq!(
+            values(&c, "ARGS"),
+            [
+                pair("json.q", "' or 1=1--"),
+                pair("json.q", "ok"),
+                pair("json.n.array_0", "1.5"),
+                pair("json.n.array_1", "-2"),
+                pair("json.n.array_2", "1000.0"),
+            ]
+        );
+        // Past the argument limit the rest is parsed, not kept.
+        let c = Collections::of_limited(
+            &RequestParts {
+                method: "POST",
+                target: "/",
+                protocol: "HTTP/1.1",
+                headers: json,
+                body: Some(br#"{"a":1,"b":{"c":2,"d":3},"e":[4,5]}"#),
+            },
+            2,
+        );
+        assert!(c.over_limit && c.body_error.is_none());
+        assert_eq!(
+            values(&c, "ARGS"),
+            [pair("json.a", "1"), pair("json.b.c", "2")]
         );
 
         let xml: &[(&str, &[u8])] = &[("Content-Type", b"application/soap+xml")];
