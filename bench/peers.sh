@@ -23,7 +23,10 @@
 # request to every proxy (an API key for such a run; the others ignore it).
 # WRK_BODY (a file) makes every request a POST of that body, with Content-Type
 # WRK_CONTENT_TYPE (default application/json): bench/order.json is the 300-byte JSON
-# POST the WAF's bound is stated for.
+# POST the WAF's bound is stated for. WRK_PATH replaces the small body's `/` (the
+# backend answers any path), and WRK_HEADERS adds header lines ("name: value", one per
+# line) to WRK_HEADER's: the WAF's small GET is
+# WRK_PATH='/shop/search?q=red+shoes&page=2&sort=price' with an Accept and a Cookie.
 # NGINX_HTTP_EXTRA and NGINX_LOCATION_EXTRA add directives to nginx's http block and its
 # proxying location (a `limit_req_zone` and `limit_req` to compare a rate limit's cost);
 # NGINX_MAIN_EXTRA to its main context (`load_module` of a dynamic module). For nginx
@@ -230,6 +233,7 @@ for W in $WORKERS_LIST; do
   if [ "$W" = 1 ]; then PIN=1; LOADPIN=0; BW=1; else PIN=""; LOADPIN=""; BW=$W; fi
   WRK=(wrk); [ -n "$LOADPIN" ] && WRK=(taskset -c "$LOADPIN" wrk)
   [ -n "${WRK_HEADER:-}" ] && WRK+=(-H "$WRK_HEADER")
+  while IFS= read -r line; do [ -n "$line" ] && WRK+=(-H "$line"); done <<< "${WRK_HEADERS:-}"
   if [ -n "${WRK_BODY:-}" ]; then
     # wrk sends the script's method, body and header with every request.
     { echo 'wrk.method = "POST"'
@@ -238,7 +242,7 @@ for W in $WORKERS_LIST; do
     WRK+=(-s "$OUT/conf/post.lua")
   fi
   for BODY in $BODIES; do
-    P_=/; [ "$BODY" = 16k ] && P_=/16k; [ "$BODY" = json16k ] && P_=/16k.json
+    P_=${WRK_PATH:-/}; [ "$BODY" = 16k ] && P_=/16k; [ "$BODY" = json16k ] && P_=/16k.json
     for C in $CONNS_LIST; do
       say "=== workers=$W body=$BODY conns=$C"
       write_backend "$BW"
