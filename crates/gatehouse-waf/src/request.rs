@@ -1019,23 +1019,23 @@ mod tests {
                 .as_deref()
                 .is_some_and(|e| e.starts_with("JSON"))
         );
-        let json_body = |body: &'static [u8]| {
-            Collections::of(&RequestParts {
-                method: "POST",
-                target: "/",
-                protocol: "HTTP/1.1",
-                headers: json,
-                body: Some(body),
-            })
+        let json_post = |body: &'static [u8]| RequestParts {
+            method: "POST",
+            target: "/",
+            protocol: "HTTP/1.1",
+            headers: json,
+            body: Some(body),
         };
         // Broken after a good start, or with trailing bytes: no arguments at all.
         for broken in [&br#"{"q":"x","r":"#[..], br#"{"q":"x"} y"#] {
-            let c = json_body(broken);
+            let c = Collections::of(&json_post(broken));
             assert!(c.body_error.is_some());
             assert!(c.get("ARGS").is_empty());
         }
         // A key given twice: both values read (ModSecurity's reader), numbers as written.
-        let c = json_body(br#"{"q":"' or 1=1--","q":"ok","n":[1.5,-2,1e3]}"#);
+        let c = Collections::of(&json_post(
+            br#"{"q":"' or 1=1--","q":"ok","n":[1.5,-2,1e3]}"#,
+        ));
         assert_eq!(
             values(&c, "ARGS"),
             [
@@ -1047,16 +1047,7 @@ mod tests {
             ]
         );
         // Past the argument limit the rest is parsed, not kept.
-        let c = Collections::of_limited(
-            &RequestParts {
-                method: "POST",
-                target: "/",
-                protocol: "HTTP/1.1",
-                headers: json,
-                body: Some(br#"{"a":1,"b":{"c":2,"d":3},"e":[4,5]}"#),
-            },
-            2,
-        );
+        let c = Collections::of_limited(&json_post(br#"{"a":1,"b":{"c":2,"d":3},"e":[4,5]}"#), 2);
         assert!(c.over_limit && c.body_error.is_none());
         assert_eq!(
             values(&c, "ARGS"),
