@@ -55,6 +55,32 @@ pub enum Inbound {
     Internal,
 }
 
+/// How much of a refused request's body is still read and dropped ...
+const LINGER_LIMIT: u64 = 16 << 20;
+/// ... and for how long (nginx's `lingering_time` and `lingering_timeout` together).
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and drops, within bounds, what a client still sends of a body refused by its
+/// head (413 on its Content-Length): closing the connection with its bytes unread
+/// resets it, and a client still writing the body then fails on the write before it
+/// reads the answer (nginx's lingering close, for the same reason).
+fn linger(body: Incoming) {
+    use http_body_util::BodyExt;
+    tokio::spawn(async move {
+        let mut body = body;
+        let read = async {
+            let mut seen = 0u64;
+            while seen < LINGER_LIMIT
+                && let Some(Ok(frame)) = body.frame().await
+            {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+        };
+        // Out of time, the rest is dropped with the connection.
+        let _ = tokio::time::timeout(LINGER_TIME, read).await;
+    });
+}
+
 /// Serves one request; a panic anywhere in its pipeline is contained to it (a 500
 /// problem, logged) instead of tearing down the connection and its other streams.
 pub async fn handle_contained(
@@ -254,6 +280,9 @@ pub async fn handle(
     if let Some(limit) = route.max_body_size
         && content_length(&parts).is_some_and(|n| n > limit)
     {
+        if let Inbound::Client(body) = body {
+            linger(body);
+        }
         let detail = format!("request body is larger than the limit of {limit} bytes");
         return local(
             problem(
