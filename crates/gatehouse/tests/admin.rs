@@ -3,9 +3,7 @@
 //! routes in precedence order.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 fn rest(backend: std::net::SocketAddr, tag: &str) -> String {
     format!(

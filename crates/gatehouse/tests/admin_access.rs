@@ -3,11 +3,9 @@
 //! settings that change on reload without moving the socket.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::Full;
-use support::*;
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 const READ_TOKEN: &str = "read-token-0123456789abcdef";

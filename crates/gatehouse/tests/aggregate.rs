@@ -4,11 +4,9 @@
 //! errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::*;
 
 fn config(a: &Backend, b: &Backend, c: &Backend) -> String {
     format!(

@@ -4,11 +4,11 @@
 //! the admin counters and purges, and entries surviving a reload.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
+use crate::support::*;
 use serde_json::json;
 use std::time::Duration;
-use support::*;
 
 const RH: &str = "x-echo-response-header";
 

@@ -3,11 +3,9 @@
 //! retried.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn strict_upstream(a: SocketAddr, b: SocketAddr) -> String {

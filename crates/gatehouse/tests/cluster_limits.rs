@@ -6,11 +6,9 @@
 //! it comes back.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use gatehouse_testkit::RedisServer;
 use std::time::{Duration, Instant};
-use support::*;
 
 fn shared(backend: std::net::SocketAddr, redis: &str, on_failure: &str) -> String {
     format!(

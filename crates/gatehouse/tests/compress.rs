@@ -3,10 +3,8 @@
 //! other response policies.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use std::io::Read;
-use support::*;
 
 fn config(be: &Backend) -> String {
     format!(

@@ -6,11 +6,11 @@
 //! an address outside `allow` is 403.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
+use crate::support::*;
 use gatehouse_testkit::browser::Browser;
 use std::time::Duration;
-use support::*;
 
 fn routes(be: &Backend) -> String {
     format!(

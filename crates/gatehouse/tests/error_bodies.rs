@@ -4,9 +4,7 @@
 //! and `errors.type_base` change the rendering.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 fn rest(extra: &str) -> String {
     let dead = free_port();

@@ -5,9 +5,7 @@
 //! unsigned request are each refused with 401.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 const SECRET: &str = "mobile-hmac-secret-0123456789abcdef";
 

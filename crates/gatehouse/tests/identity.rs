@@ -4,9 +4,9 @@
 //! forwarded upstream (and never a client's claim to be one), and the access log.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
-use support::*;
+use crate::support::*;
 
 const GOLD_KEY: &str = "gold-key-5b1c0e7d9a";
 const SILVER_KEY: &str = "silver-key-77aa01";

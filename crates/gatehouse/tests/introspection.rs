@@ -5,11 +5,9 @@
 //! answer or refuses the gateway's own client credentials.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::idp::{CLIENT, Idp};
+use crate::support::*;
 use serde_json::json;
-use support::idp::{CLIENT, Idp};
-use support::*;
 
 async fn get(c: &Client, url: &str, token: &str) -> Reply {
     send(

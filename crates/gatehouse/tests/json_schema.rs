@@ -3,10 +3,8 @@
 //! with `$ref`s to files beside them, draft 7 and 2020-12, and config errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 const ORDER: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",

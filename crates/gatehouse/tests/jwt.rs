@@ -6,13 +6,11 @@
 //! OpenID discovery over HTTPS with a private CA; a provider that is down (503).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::idp::Idp;
+use crate::support::*;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use support::idp::Idp;
-use support::*;
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)

@@ -1,13 +1,11 @@
 //! Reloads, WebSockets across reloads, graceful shutdown, h2c/gRPC, the validate CLI and examples.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use support::*;
 
 fn routes(a: std::net::SocketAddr, tag: &str) -> String {
     format!(

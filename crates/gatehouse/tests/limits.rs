@@ -5,9 +5,7 @@
 //! when requests complete).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 fn limited(backend: std::net::SocketAddr, policies: &str) -> String {
     format!(

@@ -1,13 +1,11 @@
 //! `GET /metrics` counts what was sent, through real sockets on the in-process gateway.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use gatehouse::embed::Embedded;
 use http_body_util::Full;
 use std::time::Duration;
-use support::*;
 
 /// The value of the sample `line` (name and labels exactly) in `text`.
 fn sample(text: &str, line: &str) -> Option<f64> {

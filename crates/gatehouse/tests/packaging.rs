@@ -2,10 +2,8 @@
 //! config does not), shell completions and the man page, all generated from the code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::BIN;
 use std::process::Command;
-use support::BIN;
 
 fn stdout_of(args: &[&str]) -> String {
     let out = Command::new(BIN).args(args).output().unwrap();

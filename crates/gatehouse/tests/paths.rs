@@ -3,9 +3,7 @@
 //! receives the normalized path. Encoded slashes follow the listener's choice.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 fn routes(backend: std::net::SocketAddr) -> String {
     format!(

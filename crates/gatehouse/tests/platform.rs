@@ -3,8 +3,7 @@
 //! filter, a response-buffering policy, state kept by name across reloads).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use gatehouse::embed::Embedded;
 use gatehouse_core::{
@@ -19,7 +18,6 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use support::*;
 
 // ---- test-only policy kinds ------------------------------------------------------------
 

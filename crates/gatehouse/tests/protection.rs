@@ -4,11 +4,9 @@
 //! connection is no slow client; the admin API lists, sets and lifts bans.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use serde_json::Value;
 use std::time::Duration;
-use support::*;
 use tokio::io::AsyncWriteExt;
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: t\r\n\r\n";

@@ -1,11 +1,9 @@
 //! Proxying through real sockets: headers both ways, balancing, errors, limits, streaming.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::Full;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_with_forwarding_headers_and_strips_hop_by_hop() {

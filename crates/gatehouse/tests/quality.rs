@@ -6,10 +6,8 @@
 //! and per route at `/admin/latency`; consumer series stay within `metrics.consumers.max`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use std::time::Duration;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(be: &Backend, dead: u16) -> String {

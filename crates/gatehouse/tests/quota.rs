@@ -5,10 +5,8 @@
 //! store file.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::*;
 
 fn yaml(backend: std::net::SocketAddr, db: &std::path::Path) -> String {
     format!(

@@ -3,15 +3,13 @@
 //! TRACE, upgrade smuggling, and listeners that honour their `protocols`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use gatehouse_testkit::client::raw;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn status(raw: &str) -> u16 {

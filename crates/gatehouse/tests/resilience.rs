@@ -3,12 +3,10 @@
 //! budget, and an ejection that survives reloads.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use support::*;
 
 /// Steady GET load from `workers` loops until `stop`; counts successes and failures.
 struct Load {

@@ -3,9 +3,7 @@
 //! there after a restart. The real binary, a real database file.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_created_through_the_admin_api_work_at_once_are_revoked_at_once_and_survive_restarts()

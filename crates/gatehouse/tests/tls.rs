@@ -4,8 +4,7 @@
 //! their field, and curl as a client. Every certificate comes from a CA made per test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use rcgen::{
@@ -17,7 +16,6 @@ use rustls::{ClientConfig, RootCertStore};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::*;
 use tokio::net::TcpStream;
 
 /// A private CA that signs leaf certificates into a directory.

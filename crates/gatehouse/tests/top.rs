@@ -5,10 +5,8 @@
 //! error bound.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn config(be: &Backend, capacity: usize) -> String {
     format!(

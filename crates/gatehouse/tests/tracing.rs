@@ -5,12 +5,10 @@
 //! dead one costs nothing and a full queue drops and counts, and shutdown flushes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use gatehouse_testkit::OtlpReceiver;
 use gatehouse_testkit::otlp::ReceivedSpan;
 use std::time::{Duration, Instant};
-use support::*;
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER: &str = "00f067aa0ba902b7";

@@ -3,10 +3,10 @@
 //! upstream's compressed body, size limits and malformed bodies.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 fn config(be: &Backend, port: u16) -> String {
     format!(

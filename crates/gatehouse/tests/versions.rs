@@ -4,10 +4,8 @@
 //! unknown version, 308 to the default, and config errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 fn config(a: &Backend, b: &Backend) -> String {
     format!(

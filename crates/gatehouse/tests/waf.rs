@@ -5,11 +5,9 @@
 //! route, oversized bodies are inspected by prefix or refused, and blocks ban.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use serde_json::Value;
 use std::time::Duration;
-use support::*;
 
 const POLICIES: &str = r#"
 policies:

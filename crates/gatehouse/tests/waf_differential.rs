@@ -6,12 +6,10 @@
 //! at most 2% of what it lets through.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::*;
 use futures_util::StreamExt;
 use gatehouse_testkit::nginx::ModSecurityNginx;
 use std::fmt::Write as _;
-use support::*;
 
 /// The installed CRS (Debian's `modsecurity-crs`, 3.3).
 const CRS: &str = "/usr/share/modsecurity-crs/rules";
