@@ -3,6 +3,7 @@
 //! a local one). Enums rather than boxed trait objects: no allocation per request.
 
 use crate::finish::Finish;
+use crate::linger::LingeringBody;
 use crate::pool::Return;
 use bytes::Bytes;
 use gatehouse_core::BodyFilter;
@@ -166,7 +167,7 @@ impl ClientFault {
 /// can be sent again by a retry.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Option<Incoming>,
+    inner: Option<LingeringBody>,
     replay: Option<Bytes>,
     limit: u64,
     seen: u64,
@@ -184,7 +185,12 @@ pub struct RequestBody {
 impl RequestBody {
     /// Streams `inner`, failing once more than `limit` bytes went through or when the
     /// client is slower than `pace`.
-    pub fn new(inner: Incoming, limit: Option<u64>, meter: Arc<BodyMeter>, pace: BodyPace) -> Self {
+    pub fn new(
+        inner: LingeringBody,
+        limit: Option<u64>,
+        meter: Arc<BodyMeter>,
+        pace: BodyPace,
+    ) -> Self {
         Self {
             inner: Some(inner),
             replay: None,
@@ -221,7 +227,7 @@ impl RequestBody {
 
 /// Reads the whole client body (known to be small) so retries can send it again.
 pub async fn read_for_replay(
-    body: Incoming,
+    body: LingeringBody,
     meter: &Arc<BodyMeter>,
     pace: BodyPace,
 ) -> Result<Bytes, ClientFault> {
@@ -253,7 +259,9 @@ impl RequestBody {
                 stall.as_mut().reset(deadline);
             }
             if stall.as_mut().poll(cx).is_ready() {
-                self.inner = None;
+                if let Some(b) = self.inner.take() {
+                    b.abandon();
+                }
                 let secs = self.pace.read_timeout.as_secs();
                 return Poll::Ready(Some(Err(ClientFault::Stalled(secs))));
             }
@@ -273,7 +281,9 @@ impl RequestBody {
                     if let Some(rate) = self.pace.min_rate
                         && self.too_slow(rate)
                     {
-                        self.inner = None;
+                        if let Some(b) = self.inner.take() {
+                            b.abandon();
+                        }
                         return Poll::Ready(Some(Err(ClientFault::TooSlow(rate))));
                     }
                 }

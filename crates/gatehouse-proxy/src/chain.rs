@@ -4,6 +4,7 @@
 //! synchronous calls and nothing else.
 
 use crate::body::{BodyMeter, ClientFault, ProxyBody, RequestBody};
+use crate::linger::LingeringBody;
 use crate::route::Step;
 use bytes::Bytes;
 use gatehouse_config::AuthMode;
@@ -12,7 +13,6 @@ use gatehouse_core::{
     ResponseBodyNeed, ShortCircuit, problem_response,
 };
 use http::{HeaderValue, Method, Response, StatusCode, header};
-use hyper::body::Incoming;
 use std::time::Instant;
 
 /// What the request phase came to.
@@ -227,7 +227,7 @@ pub fn response_buffer_limit(
 /// Reads the whole client body for a chain that declared it, refusing more than `limit`
 /// bytes (413) before any upstream is contacted.
 pub async fn buffer_request(
-    body: Incoming,
+    body: LingeringBody,
     limit: u64,
     meter: &std::sync::Arc<BodyMeter>,
     pace: crate::body::BodyPace,
@@ -245,7 +245,7 @@ pub async fn buffer_request(
 /// `limit` bounds the whole body as it streams on). The bytes read, and the body that
 /// still has the rest when they are not all of it.
 pub async fn read_request_prefix(
-    body: Incoming,
+    body: LingeringBody,
     prefix: u64,
     limit: Option<u64>,
     meter: &std::sync::Arc<BodyMeter>,

@@ -22,6 +22,7 @@ pub mod head;
 pub mod health_check;
 pub mod housekeeping;
 pub mod http2_guard;
+pub mod linger;
 pub mod listener;
 pub mod listener_set;
 pub mod outbound;

@@ -359,7 +359,9 @@ async fn serve_connection(
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let live = live.clone();
         let info = info.clone();
-        let req = req.map(pipeline::Inbound::Client);
+        let (parts, body) = req.into_parts();
+        let body = crate::linger::LingeringBody::new(body, parts.version, &parts.headers);
+        let req = http::Request::from_parts(parts, pipeline::Inbound::Client(body));
         async move { Ok::<_, Infallible>(pipeline::handle_contained(&live, &info, req).await) }
     });
     // The protocol, decided once per connection: by ALPN under TLS, else by the preface.

@@ -9,6 +9,7 @@ use crate::error::ProxyError;
 use crate::finish::Finish;
 use crate::forwarded::{self, X_REQUEST_ID};
 use crate::head;
+use crate::linger::LingeringBody;
 use crate::outbound;
 use crate::route::{Action, CompiledRoute, redirect_response};
 use crate::snapshot::Snapshot;
@@ -24,7 +25,6 @@ use gatehouse_router::{Normalization, normalize};
 use gatehouse_upstream::PickInput;
 use gatehouse_upstream::upstream::cookie;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,35 +50,9 @@ pub struct ConnInfo {
 /// sent through the gateway itself (`Dispatch`).
 pub enum Inbound {
     /// From a client.
-    Client(Incoming),
+    Client(LingeringBody),
     /// Sent by a policy; bodiless.
     Internal,
-}
-
-/// How much of a refused request's body is still read and dropped ...
-const LINGER_LIMIT: u64 = 16 << 20;
-/// ... and for how long (nginx's `lingering_time` and `lingering_timeout` together).
-const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Reads and drops, within bounds, what a client still sends of a body refused by its
-/// head (413 on its Content-Length): closing the connection with its bytes unread
-/// resets it, and a client still writing the body then fails on the write before it
-/// reads the answer (nginx's lingering close, for the same reason).
-fn linger(body: Incoming) {
-    use http_body_util::BodyExt;
-    tokio::spawn(async move {
-        let mut body = body;
-        let read = async {
-            let mut seen = 0u64;
-            while seen < LINGER_LIMIT
-                && let Some(Ok(frame)) = body.frame().await
-            {
-                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
-            }
-        };
-        // Out of time, the rest is dropped with the connection.
-        let _ = tokio::time::timeout(LINGER_TIME, read).await;
-    });
 }
 
 /// Serves one request; a panic anywhere in its pipeline is contained to it (a 500
@@ -280,9 +254,6 @@ pub async fn handle(
     if let Some(limit) = route.max_body_size
         && content_length(&parts).is_some_and(|n| n > limit)
     {
-        if let Inbound::Client(body) = body {
-            linger(body);
-        }
         let detail = format!("request body is larger than the limit of {limit} bytes");
         return local(
             problem(
@@ -407,7 +378,7 @@ pub async fn handle(
 /// The client's body as the action gets it: still streaming, or already read into
 /// `ctx.bodies.request` for a chain that declared it.
 enum ClientBody {
-    Stream(Incoming, crate::body::BodyPace),
+    Stream(LingeringBody, crate::body::BodyPace),
     Buffered,
     /// Its first bytes read for the policies (and kept in front), the rest unread.
     Prefixed(RequestBody),
@@ -583,7 +554,7 @@ async fn proxy(
 async fn payload(
     up: &gatehouse_upstream::UpstreamState,
     method: &http::Method,
-    body: Incoming,
+    body: LingeringBody,
     max_body_size: Option<u64>,
     meter: &Arc<BodyMeter>,
     pace: crate::body::BodyPace,

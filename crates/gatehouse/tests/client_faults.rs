@@ -1,6 +1,6 @@
 //! A client's fault is never an upstream's: aborted uploads are logged as 499, malformed
 //! chunked bodies answer 400, and neither ejects a target, opens the breaker or is
-//! retried.
+//! retried. A body refused before it was read still lets its client read the answer.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::support::*;
@@ -107,4 +107,113 @@ async fn malformed_chunked_bodies_are_400_and_blame_nobody() {
         assert!(text.contains("application/problem+json"), "{text}");
     }
     assert_all_healthy(&admin).await;
+}
+
+/// Sends `head` and then `body` whole on a fresh connection, and only then reads the
+/// answer's head: its status, or what failed (a write or read reset by the gateway).
+async fn upload(
+    addr: SocketAddr,
+    head: &str,
+    body: &[u8],
+) -> Result<(u16, tokio::net::TcpStream), String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes())
+        .await
+        .map_err(|e| format!("head: {e}"))?;
+    s.write_all(body).await.map_err(|e| format!("body: {e}"))?;
+    let status = read_status(&mut s).await?;
+    Ok((status, s))
+}
+
+/// Reads one answer's head (the bodies here are small problem documents read with it)
+/// and yields its status.
+async fn read_status(s: &mut tokio::net::TcpStream) -> Result<u16, String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .map_err(|_| "no answer in 10 s".to_string())?
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err(format!("closed after {} bytes", got.len()));
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    text.get(9..12)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_uploads_are_read_through_so_the_client_reads_why() {
+    let be = Backend::start("a", Kind::Echo).await;
+    let dead = free_port();
+    let (_g, url, _) = gateway(&format!(
+        r#"consumers:
+  - {{ name: alice, credentials: [{{ type: api_key, key: key-alice-123 }}] }}
+upstreams:
+  live: {{ targets: [{{ address: "{}" }}] }}
+  down: {{ targets: [{{ address: "127.0.0.1:{dead}" }}] }}
+policies:
+  key: {{ type: api_key }}
+routes:
+  - name: keyed
+    match: {{ path: {{ type: prefix, value: /keyed }} }}
+    policies: [key]
+    upstream: live
+  - name: down
+    match: {{ path: {{ type: prefix, value: /down }} }}
+    upstream: down
+  - name: capped
+    match: {{ path: {{ type: prefix, value: /capped }} }}
+    max_body_size: 1MiB
+    upstream: live
+"#,
+        be.addr
+    ));
+    let addr: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    // More than loopback's socket buffers hold: unread, the client's writes would meet
+    // a reset connection.
+    const SIZE: usize = 8 << 20;
+    let whole = vec![b'x'; SIZE];
+    let mut chunked = format!("{SIZE:x}\r\n").into_bytes();
+    chunked.extend_from_slice(&whole);
+    chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+    let sized =
+        |path: &str| format!("POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {SIZE}\r\n\r\n");
+    let cases = [
+        // Refused by a policy before the body is read.
+        (sized("/keyed/x"), &whole, 401),
+        // No route.
+        (sized("/nowhere"), &whole, 404),
+        // Streamed towards an upstream that cannot be reached.
+        (sized("/down/x"), &whole, 502),
+        // Over max_body_size partway through a chunked body.
+        (
+            "POST /capped/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_string(),
+            &chunked,
+            413,
+        ),
+    ];
+    for (head, body, want) in cases {
+        let (status, mut s) = upload(addr, &head, body)
+            .await
+            .unwrap_or_else(|e| panic!("{head}: {e}"));
+        assert_eq!(status, want, "{head}");
+        // Read through to its end, the connection serves the next request.
+        s.write_all(b"GET /keyed/y HTTP/1.1\r\nHost: a\r\nx-api-key: key-alice-123\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_status(&mut s).await, Ok(200), "after {head}");
+    }
+
+    // A client waiting to be asked for its body is not asked once refused: the answer
+    // is the 401, with no 100 Continue before it.
+    let head = format!(
+        "POST /keyed/x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: {SIZE}\r\n\r\n"
+    );
+    let (status, _) = upload(addr, &head, b"").await.unwrap();
+    assert_eq!(status, 401);
 }
