@@ -65,13 +65,18 @@ fn new_trace_id() -> [u8; 16] {
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_into(bytes, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Writes `bytes` in lower-case hex into `out`, which holds exactly twice as many.
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
     const D: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(D[usize::from(b >> 4)] as char);
-        s.push(D[usize::from(b & 15)] as char);
+    for (b, o) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        o[0] = D[usize::from(b >> 4)];
+        o[1] = D[usize::from(b & 15)];
     }
-    s
 }
 
 impl TraceContext {
@@ -135,9 +140,15 @@ impl TraceContext {
 
     /// The `traceparent` that names `span` (one of the gateway's) as the parent.
     pub fn traceparent(&self, span: [u8; 8]) -> HeaderValue {
-        let flags = if self.sampled { "01" } else { "00" };
-        let text = format!("00-{}-{}-{flags}", hex(&self.trace_id), hex(&span));
-        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+        // Written in place: it goes on every upstream request, and `format!` with two
+        // hex strings cost ~2,300 instructions of the ~53,000 a proxied request takes.
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_into(&self.trace_id, &mut text[3..35]);
+        hex_into(&span, &mut text[36..52]);
+        if self.sampled {
+            text[54] = b'1';
+        }
+        HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 }
 
@@ -212,6 +223,25 @@ mod tests {
         // A later version may carry more fields.
         let future = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-more";
         assert!(!TraceContext::parse(future.as_bytes()).unwrap().sampled);
+    }
+
+    #[test]
+    fn the_traceparent_sent_names_the_trace_the_span_and_the_sampling() {
+        let mut t = TraceContext::parse(GOOD.as_bytes()).unwrap();
+        let span = [0xde, 0xad, 0xbe, 0xef, 0x01, 0x23, 0x45, 0x67];
+        assert_eq!(
+            t.traceparent(span),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-deadbeef01234567-01"
+        );
+        t.sampled = false;
+        let sent = t.traceparent(span);
+        assert_eq!(
+            sent,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-deadbeef01234567-00"
+        );
+        // What the gateway sends, it reads back as the same trace.
+        let back = TraceContext::parse(sent.as_bytes()).unwrap();
+        assert_eq!((back.trace_id, back.parent_id), (t.trace_id, Some(span)));
     }
 
     #[test]

@@ -6,12 +6,12 @@
 
 use crate::body::RequestBody;
 use crate::upstream_tls::ClientTls;
+use ahash::AHashMap as HashMap;
 use gatehouse_observe::metrics;
 use gatehouse_upstream::TargetState;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
