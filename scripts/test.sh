@@ -32,11 +32,11 @@ if [ ! -x "$tools/bin/sslyze" ] || ! "$tools/bin/python3" -c 'import http_messag
   "$tools/bin/pip" install -q sslyze http-message-signatures requests prometheus_client
 fi
 export PATH="$tools/bin:$PATH"
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@"
-else
-  cargo test --workspace --no-fail-fast "$@"
-fi
+# nextest runs every test in a process of its own. The gateway's integration tests share
+# one binary, and some run the gateway in-process with process-wide metrics and
+# analytics: under plain `cargo test` they would count each other's traffic.
+cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked
+cargo nextest run --workspace --no-fail-fast "$@"
 
 # Fuzz smoke: each cargo-fuzz target for 30 s when the nightly toolchain is present. New
 # inputs go to a scratch corpus; the seeds in fuzz/seeds stay small and reviewed.

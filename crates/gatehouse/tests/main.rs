@@ -1,7 +1,9 @@
 //! The gateway's integration tests, one module per area, linked into one test binary:
 //! each of them links the whole gateway, and ~40 separate binaries took ~40 links and
 //! several GiB of disk for the same code. nextest still runs every test in a process
-//! of its own; filter an area with `cargo nextest run -E 'test(/^waf::/)'`.
+//! of its own, which the in-process gateways rely on (metrics and analytics are
+//! process-wide), so run them with nextest (`scripts/test.sh` does); one area:
+//! `cargo nextest run -E 'test(/^waf::/)'`.
 
 mod support;
 
